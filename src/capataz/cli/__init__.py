@@ -1,0 +1,50 @@
+"""The `capataz` command. Commands are thin: parse, call the library, format."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from capataz.cli.console import err
+from capataz.errors import CapatazError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="capataz",
+    help="Foreman for autonomous coding agents: sandboxed runs, gates, decisions, rollback.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+from capataz.cli import run_cmds, setup_cmds  # noqa: E402  (commands register on import)
+
+del run_cmds, setup_cmds
+
+
+def main() -> None:
+    """Entry point: every deliberate error becomes one line and a non-zero exit code."""
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except CapatazError as exc:
+        err.print(
+            f"[bold red]error:[/] {exc.message}" + (f" — {exc.fix}" if exc.fix else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

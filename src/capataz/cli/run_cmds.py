@@ -1,0 +1,110 @@
+"""`capataz exec`, `decide` and `resume`: run one task now and answer its escalations."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from capataz.cli import app
+from capataz.cli.console import out
+from capataz.cli.context import open_project, warn_unsandboxed
+from capataz.cli.live import LiveView, render_summary, report_json
+from capataz.escalation import submit_decision
+from capataz.pipeline import RunReport, Supervisor, TaskSpec
+from capataz.progress import ProgressDir
+from capataz.repo import validate_task_id
+
+RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _new_task_id() -> str:
+    return f"t-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@app.command("exec")
+def exec_command(
+    instruction: Annotated[str, typer.Argument(help="What the agent should do.")],
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Agent name from capataz.toml.")
+    ] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--id", help="Task id (default: generated).")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Short title for commits and reports.")] = "",
+    allow_high: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-high/--no-allow-high",
+            help="Escalate high-severity violations instead of blocking.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Run one task now: sandboxed agent, gates, decision, land or roll back."""
+    repo, config = open_project(repo_path)
+    warn_unsandboxed(config)
+    spec = TaskSpec(
+        task_id=validate_task_id(task_id or _new_task_id()),
+        instruction=instruction,
+        agent=agent or config.project.default_agent,
+        title=title,
+        allow_high=allow_high,
+    )
+    interactive = sys.stdin.isatty() and not as_json
+    terminal = sys.stdin if interactive else None
+    if as_json:
+        report = Supervisor(repo, config, terminal=terminal).execute(spec)
+        out.print_json(report_json(report))
+    else:
+        with LiveView(f"{spec.task_id} · {spec.agent}", interactive=interactive) as view:
+            report = Supervisor(repo, config, listener=view, terminal=terminal).execute(spec)
+        render_summary(report)
+    _finish(report)
+
+
+@app.command("resume")
+def resume_command(
+    task_id: Annotated[str, typer.Argument(help="A task answered with `modify`.")],
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Commit a human's edits to a modified task, re-run its post-gates and decide again."""
+    repo, config = open_project(repo_path)
+    warn_unsandboxed(config)
+    interactive = sys.stdin.isatty() and not as_json
+    terminal = sys.stdin if interactive else None
+    if as_json:
+        report = Supervisor(repo, config, terminal=terminal).resume(task_id)
+        out.print_json(report_json(report))
+    else:
+        with LiveView(f"{task_id} · resume", interactive=interactive) as view:
+            report = Supervisor(repo, config, listener=view, terminal=terminal).resume(task_id)
+        render_summary(report)
+    _finish(report)
+
+
+@app.command("decide")
+def decide_command(
+    task_id: Annotated[str, typer.Argument(help="The escalated task.")],
+    choice: Annotated[str, typer.Argument(help="approve, reject, modify or abort.")],
+    note: Annotated[str, typer.Option(help="Why; kept with the decision.")] = "",
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Answer an escalated task from another shell."""
+    repo, config = open_project(repo_path)
+    progress = ProgressDir(repo.root / config.project.progress_dir, validate_task_id(task_id))
+    submit_decision(progress, choice, note=note, decided_by="cli")
+    out.print(f"[green]recorded[/] {choice.lower()} for {task_id}; the waiting run picks it up.")
+
+
+def _finish(report: RunReport) -> None:
+    code = report.outcome.exit_code
+    if code:
+        raise typer.Exit(code)

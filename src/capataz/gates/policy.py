@@ -1,0 +1,273 @@
+"""The built-in policy gate: rules from ``[policy]`` checked against the agent's diff.
+
+It runs in-process, in milliseconds, with no sandbox: it only reads the diff and the
+result's bytes. Rules judge what the agent *did*, so everything except the path rule
+looks at added lines only: an import or a token that was already there, or that the
+agent removed, is not the agent's doing and must not block its work.
+
+Every violation names the file and line when there is one, says what matched in
+``details`` and what to do in ``suggestion``, because a human (or the agent, on a retry)
+reads it without the config at hand. Matched tokens may be secrets and are never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+
+from capataz.changes import ChangeSet, FileDiff
+from capataz.config import PolicyConfig
+from capataz.gates.imports import find_imports, forbidden_entry, language_of
+from capataz.gates.paths import match_any
+from capataz.models import ChangeKind, GatePhase, Violation, ViolationType
+
+__all__ = ["GATE_NAME", "check_policy", "redact"]
+
+GATE_NAME = "policy"
+_BINARY_SNIFF = 8192  # bytes inspected for a NUL, as git does
+_PREVIEW = 4  # characters of a matched token shown at most
+
+
+def check_policy(changes: ChangeSet, policy: PolicyConfig) -> list[Violation]:
+    """All policy violations of ``changes``, sorted by file, line, type (stable for reports)."""
+    tokens = [re.compile(pattern) for pattern in policy.forbidden_tokens]
+    found: list[Violation] = [*_size_violations(changes, policy)]
+    for diff in changes.files:
+        found.extend(_path_violations(diff, policy))
+        if diff.change.kind is ChangeKind.DELETED:
+            continue
+        content = changes.read(diff.path) if _needs_content(diff, policy) else None
+        found.extend(_import_violations(diff, content, policy))
+        found.extend(_token_violations(diff, tokens, policy))
+        if policy.check_encoding and not _is_binary(diff, content):
+            found.extend(_encoding_violations(diff, content, policy))
+            found.extend(_line_ending_violations(diff, content, policy))
+    return sorted(found, key=_order)
+
+
+def _needs_content(diff: FileDiff, policy: PolicyConfig) -> bool:
+    """Read the file only when a rule needs more than the diff (keeps big trees cheap)."""
+    imports = bool(policy.forbidden_imports and diff.added and language_of(diff.path))
+    return imports or policy.check_encoding
+
+
+def redact(text: str) -> str:
+    """At most the first four characters of ``text`` and an ellipsis.
+
+    Short matches show at most half their length, so no match is ever shown whole."""
+    shown = text[: min(_PREVIEW, len(text) // 2)]
+    return "".join(ch if ch.isprintable() else "?" for ch in shown) + "…"
+
+
+def _order(violation: Violation) -> tuple[str, int, str, str]:
+    return (violation.file or "", violation.line or 0, violation.type.value, violation.details)
+
+
+def _violation(
+    policy: PolicyConfig,
+    kind: ViolationType,
+    details: str,
+    suggestion: str,
+    *,
+    file: str | None = None,
+    line: int | None = None,
+) -> Violation:
+    return Violation(
+        type=kind,
+        severity=policy.severity_of(kind),
+        details=details,
+        suggestion=suggestion,
+        file=file,
+        line=line,
+        gate=GATE_NAME,
+        phase=GatePhase.POST,
+    )
+
+
+# --------------------------------------------------------------------------- size
+
+
+def _size_violations(changes: ChangeSet, policy: PolicyConfig) -> Iterator[Violation]:
+    files, lines = len(changes.files), changes.lines_changed
+    if policy.max_changed_files is not None and files > policy.max_changed_files:
+        yield _violation(
+            policy,
+            ViolationType.TOO_MANY_FILES,
+            f"{files} files changed; [policy].max_changed_files allows {policy.max_changed_files}",
+            "split the task into smaller tasks, or raise [policy].max_changed_files "
+            "if a change this wide is expected",
+        )
+    if policy.max_changed_lines is not None and lines > policy.max_changed_lines:
+        yield _violation(
+            policy,
+            ViolationType.TOO_MANY_LINES,
+            f"{lines} lines changed (added plus removed); [policy].max_changed_lines allows "
+            f"{policy.max_changed_lines}",
+            "split the task into smaller tasks, or raise [policy].max_changed_lines "
+            "if a change this large is expected",
+        )
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _path_violations(diff: FileDiff, policy: PolicyConfig) -> Iterator[Violation]:
+    glob = match_any(diff.path, policy.forbidden_paths)
+    if glob is None:
+        return
+    yield _violation(
+        policy,
+        ViolationType.FORBIDDEN_PATH,
+        f"{diff.path} was {diff.change.kind.value}, but it matches the forbidden path "
+        f"pattern {glob!r} in [policy].forbidden_paths",
+        f"leave files matching {glob!r} untouched and restore {diff.path}; if the change "
+        "is intended, a human must make it",
+        file=diff.path,
+    )
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def _import_violations(
+    diff: FileDiff, content: bytes | None, policy: PolicyConfig
+) -> Iterator[Violation]:
+    language = language_of(diff.path)
+    if language is None or not policy.forbidden_imports or not diff.added:
+        return
+    added = {number for number, _ in diff.added}
+    for ref in find_imports(diff.path, _source_text(diff, content)):
+        if not ref.spans(added):
+            continue  # pre-existing import on untouched lines
+        entry = forbidden_entry(ref, policy.forbidden_imports, language)
+        if entry is None:
+            continue
+        yield _violation(
+            policy,
+            ViolationType.FORBIDDEN_IMPORT,
+            f"{diff.path}:{ref.line} imports {ref.module!r}, which [policy].forbidden_imports "
+            f"forbids (entry {entry!r})",
+            f"remove the import of {ref.module!r} and do without {entry!r}; "
+            "this repository does not allow new code to depend on it",
+            file=diff.path,
+            line=ref.line,
+        )
+
+
+def _source_text(diff: FileDiff, content: bytes | None) -> str:
+    """The new file's text; when it cannot be read, the added lines at their positions.
+
+    The sparse fallback keeps line numbers right and, for Python, falls through to the
+    line scan, so an unreadable file still has its added imports seen."""
+    if content is not None:
+        return content.decode("utf-8", errors="replace")
+    last = max(number for number, _ in diff.added)
+    lines = [""] * last
+    for number, text in diff.added:
+        lines[number - 1] = text
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _token_violations(
+    diff: FileDiff, tokens: Sequence[re.Pattern[str]], policy: PolicyConfig
+) -> Iterator[Violation]:
+    for number, text in diff.added:
+        line = text.rstrip("\r\n")
+        for pattern in tokens:
+            match = _first_nonempty(pattern, line)
+            if match is None:
+                continue
+            yield _violation(
+                policy,
+                ViolationType.FORBIDDEN_TOKEN,
+                f"{diff.path}:{number} matches the forbidden token pattern "
+                f"{pattern.pattern!r} (starting {redact(match)!r})",
+                "remove the value from the code; if it is a credential, rotate it and load "
+                "it from the environment or a secret store instead",
+                file=diff.path,
+                line=number,
+            )
+
+
+def _first_nonempty(pattern: re.Pattern[str], text: str) -> str | None:
+    """The first non-empty match: an empty one names no text and is a pattern accident."""
+    return next((m.group(0) for m in pattern.finditer(text) if m.end() > m.start()), None)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _is_binary(diff: FileDiff, content: bytes | None) -> bool:
+    return diff.change.binary or (content is not None and b"\0" in content[:_BINARY_SNIFF])
+
+
+def _encoding_violations(
+    diff: FileDiff, content: bytes | None, policy: PolicyConfig
+) -> Iterator[Violation]:
+    if content is None:
+        return
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        yield _violation(
+            policy,
+            ViolationType.ENCODING,
+            f"{diff.path} is not valid UTF-8 (first invalid byte at line {line}, "
+            f"byte offset {exc.start})",
+            f"re-encode {diff.path} as UTF-8; if it is binary data, mark it binary in "
+            ".gitattributes",
+            file=diff.path,
+            line=line,
+        )
+
+
+def _line_ending_violations(
+    diff: FileDiff, content: bytes | None, policy: PolicyConfig
+) -> Iterator[Violation]:
+    """One violation per file: a new file with CRLF, or CRLF added lines in an LF file."""
+    lines = content.split(b"\n") if content is not None else None
+    if diff.change.kind is ChangeKind.ADDED and lines is not None:
+        added = list(range(1, len(lines) + 1))  # every line of a new file is the agent's
+    else:
+        added = sorted({number for number, _ in diff.added})
+    crlf = [number for number in added if _is_crlf(diff, lines, number)]
+    if not crlf:
+        return
+    if diff.change.kind is ChangeKind.ADDED:
+        details = f"{diff.path} is a new file with CRLF line endings ({len(crlf)} lines)"
+    elif lines is not None and _has_lf_line(lines, set(added)):
+        details = (
+            f"{len(crlf)} added line(s) of {diff.path} end with CRLF (first at line "
+            f"{crlf[0]}) while the rest of the file uses LF"
+        )
+    else:
+        return  # every other line is CRLF too (or unknown): the file is consistent
+    yield _violation(
+        policy,
+        ViolationType.LINE_ENDINGS,
+        details,
+        f"convert {diff.path} to LF line endings (e.g. `sed -i 's/\\r$//' {diff.path}`)",
+        file=diff.path,
+        line=crlf[0],
+    )
+
+
+def _is_crlf(diff: FileDiff, lines: list[bytes] | None, number: int) -> bool:
+    """Whether added line ``number`` ends with CR; the file's bytes win over the diff text,
+    which some diff readers strip of its CR."""
+    if lines is not None and 0 < number < len(lines):
+        return lines[number - 1].endswith(b"\r")
+    return any(n == number and text.endswith("\r") for n, text in diff.added)
+
+
+def _has_lf_line(lines: list[bytes], added: Iterable[int]) -> bool:
+    """Whether a line the agent did not add ends with a bare LF."""
+    skip = set(added)
+    # The last element follows the final newline (or is an unterminated last line).
+    return any(
+        not line.endswith(b"\r") for number, line in enumerate(lines[:-1], 1) if number not in skip
+    )

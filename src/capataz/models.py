@@ -1,0 +1,156 @@
+"""The vocabulary every part of capataz shares: severities, decisions, violations and
+file changes. Enum values are the strings written to progress files (and, later, the
+database), so they never change casually."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ChangeKind",
+    "Decision",
+    "DecisionRecord",
+    "EscalationChoice",
+    "FileChange",
+    "GatePhase",
+    "Outcome",
+    "Severity",
+    "TaskStatus",
+    "Violation",
+    "ViolationType",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """Higher is worse; lets callers take ``max`` over a list of violations."""
+        return {"critical": 4, "high": 3, "medium": 2, "low": 1}[self.value]
+
+
+class Decision(StrEnum):
+    """Decision names from the supervised-loop document (a contract)."""
+
+    CONTINUE = "CONTINUE"
+    BLOCK = "BLOCK"
+    ESCALATE = "ESCALATE"
+    COMPLETED = "COMPLETED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class GatePhase(StrEnum):
+    PRE = "pre"
+    POST = "post"
+
+
+class EscalationChoice(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    MODIFY = "modify"
+    ABORT = "abort"
+
+
+class TaskStatus(StrEnum):
+    """Status of one supervised run as written to progress.json."""
+
+    PENDING = "pending"
+    VALIDATING_PRE = "validating-pre"
+    IN_PROGRESS = "in-progress"
+    VALIDATING_POST = "validating-post"
+    ESCALATED = "escalated"
+    COMPLETED = "completed"
+    BLOCKED = "blocked"
+    ROLLED_BACK = "rolled-back"
+
+
+class Outcome(StrEnum):
+    """How one `capataz exec` ended; the CLI's exit code is derived from it."""
+
+    LANDED = "landed"
+    BRANCH = "branch"  # result kept on capataz/<task-id> for review (land="branch" or dirty tree)
+    BLOCKED = "blocked"  # a gate blocked it; changes rolled back
+    REJECTED = "rejected"  # a human said reject; rolled back
+    ABORTED = "aborted"  # a human (or the escalation timeout) said abort; rolled back
+    AWAITING_HUMAN = "awaiting-human"  # modify: workspace kept for edits, `capataz resume`
+    NO_CHANGES = "no-changes"  # the agent changed nothing; nothing to land
+
+    @property
+    def exit_code(self) -> int:
+        return {
+            "landed": 0,
+            "branch": 0,
+            "no-changes": 0,
+            "blocked": 1,
+            "rejected": 1,
+            "aborted": 1,
+            "awaiting-human": 3,
+        }[self.value]
+
+
+class ViolationType(StrEnum):
+    FORBIDDEN_PATH = "FORBIDDEN_PATH"
+    FORBIDDEN_IMPORT = "FORBIDDEN_IMPORT"
+    FORBIDDEN_TOKEN = "FORBIDDEN_TOKEN"  # noqa: S105 - a violation name, not a password
+    TOO_MANY_FILES = "TOO_MANY_FILES"
+    TOO_MANY_LINES = "TOO_MANY_LINES"
+    ENCODING = "ENCODING"
+    LINE_ENDINGS = "LINE_ENDINGS"
+    EMBEDDED_REPOSITORY = "EMBEDDED_REPOSITORY"
+    GATE_FAILED = "GATE_FAILED"
+    GATE_TIMEOUT = "GATE_TIMEOUT"
+    AGENT_FAILED = "AGENT_FAILED"
+    AGENT_TIMEOUT = "AGENT_TIMEOUT"
+    AGENT_HUNG = "AGENT_HUNG"
+    AGENT_LEFT_PROCESSES = "AGENT_LEFT_PROCESSES"
+    OUTPUT_LIMIT = "OUTPUT_LIMIT"
+
+
+class Violation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: ViolationType
+    severity: Severity
+    details: str
+    suggestion: str = ""
+    file: str | None = None
+    line: int | None = None
+    gate: str = "policy"
+    phase: GatePhase = GatePhase.POST
+
+
+class ChangeKind(StrEnum):
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+class FileChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    kind: ChangeKind
+    lines_added: int = 0
+    lines_removed: int = 0
+    binary: bool = False
+
+
+class DecisionRecord(BaseModel):
+    """One line of decisions.jsonl."""
+
+    timestamp: datetime = Field(default_factory=utcnow)
+    phase: str
+    decision: Decision
+    reason: str

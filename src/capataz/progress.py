@@ -1,0 +1,100 @@
+"""Progress files, the layout the supervised-loop document fixes (a contract):
+
+    <progress dir>/<task-id>/progress.json       current state, overwritten atomically
+                             decisions.jsonl     append-only
+                             violations.jsonl    append-only
+                             artifacts/          reports, rollback evidence, run.log
+
+Every write is atomic (temp file + rename) or an append of whole lines, so a reader — a
+human, `capataz decide`, a dashboard — never sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from capataz.models import Decision, DecisionRecord, GatePhase, Violation, utcnow
+
+__all__ = ["ProgressDir", "write_json_atomic"]
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+class ProgressDir:
+    def __init__(self, root: Path, task_id: str) -> None:
+        self.path = root / task_id
+        self.artifacts = self.path / "artifacts"
+        self.state: dict[str, Any] = {}
+
+    @property
+    def run_log(self) -> Path:
+        return self.artifacts / "run.log"
+
+    def reset(self, state: dict[str, Any]) -> None:
+        """Start a run of this task id afresh: re-running an id overwrites, never duplicates."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.artifacts.mkdir(parents=True)
+        for name in ("decisions.jsonl", "violations.jsonl"):
+            (self.path / name).touch()
+        self.state = state
+        self.save()
+
+    def load(self) -> dict[str, Any]:
+        self.state = json.loads((self.path / "progress.json").read_text(encoding="utf-8"))
+        return self.state
+
+    def exists(self) -> bool:
+        return (self.path / "progress.json").is_file()
+
+    def update(self, **fields: Any) -> None:
+        self.state.update(fields)
+        self.save()
+
+    def save(self) -> None:
+        self.state["lastUpdate"] = utcnow().isoformat()
+        write_json_atomic(self.path / "progress.json", self.state)
+
+    def record_decision(self, phase: str, decision: Decision, reason: str) -> DecisionRecord:
+        record = DecisionRecord(phase=phase, decision=decision, reason=reason)
+        self._append("decisions.jsonl", [record.model_dump(mode="json")])
+        return record
+
+    def record_violations(self, violations: Iterable[Violation]) -> None:
+        now = utcnow().isoformat()
+        self._append(
+            "violations.jsonl",
+            [{"timestamp": now, **v.model_dump(mode="json")} for v in violations],
+        )
+
+    def write_report(self, phase: GatePhase, report: dict[str, Any]) -> None:
+        write_json_atomic(self.artifacts / f"{phase.value}-task-report.json", report)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return self._read_lines("decisions.jsonl")
+
+    def violations(self) -> list[dict[str, Any]]:
+        return self._read_lines("violations.jsonl")
+
+    def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        text = "".join(json.dumps(row, separators=(",", ":"), default=str) + "\n" for row in rows)
+        with (self.path / name).open("a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _read_lines(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

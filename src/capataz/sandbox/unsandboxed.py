@@ -1,0 +1,87 @@
+"""The "none" backend: the same supervision without isolation, for machines without
+user namespaces or for debugging a sandbox problem.
+
+The command gets the same clean environment (with a throwaway HOME), the same rlimits,
+the same timeouts and output handling, runs in the workspace and in its own process
+group, which is killed when it ends. That is all: it sees and can write everything the
+runner's user can, reaches the network, and a process that calls ``setsid`` (or
+double-forks into a new session) leaves the group and survives the run. Also, when
+capataz runs as root the process limit does not bind at all. Hence "none" is opt-in,
+and the caller prints a warning when it is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from capataz.config import SandboxOptions
+from capataz.errors import SandboxError
+from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.process import build_result, clean_env, processes_in_use, supervise
+
+__all__ = ["UnsandboxedSandbox"]
+
+
+class UnsandboxedSandbox:
+    """Runs commands directly on the host, supervised but not isolated."""
+
+    name = "none"
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()  # accepted for a uniform factory; unused
+
+    def run(
+        self,
+        spec: SandboxSpec,
+        on_output: OutputSink,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ExecResult:
+        """Run ``spec.argv`` in the workspace; a missing command is a failed run (127)."""
+        workspace = Path(spec.workspace)
+        if not workspace.is_dir():
+            raise SandboxError(
+                f"workspace {workspace} is not a directory", fix="create it before running"
+            )
+        processes = spec.limits.processes
+        if processes is not None and os.geteuid() != 0:
+            processes += processes_in_use(os.getuid())  # the limit counts the whole uid
+        home = tempfile.mkdtemp(prefix="capataz-home-")
+        try:
+            run = supervise(
+                spec.argv,
+                cwd=workspace,
+                env=clean_env(home, spec.env),
+                limits=spec.limits,
+                on_output=on_output,
+                should_stop=should_stop,
+                processes=processes,
+            )
+        except OSError as exc:
+            on_output(
+                OutputLine(datetime.now(UTC), "err", f"capataz: cannot run {spec.argv[0]!r}: {exc}")
+            )
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            return ExecResult(
+                outcome=ExecOutcome.FAILED,
+                exit_code=code,
+                signal=None,
+                wall_seconds=0.0,
+                cpu_seconds=0.0,
+                peak_memory_bytes=0,
+                output_bytes=0,
+                output_truncated=False,
+                leftover_processes=[],
+                detail=f"cannot run {spec.argv[0]!r}: {exc.strerror or exc}",
+            )
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        return build_result(run, spec.limits)
+
+    def check(self) -> list[str]:
+        """Nothing can be missing: this backend needs only the host itself."""
+        return []

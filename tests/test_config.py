@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capataz.config import load_config, parse_config
+from capataz.errors import ConfigError
+from capataz.initialize import config_template
+from capataz.models import Severity, ViolationType
+
+
+def test_missing_file_means_defaults_with_the_builtin_shell_agent(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    assert config.project.target_branch == "main"
+    assert config.agents["shell"].command == ["bash", "-c", "{instruction}"]
+
+
+def test_init_template_is_valid_and_readable() -> None:
+    config = parse_config(config_template("trunk"))
+    assert config.project.target_branch == "trunk"
+    assert config.agents["shell"].memory == 2 * 1024**3
+    assert config.agents["shell"].idle_timeout == 120
+    assert "**/*.pem" in config.policy.forbidden_paths
+
+
+def test_sizes_and_durations_are_parsed() -> None:
+    config = parse_config('[agents.x]\ncommand = ["run"]\ntimeout = "1h"\nmemory = "512MiB"\n'
+                          'idle_timeout = "90s"\ncpu = 30\n')
+    agent = config.agents["x"]
+    assert (agent.timeout, agent.memory, agent.idle_timeout, agent.cpu) == (3600, 512 * 1024**2, 90, 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[agents.shell]\ncommand = ["bash"]\ntimeout = "ten minutes"\n',
+         "capataz.toml:3: agents.shell.timeout: 'ten minutes' is not a duration"),
+        ('[project]\ntarget = "main"\n', "capataz.toml:2: unknown key 'project.target'"),
+        ('[agents.bot]\ntimeout = "1m"\n', "capataz.toml:1: agents.bot.command is required"),
+        ('[[gates]]\nname = "t"\nrun = "x"\n\n[[gates]]\nname = "u"\nrun = "y"\nseverity = "huge"\n',
+         "capataz.toml:8: gates.1.severity"),
+        ('[policy]\nforbidden_tokens = ["(unclosed"]\n',
+         "capataz.toml:2: policy.forbidden_tokens"),
+        ('[project]\nland = "yolo"\n', "capataz.toml:2: project.land"),
+        ('[project]\nsandbox = "docker"\n', "capataz.toml:2: project.sandbox"),
+        ('[agents.a]\ncommand = ["x"]\nnetwork = ["api.example.com"]\n',
+         "domain allowlists are not supported yet"),
+        ('[project\ntarget_branch = "main"\n', "capataz.toml:1: not valid TOML"),
+        ('[[gates]]\nname = "t"\nrun = "x"\n[[gates]]\nname = "t"\nrun = "y"\n', "two gates are named 't'"),
+        ('[policy.severity]\nFORBIDDEN_PATH = "fatal"\n', "policy.severity.FORBIDDEN_PATH"),
+    ],
+)
+def test_bad_config_is_one_line_naming_line_key_and_fix(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+    assert " — " in message  # the fix follows the problem
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "capataz.toml").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)
+
+
+def test_policy_severity_overrides() -> None:
+    config = parse_config('[policy.severity]\nFORBIDDEN_TOKEN = "critical"\n')
+    assert config.policy.severity_of(ViolationType.FORBIDDEN_TOKEN) is Severity.CRITICAL
+    assert config.policy.severity_of(ViolationType.TOO_MANY_FILES) is Severity.MEDIUM

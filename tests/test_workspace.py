@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from capataz.models import ChangeKind
+from capataz.repo import Repository
+from capataz.workspace import Workspace
+from tests.conftest import git, snapshot
+
+
+def _workspace(repo_path: Path) -> tuple[Repository, Workspace]:
+    repo = Repository.discover(repo_path)
+    ws = Workspace.create(repo, "t1", repo.branch_tip("main"), repo_path / ".capataz" / "workspaces")
+    return repo, ws
+
+
+def test_workspace_checks_out_the_base_and_borrows_objects(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo(files={"src/app.py": "print(1)\n"})
+    before = snapshot(repo_path)
+    _, ws = _workspace(repo_path)
+    assert (ws.tree / "src" / "app.py").read_text() == "print(1)\n"
+    assert not (ws.tree / ".git").exists()  # no git dir inside the agent's tree
+    alternates = (ws.git_dir / "objects" / "info" / "alternates").read_text()
+    assert alternates.strip().endswith(".git/objects")
+    assert list((ws.git_dir / "objects" / "pack").iterdir()) == []  # nothing copied
+    assert snapshot(repo_path) == before
+
+
+def test_commit_and_changes_report_kinds_and_line_counts(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo(files={"a.txt": "one\ntwo\n", "gone.txt": "bye\n", "bin.dat": "x"})
+    _, ws = _workspace(repo_path)
+    (ws.tree / "a.txt").write_text("one\nTWO\nthree\n")
+    (ws.tree / "gone.txt").unlink()
+    (ws.tree / "new dir").mkdir()
+    (ws.tree / "new dir" / "ñ.py").write_text("import os\n")
+    (ws.tree / "bin.dat").write_bytes(b"\x00\x01\x02")
+    head = ws.commit("agent result")
+    assert head is not None
+    changes = {f.path: f for f in ws.changes(head).files}
+    assert changes["a.txt"].change.kind is ChangeKind.MODIFIED
+    assert (changes["a.txt"].change.lines_added, changes["a.txt"].change.lines_removed) == (2, 1)
+    assert changes["a.txt"].added == ((2, "TWO"), (3, "three"))
+    assert changes["gone.txt"].change.kind is ChangeKind.DELETED
+    assert changes["new dir/ñ.py"].change.kind is ChangeKind.ADDED
+    assert changes["new dir/ñ.py"].added == ((1, "import os"),)
+    assert changes["bin.dat"].change.binary
+
+
+def test_an_added_line_starting_with_plus_signs_is_not_a_header(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo(files={"notes.md": "x\n"})
+    _, ws = _workspace(repo_path)
+    (ws.tree / "notes.md").write_text("x\n++ y\n--- z\n")
+    head = ws.commit("r")
+    assert head is not None
+    [diff] = ws.changes(head).files
+    assert diff.added == ((2, "++ y"), (3, "--- z"))
+
+
+def test_nothing_changed_means_no_commit(make_repo: Callable[..., Path]) -> None:
+    _, ws = _workspace(make_repo())
+    assert ws.commit("nothing") is None
+
+
+def test_hooks_planted_in_the_tree_never_run(make_repo: Callable[..., Path], tmp_path: Path) -> None:
+    repo_path = make_repo()
+    _, ws = _workspace(repo_path)
+    marker = tmp_path / "hook-ran"
+    hooks = ws.tree / ".githooks"
+    hooks.mkdir()
+    for name in ("pre-commit", "post-commit", "commit-msg"):
+        (hooks / name).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (hooks / name).chmod(0o755)
+    # even if the workspace config pointed at them, capataz forces hooksPath=/dev/null
+    git(ws.git_dir, "--git-dir", str(ws.git_dir), "config", "core.hooksPath", str(hooks))
+    (ws.tree / ".gitattributes").write_text("* filter=evil\n")
+    git(ws.git_dir, "--git-dir", str(ws.git_dir), "config", "filter.evil.clean", f"touch {marker}; cat")
+    git(ws.git_dir, "--git-dir", str(ws.git_dir), "config", "core.fsmonitor", f"touch {marker}")
+    (ws.tree / "x.txt").write_text("x\n")
+    assert ws.commit("result") is not None
+    assert not marker.exists()
+
+
+def test_discard_removes_the_workspace(make_repo: Callable[..., Path]) -> None:
+    _, ws = _workspace(make_repo())
+    ws.discard()
+    assert not ws.path.exists()
