@@ -22,8 +22,9 @@ GIT_ENV = {
 
 
 def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=repo, env=GIT_ENV, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        ["git", *args], cwd=repo, env=GIT_ENV, capture_output=True, text=True, check=True
+    )
     return result.stdout.strip()
 
 
@@ -40,15 +41,23 @@ def snapshot(repo: Path) -> dict[str, str]:
         ):
             continue
         found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    found["<refs>"] = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads",
-                          "refs/stash", "refs/tags")
+    found["<refs>"] = git(
+        repo,
+        "for-each-ref",
+        "--format=%(refname) %(objectname)",
+        "refs/heads",
+        "refs/stash",
+        "refs/tags",
+    )
     found["<status>"] = git(repo, "status", "--porcelain", "--untracked-files=all")
     return found
 
 
 @pytest.fixture
 def make_repo(tmp_path: Path) -> Callable[..., Path]:
-    def make(name: str = "repo", files: dict[str, str] | None = None, config: str | None = None) -> Path:
+    def make(
+        name: str = "repo", files: dict[str, str] | None = None, config: str | None = None
+    ) -> Path:
         repo = tmp_path / name
         repo.mkdir()
         git(repo, "init", "--quiet", "--initial-branch=main")

@@ -25,29 +25,44 @@ def test_init_template_is_valid_and_readable() -> None:
 
 
 def test_sizes_and_durations_are_parsed() -> None:
-    config = parse_config('[agents.x]\ncommand = ["run"]\ntimeout = "1h"\nmemory = "512MiB"\n'
-                          'idle_timeout = "90s"\ncpu = 30\n')
+    config = parse_config(
+        '[agents.x]\ncommand = ["run"]\ntimeout = "1h"\nmemory = "512MiB"\n'
+        'idle_timeout = "90s"\ncpu = 30\n'
+    )
     agent = config.agents["x"]
-    assert (agent.timeout, agent.memory, agent.idle_timeout, agent.cpu) == (3600, 512 * 1024**2, 90, 30)
+    assert (agent.timeout, agent.memory, agent.idle_timeout, agent.cpu) == (
+        3600,
+        512 * 1024**2,
+        90,
+        30,
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[agents.shell]\ncommand = ["bash"]\ntimeout = "ten minutes"\n',
-         "capataz.toml:3: agents.shell.timeout: 'ten minutes' is not a duration"),
+        (
+            '[agents.shell]\ncommand = ["bash"]\ntimeout = "ten minutes"\n',
+            "capataz.toml:3: agents.shell.timeout: 'ten minutes' is not a duration",
+        ),
         ('[project]\ntarget = "main"\n', "capataz.toml:2: unknown key 'project.target'"),
         ('[agents.bot]\ntimeout = "1m"\n', "capataz.toml:1: agents.bot.command is required"),
-        ('[[gates]]\nname = "t"\nrun = "x"\n\n[[gates]]\nname = "u"\nrun = "y"\nseverity = "huge"\n',
-         "capataz.toml:8: gates.1.severity"),
-        ('[policy]\nforbidden_tokens = ["(unclosed"]\n',
-         "capataz.toml:2: policy.forbidden_tokens"),
+        (
+            '[[gates]]\nname = "t"\nrun = "x"\n\n[[gates]]\nname = "u"\nrun = "y"\nseverity = "huge"\n',
+            "capataz.toml:8: gates.1.severity",
+        ),
+        ('[policy]\nforbidden_tokens = ["(unclosed"]\n', "capataz.toml:2: policy.forbidden_tokens"),
         ('[project]\nland = "yolo"\n', "capataz.toml:2: project.land"),
         ('[project]\nsandbox = "docker"\n', "capataz.toml:2: project.sandbox"),
-        ('[agents.a]\ncommand = ["x"]\nnetwork = ["api.example.com"]\n',
-         "domain allowlists are not supported yet"),
+        (
+            '[agents.a]\ncommand = ["x"]\nnetwork = ["api.example.com"]\n',
+            "domain allowlists are not supported yet",
+        ),
         ('[project\ntarget_branch = "main"\n', "capataz.toml:1: not valid TOML"),
-        ('[[gates]]\nname = "t"\nrun = "x"\n[[gates]]\nname = "t"\nrun = "y"\n', "two gates are named 't'"),
+        (
+            '[[gates]]\nname = "t"\nrun = "x"\n[[gates]]\nname = "t"\nrun = "y"\n',
+            "two gates are named 't'",
+        ),
         ('[policy.severity]\nFORBIDDEN_PATH = "fatal"\n', "policy.severity.FORBIDDEN_PATH"),
     ],
 )

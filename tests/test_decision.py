@@ -27,8 +27,9 @@ def v(severity: Severity) -> Violation:
         (GatePhase.POST, [Severity.LOW, Severity.MEDIUM], False, Decision.ESCALATE),
     ],
 )
-def test_decision_table(phase: GatePhase, severities: list[Severity], allow_high: bool,
-                        expected: Decision) -> None:
+def test_decision_table(
+    phase: GatePhase, severities: list[Severity], allow_high: bool, expected: Decision
+) -> None:
     verdict = decide(phase, [v(s) for s in severities], allow_high=allow_high)
     assert verdict.decision is expected
     assert verdict.reason

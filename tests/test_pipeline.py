@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.conftest import git, snapshot
 
 from capataz.config import parse_config
 from capataz.errors import UnknownAgentError
@@ -16,7 +17,6 @@ from capataz.models import Decision, Outcome, ViolationType
 from capataz.pipeline import RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
 from capataz.repo import Repository
-from tests.conftest import git, snapshot
 
 BASE_CONFIG = """
 [project]
@@ -36,8 +36,15 @@ max_changed_files = 3
 """
 
 
-def run_task(repo_path: Path, instruction: str, *, task_id: str = "t1", config: str = BASE_CONFIG,
-             answer: str | None = None, allow_high: bool | None = None) -> RunReport:
+def run_task(
+    repo_path: Path,
+    instruction: str,
+    *,
+    task_id: str = "t1",
+    config: str = BASE_CONFIG,
+    answer: str | None = None,
+    allow_high: bool | None = None,
+) -> RunReport:
     repo = Repository.discover(repo_path)
     parsed = parse_config(config)
     if answer is not None:
@@ -52,7 +59,8 @@ def run_task(repo_path: Path, instruction: str, *, task_id: str = "t1", config: 
 
         threading.Thread(target=reviewer, daemon=True).start()
     return Supervisor(repo, parsed).execute(
-        TaskSpec(task_id=task_id, instruction=instruction, agent="shell", allow_high=allow_high))
+        TaskSpec(task_id=task_id, instruction=instruction, agent="shell", allow_high=allow_high)
+    )
 
 
 def decisions(report: RunReport) -> list[tuple[str, str]]:
@@ -80,12 +88,24 @@ def test_a_good_change_lands_and_leaves_evidence(user_repo: Path) -> None:
     assert git(user_repo, "show", "main:hello.py") == "print(1)"
     assert git(user_repo, "rev-parse", "main") == report.landed_commit
     after = snapshot(user_repo)
-    assert {k: v for k, v in after.items() if k != "<refs>"} == {k: v for k, v in before.items() if k != "<refs>"}
-    assert decisions(report) == [("pre-task", "CONTINUE"), ("post-task", "CONTINUE"), ("completion", "COMPLETED")]
+    assert {k: v for k, v in after.items() if k != "<refs>"} == {
+        k: v for k, v in before.items() if k != "<refs>"
+    }
+    assert decisions(report) == [
+        ("pre-task", "CONTINUE"),
+        ("post-task", "CONTINUE"),
+        ("completion", "COMPLETED"),
+    ]
     progress = json.loads((report.progress_dir / "progress.json").read_text())  # type: ignore[operator]
     assert progress["status"] == "completed" and progress["metrics"]["filesCreated"] == 1
-    assert [s["phase"] for s in progress["steps"]] == ["prepare", "pre-gates", "execute", "collect",
-                                                        "post-gates", "finalize"]
+    assert [s["phase"] for s in progress["steps"]] == [
+        "prepare",
+        "pre-gates",
+        "execute",
+        "collect",
+        "post-gates",
+        "finalize",
+    ]
     log = (report.progress_dir / "artifacts" / "run.log").read_text()  # type: ignore[operator]
     assert "[agent:out] wrote hello.py" in log and log[:4].isdigit()
     for name in ("pre-task-report.json", "post-task-report.json"):
@@ -103,8 +123,9 @@ def test_a_good_change_lands_and_leaves_evidence(user_repo: Path) -> None:
         ("echo x > bg.txt; (sleep 300 &); sleep 0.2", ViolationType.AGENT_LEFT_PROCESSES),
     ],
 )
-def test_blocked_changes_roll_back_and_never_touch_the_user(user_repo: Path, instruction: str,
-                                                            violation: ViolationType) -> None:
+def test_blocked_changes_roll_back_and_never_touch_the_user(
+    user_repo: Path, instruction: str, violation: ViolationType
+) -> None:
     before = snapshot(user_repo)
     main = git(user_repo, "rev-parse", "main")
     report = run_task(user_repo, instruction)
@@ -120,7 +141,9 @@ def test_blocked_changes_roll_back_and_never_touch_the_user(user_repo: Path, ins
     assert not (user_repo / ".capataz" / "workspaces" / "t1").exists()
 
 
-def test_pre_gate_failure_blocks_before_the_agent_runs(make_repo: Callable[..., Path], tmp_path: Path) -> None:
+def test_pre_gate_failure_blocks_before_the_agent_runs(
+    make_repo: Callable[..., Path], tmp_path: Path
+) -> None:
     repo_path = make_repo()
     config = BASE_CONFIG + '\n[[gates]]\nname = "base-ok"\nphase = "pre"\nrun = "test -f MISSING"\n'
     report = run_task(repo_path, "echo ran > ran.txt", config=config)
@@ -135,7 +158,9 @@ def test_post_gate_severity_decides(make_repo: Callable[..., Path]) -> None:
     blocked = run_task(repo_path, "echo a > a.txt", config=BASE_CONFIG + gate.format("critical"))
     assert blocked.outcome is Outcome.BLOCKED
     assert "failing test" in blocked.violations[0].details
-    warned = run_task(repo_path, "echo b > b.txt", task_id="t2", config=BASE_CONFIG + gate.format("low"))
+    warned = run_task(
+        repo_path, "echo b > b.txt", task_id="t2", config=BASE_CONFIG + gate.format("low")
+    )
     assert warned.outcome is Outcome.LANDED and "warning" in warned.reason
 
 
@@ -144,11 +169,17 @@ def test_gate_debris_never_lands(make_repo: Callable[..., Path]) -> None:
     gate = '\n[[gates]]\nname = "writes-cache"\nrun = "mkdir -p .cache && echo x > .cache/junk"\n'
     report = run_task(repo_path, "echo a > a.txt", config=BASE_CONFIG + gate)
     assert report.outcome is Outcome.LANDED
-    assert git(repo_path, "ls-tree", "-r", "--name-only", "main").splitlines() == [".gitignore", "README.md", "a.txt"]
+    assert git(repo_path, "ls-tree", "-r", "--name-only", "main").splitlines() == [
+        ".gitignore",
+        "README.md",
+        "a.txt",
+    ]
 
 
-@pytest.mark.parametrize(("answer", "outcome"), [("approve", Outcome.LANDED), ("reject", Outcome.REJECTED),
-                                                 ("abort", Outcome.ABORTED)])
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [("approve", Outcome.LANDED), ("reject", Outcome.REJECTED), ("abort", Outcome.ABORTED)],
+)
 def test_escalation_answers(make_repo: Callable[..., Path], answer: str, outcome: Outcome) -> None:
     repo_path = make_repo()
     main = git(repo_path, "rev-parse", "main")
@@ -184,8 +215,12 @@ def test_modify_then_resume(make_repo: Callable[..., Path]) -> None:
         (tree / f"f{i}.txt").unlink()  # the human trims the change under the limit
     resumed = Supervisor(Repository.discover(repo_path), parse_config(BASE_CONFIG)).resume("t1")
     assert resumed.outcome is Outcome.LANDED
-    assert git(repo_path, "ls-tree", "--name-only", "main").splitlines() == [".gitignore", "README.md",
-                                                                             "f1.txt", "f2.txt"]
+    assert git(repo_path, "ls-tree", "--name-only", "main").splitlines() == [
+        ".gitignore",
+        "README.md",
+        "f1.txt",
+        "f2.txt",
+    ]
 
 
 def test_rerunning_a_task_id_overwrites_its_progress(make_repo: Callable[..., Path]) -> None:
@@ -193,7 +228,11 @@ def test_rerunning_a_task_id_overwrites_its_progress(make_repo: Callable[..., Pa
     run_task(repo_path, "echo x >> legacy.txt; exit 1")
     second = run_task(repo_path, "echo y > y.txt")
     assert second.outcome is Outcome.LANDED
-    assert decisions(second) == [("pre-task", "CONTINUE"), ("post-task", "CONTINUE"), ("completion", "COMPLETED")]
+    assert decisions(second) == [
+        ("pre-task", "CONTINUE"),
+        ("post-task", "CONTINUE"),
+        ("completion", "COMPLETED"),
+    ]
     assert (second.progress_dir / "violations.jsonl").read_text() == ""  # type: ignore[operator]
 
 

@@ -27,6 +27,7 @@ class ChangeSet:
 
     root: Path  # the workspace tree holding the result
     files: tuple[FileDiff, ...] = field(default_factory=tuple)
+    gitlinks: tuple[str, ...] = ()  # paths turned into embedded repositories (mode 160000)
 
     @property
     def changes(self) -> list[FileChange]:

@@ -64,11 +64,7 @@ def open_escalation(
         f"Why: {reason}",
         "",
         "Violations:",
-        *(
-            f"  - [{v.severity.value}] {v.type.value} {_where(v)}"
-            f" — {v.details}"
-            for v in violations
-        ),
+        *(f"  - [{v.severity.value}] {v.type.value} {_where(v)} — {v.details}" for v in violations),
         "",
         f"The agent's result is in {workspace} (diff against the base with `git diff HEAD~1`).",
         "",
@@ -210,5 +206,5 @@ def _read_terminal(terminal: TextIO, poll: float) -> Answer | None:
         try:
             return Answer(parse_choice(line), "terminal", decided_by="terminal")
         except EscalationError as exc:
-            print(f"{exc}")  # noqa: T201 - the human at the terminal needs to see this
+            print(f"{exc}")
     return None

@@ -47,6 +47,7 @@ _IDENTITY = {
     "GIT_COMMITTER_EMAIL": "capataz@localhost",
 }
 
+
 @functools.cache
 def find_git() -> str:
     """Absolute path of git from fixed system locations, then PATH as a last resort."""
@@ -69,10 +70,12 @@ class Git:
         work_tree: Path | None = None,
         *,
         isolated: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.git_dir = git_dir
         self.work_tree = work_tree
         self.isolated = isolated  # ignore system/global config (agent-touched repositories)
+        self.extra_env = dict(env or {})
 
     def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         env = {
@@ -88,6 +91,7 @@ class Git:
             env["GIT_CONFIG_NOSYSTEM"] = "1"
             env["GIT_CONFIG_GLOBAL"] = "/dev/null"
             env["GIT_ATTR_NOSYSTEM"] = "1"
+        env.update(self.extra_env)
         if extra:
             env.update(extra)
         return env

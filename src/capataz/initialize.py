@@ -33,10 +33,10 @@ def init_project(repo: Repository, *, force: bool = False) -> list[str]:
 
 
 def _ignore(gitignore: Path, entry: str) -> bool:
-    existing = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.exists() else []
-    if any(line.strip() in (entry, entry.rstrip("/"), "/" + entry) for line in existing):
+    text = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+    if any(line.strip() in (entry, entry.rstrip("/"), "/" + entry) for line in text.splitlines()):
         return False
-    prefix = "" if not existing or existing[-1] == "" else "\n"
+    prefix = "\n" if text and not text.endswith("\n") else ""
     with gitignore.open("a", encoding="utf-8") as handle:
         handle.write(f"{prefix}{entry}\n")
     return True

@@ -48,26 +48,18 @@ def _landing_lock(repo: Repository) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _fetch(repo: Repository, ws: Workspace, ref: str) -> str:
-    """Copy the workspace branch's new objects into the user's repository as ``ref``."""
-    repo.git.run(
-        "fetch",
-        "--quiet",
-        "--no-tags",
-        "--no-write-fetch-head",
-        str(ws.git_dir),
-        f"+refs/heads/{ws.branch}:{ref}",
-    )
-    return repo.git.out("rev-parse", ref)
-
-
 def keep_branch(repo: Repository, ws: Workspace) -> str:
-    return _fetch(repo, ws, f"refs/heads/{ws.branch}")
+    """Point ``capataz/<task-id>`` in the user's repository at the result (its objects
+    are already in the user's store: the workspace writes there)."""
+    result = ws.head()
+    repo.git.run("update-ref", f"refs/heads/{ws.branch}", result)
+    return result
 
 
 def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
-    result = keep_branch(repo, ws)
+    result = ws.head()
     if mode == "branch":
+        keep_branch(repo, ws)
         return LandResult(
             Outcome.BRANCH,
             result,
@@ -78,6 +70,7 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
         old = repo.branch_tip(target)
         new = _replay(repo.git, result, old, ws.base)
         if new is None:
+            keep_branch(repo, ws)
             return LandResult(
                 Outcome.BRANCH,
                 result,
@@ -89,6 +82,7 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
             tree_git = Git(worktree.git_dir, worktree.path)
             tree_git.run("update-index", "-q", "--refresh", check=False)
             if not tree_git.ok("diff-index", "--quiet", "HEAD", "--"):
+                keep_branch(repo, ws)
                 return LandResult(
                     Outcome.BRANCH,
                     result,
@@ -98,6 +92,7 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
                 )
             moved = tree_git.run("read-tree", "-m", "-u", old, new, check=False)
             if moved.returncode != 0:
+                keep_branch(repo, ws)
                 return LandResult(
                     Outcome.BRANCH,
                     result,
@@ -108,7 +103,8 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
         repo.git.run(
             "update-ref", "-m", f"capataz: land {ws.task_id}", f"refs/heads/{target}", new, old
         )
-        repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
+        if repo.git.rev(f"refs/heads/{ws.branch}"):
+            repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
     how = "fast-forward" if new == result else "rebased"
     return LandResult(Outcome.LANDED, new, target, f"landed on {target} ({how}) as {new[:12]}")
 
@@ -146,7 +142,7 @@ def rollback(
         attempt = _next_attempt(repo, ws.task_id)
         rejected_ref = f"refs/capataz/rejected/{ws.task_id}/{attempt}"
         try:
-            _fetch(repo, ws, rejected_ref)
+            repo.git.run("update-ref", rejected_ref, result)
             steps.append(f"kept rejected commit {result[:12]} as {rejected_ref}")
         except GitError as exc:
             rejected_ref = None

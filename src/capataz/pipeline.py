@@ -6,7 +6,6 @@ list above. Everything a step learns goes to the progress files as it happens.""
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,10 @@ from capataz.agents import agent_env, render_command, resolve_agent
 from capataz.changes import ChangeSet
 from capataz.config import Config
 from capataz.decision import Verdict, decide
-from capataz.errors import TaskError
+from capataz.errors import CapatazError, TaskError
 from capataz.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.gates import GateReport, run_gates
+from capataz.gates.agent import agent_violations
 from capataz.landing import land, rollback
 from capataz.models import (
     Decision,
@@ -36,7 +36,7 @@ from capataz.progress import ProgressDir
 from capataz.repo import Repository, validate_task_id
 from capataz.runlog import RunLog
 from capataz.sandbox import get_sandbox
-from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.sandbox.base import ExecResult, OutputLine, Sandbox, SandboxSpec
 from capataz.workspace import Workspace
 
 __all__ = ["Event", "RunReport", "Supervisor", "TaskSpec"]
@@ -130,8 +130,33 @@ class Supervisor:
             self._step(run, "execute", lambda: self._execute(run))
             self._step(run, "collect", lambda: self._collect(run))
             return self._judge(run)
+        except CapatazError as exc:
+            self._abandon(run, exc)
+            raise
         finally:
             run.log.close()
+
+    def _abandon(self, run: _Run, exc: CapatazError) -> None:
+        """capataz itself could not go on (the sandbox would not start, git failed):
+        roll back like a block, record why, and let the error reach the user."""
+        reason = f"capataz error: {exc}"
+        run.log.note("capataz", reason)
+        rollback(
+            self.repo,
+            run.workspace,
+            result=None,
+            target=self.config.project.target_branch,
+            reason=reason,
+            artifacts=run.progress.artifacts,
+        )
+        run.progress.record_decision("error", Decision.ROLLED_BACK, reason)
+        run.progress.update(
+            status=TaskStatus.ROLLED_BACK.value,
+            outcome="error",
+            reason=reason,
+            completedAt=utcnow().isoformat(),
+            steps=run.steps,
+        )
 
     def resume(self, task_id: str) -> RunReport:
         """Re-judge a task a human modified (escalation answered ``modify``)."""
@@ -154,7 +179,7 @@ class Supervisor:
             title=state.get("title", ""),
             allow_high=state.get("allowHigh"),
         )
-        ws = Workspace.existing(task_id, self.workspaces, state["baseCommit"])
+        ws = Workspace.existing(self.repo, task_id, self.workspaces, state["baseCommit"])
         run = _Run(
             spec=spec,
             progress=progress,
@@ -230,7 +255,7 @@ class Supervisor:
     def _gates(self, run: _Run, phase: GatePhase) -> GateReport:
         status = TaskStatus.VALIDATING_PRE if phase is GatePhase.PRE else TaskStatus.VALIDATING_POST
         run.progress.update(status=status.value)
-        extra = self._agent_violations(run.agent) if phase is GatePhase.POST else []
+        extra = agent_violations(run.agent) if phase is GatePhase.POST else []
         if phase is GatePhase.POST and run.result is not None:
             extra += [
                 Violation(
@@ -240,7 +265,7 @@ class Supervisor:
                     details=f"{path} is an embedded git repository (gitlink)",
                     suggestion="commit the files themselves, not a nested repository",
                 )
-                for path in run.workspace.gitlinks(run.result)
+                for path in (run.changes.gitlinks if run.changes else ())
             ]
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
@@ -256,7 +281,8 @@ class Supervisor:
             extra=extra,
             skip_commands=fatal,
         )
-        self._clean_tree(run)
+        if any(g.get("outcome") for g in report.gates):  # a command gate ran in the tree
+            self._clean_tree(run)
         run.progress.record_violations(report.violations)
         key = "preTask" if phase is GatePhase.PRE else "postTask"
         summary = {
@@ -519,67 +545,6 @@ class Supervisor:
     def _output(self, run: _Run, source: str, line: OutputLine) -> None:
         run.log.write(source, line)
         self.listener(Event("output", source, line=line))
-
-    def _agent_violations(self, result: ExecResult | None) -> list[Violation]:
-        if result is None:
-            return []
-        found: list[Violation] = []
-
-        def add(kind: ViolationType, severity: Severity, details: str, suggestion: str) -> None:
-            found.append(
-                Violation(
-                    type=kind,
-                    severity=severity,
-                    details=details,
-                    suggestion=suggestion,
-                    gate="agent",
-                )
-            )
-
-        if result.outcome is ExecOutcome.HUNG:
-            add(
-                ViolationType.AGENT_HUNG,
-                Severity.CRITICAL,
-                f"agent hung: {result.detail}",
-                "make the agent print progress, or raise idle_timeout for this agent",
-            )
-        elif result.outcome is ExecOutcome.TIMEOUT:
-            add(
-                ViolationType.AGENT_TIMEOUT,
-                Severity.CRITICAL,
-                f"agent timed out: {result.detail}",
-                "split the task, or raise timeout for this agent",
-            )
-        elif result.outcome is ExecOutcome.CANCELLED:
-            add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
-        elif result.outcome is ExecOutcome.FAILED:
-            how = (
-                f"exit code {result.exit_code}"
-                if result.exit_code is not None
-                else f"killed by {signal.Signals(result.signal or 9).name}"
-            )
-            add(
-                ViolationType.AGENT_FAILED,
-                Severity.HIGH,
-                f"agent failed ({how}){': ' + result.detail if result.detail else ''}",
-                "read artifacts/run.log; SIGKILL or SIGXCPU usually means a memory or CPU limit",
-            )
-        if result.leftover_processes:
-            add(
-                ViolationType.AGENT_LEFT_PROCESSES,
-                Severity.HIGH,
-                f"agent left {len(result.leftover_processes)} background process(es) running "
-                f"({', '.join(result.leftover_processes[:5])}); all were killed",
-                "agents must wait for what they start",
-            )
-        if result.output_truncated:
-            add(
-                ViolationType.OUTPUT_LIMIT,
-                Severity.LOW,
-                f"agent printed {result.output_bytes} bytes; the log keeps the first part only",
-                "raise max_output for this agent if the full log matters",
-            )
-        return found
 
     def _clean_tree(self, run: _Run) -> None:
         """Throw away what gate commands wrote (caches, reports) so it never lands."""

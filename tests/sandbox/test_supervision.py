@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
@@ -75,12 +76,16 @@ def test_environment_is_clean(run: Run, sandbox: Sandbox, monkeypatch: pytest.Mo
     assert ran.out[-1] == "home"
 
 
-def test_wall_clock_timeout_kills(run: Run, sandbox: Sandbox) -> None:
-    ran = run(sandbox, "echo started; sleep 60", timeout=1)
+def test_wall_clock_timeout_kills_the_whole_tree(
+    run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
+) -> None:
+    marker = f"3004.{random.randrange(10**8)}"
+    ran = run(sandbox, f"echo started; sleep {marker} & sleep 60", timeout=1)
     assert ran.result.outcome is ExecOutcome.TIMEOUT
     assert ran.out == ["started"]
     assert 1 <= ran.result.wall_seconds < 5
     assert "after 1 s" in ran.result.detail
+    assert host_pids(marker) == []
 
 
 def test_silence_is_a_hang(run: Run, sandbox: Sandbox) -> None:

@@ -10,13 +10,18 @@ terminal session (no TIOCSTI keystroke injection into the caller's terminal).
 Running as root: RLIMIT_NPROC never binds uid 0, and a user namespace mapping back to
 uid 0 does not change that. bubblewrap only accepts ``--uid`` together with a user
 namespace, whose mapping would again be "uid U is really root". So bwrap runs without
-a user namespace, keeps only CAP_SETUID/CAP_SETGID, and ``setpriv`` (util-linux) turns
-the sandbox's pid 1 into a real unprivileged uid before anything else runs; every
-process of the run then belongs to that uid and counts against its process limit. The
-uid is leased per concurrent run (200000 and up) so runs do not share their counts, and
-the workspace is chowned to it beforehand: files the agent writes stay owned by that
-uid, on purpose (capataz commits through git with ``safe.directory``; chowning back
-would let a run race the next one).
+a user namespace and the command is started through ``setpriv`` (util-linux) as a real
+unprivileged uid with no capabilities; every process it creates counts against that
+uid's process limit. The sandbox's pid 1 (the init below) stays uid 0 with only
+CAP_SETUID/SETGID (for setpriv), CAP_KILL (to kill what the command left) and
+CAP_DAC_READ_SEARCH (to enter the workspace and read /proc), all under no_new_privs: the
+command cannot signal, trace or read it, and bwrap's parent-death signal still reaches
+it (the kernel drops a parent-death signal whose sender may not signal the target, so a
+pid 1 of another uid would outlive a killed bwrap). The uid is leased per concurrent
+run (200000 and up) so runs do not share their counts, and the workspace is chowned to
+it beforehand: files the agent writes stay owned by that uid, on purpose (capataz
+commits through git with ``safe.directory``; chowning back would let a run race the
+next one).
 
 Leftover processes: pid 1 of the sandbox is a small shell init (:data:`INIT`) that
 runs the command, and once it exits, reports every process still alive on a private
@@ -31,32 +36,41 @@ import functools
 import importlib
 import os
 import re
+import resource
 import shutil
-import signal
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.outcome import build_result, limit_list
 from capataz.sandbox.process import (
-    build_result,
     clean_env,
-    limit_list,
     processes_in_use,
-    supervise,
+    rlimits_for,
+    supervise_spawned,
 )
 
-__all__ = ["INIT", "BwrapSandbox", "build_argv", "find_bwrap"]
+__all__ = [
+    "INIT",
+    "BwrapSandbox",
+    "build_argv",
+    "find_bwrap",
+    "hand_over",
+    "init_script",
+    "uid_lease",
+]
 
-# pid 1 inside the sandbox. POSIX sh and only builtins after the command starts: a
-# fork bomb that exhausted the process limit must not stop it from reporting and
-# killing. fd 3 is the report pipe (closed for the command); $1 is the workspace
-# (entered here, after setpriv: root without capabilities may not enter a 0700
-# workspace owned by the sandbox uid); the rest is the command.
+# pid 1 inside the sandbox, after the ulimit lines of :func:`init_script`. POSIX sh
+# and only builtins after the command starts: a fork bomb that exhausted the process
+# limit must not stop it from reporting and killing. fd 3 is the report pipe (closed for
+# the command); $1 is the workspace; the rest is the command (behind setpriv when
+# capataz is root).
 INIT = """\
 cd "$1" || exit 126; shift
 echo started >&3
@@ -84,6 +98,36 @@ done
 kill -9 -1
 exit "$status"
 """
+
+# ulimit's flag and unit for each rlimit (POSIX: -f and -c count 512-byte blocks, -v KiB).
+# The process limit is -u in bash and ksh, -p in dash and busybox.
+_ULIMIT = {
+    resource.RLIMIT_CORE: ("-c", 512),
+    resource.RLIMIT_AS: ("-v", 1024),
+    resource.RLIMIT_CPU: ("-t", 1),
+    resource.RLIMIT_FSIZE: ("-f", 512),
+    resource.RLIMIT_NOFILE: ("-n", 1),
+    resource.RLIMIT_NPROC: ("-u", 1),
+}
+
+
+def init_script(rlimits: Sequence[tuple[int, int, int]]) -> str:
+    """:data:`INIT` preceded by ``ulimit`` lines: the init limits itself, race-free,
+    before it starts the command, which saves capataz a full fork of itself per run
+    (``preexec_fn``) and lets bwrap start through posix_spawn."""
+    lines = []
+    for which, soft_bytes, hard_bytes in rlimits:
+        flag, unit = _ULIMIT[which]
+        soft = max(soft_bytes // unit, 1 if soft_bytes else 0)  # never round a limit to 0
+        hard = max(hard_bytes // unit, 1 if hard_bytes else 0)
+        if which == resource.RLIMIT_NPROC:
+            lines.append(f"ulimit -u {hard} 2>/dev/null || ulimit -p {hard} || exit 125")
+        elif soft == hard:
+            lines.append(f"ulimit {flag} {hard} || exit 125")
+        else:
+            lines.append(f"ulimit -S {flag} {soft} && ulimit -H {flag} {hard} || exit 125")
+    return "\n".join([*lines, INIT])
+
 
 # Hidden behind an empty tmpfs: secrets (keys, tokens, agent sockets) live there.
 MASKED = ("/root", "/home", "/tmp", "/var/tmp", "/run")
@@ -147,7 +191,13 @@ def _find_setpriv() -> Path:
 
 
 def _masks() -> list[str]:
-    return [m for m in MASKED if Path(m).is_dir() and not Path(m).is_symlink()]
+    """The MASKED directories this host has (a missing or symlinked one is skipped)."""
+    found = []
+    for mask in MASKED:
+        with suppress(OSError):
+            if stat.S_ISDIR(os.lstat(mask).st_mode):
+                found.append(mask)
+    return found
 
 
 def _parents_inside(path: str, masks: Sequence[str]) -> list[str]:
@@ -155,7 +205,7 @@ def _parents_inside(path: str, masks: Sequence[str]) -> list[str]:
 
     Created explicitly 0755 instead, so the unprivileged uid can reach ``path``.
     """
-    for mask in masks:
+    for mask in sorted(masks, key=len, reverse=True):  # the innermost mask owns the path
         if path.startswith(mask + "/"):
             parts = Path(path).relative_to(mask).parts[:-1]
             return [str(Path(mask, *parts[: i + 1])) for i in range(len(parts))]
@@ -171,6 +221,7 @@ def build_argv(
     uid: int | None = None,
     setpriv: Path | None = None,
     options: frozenset[str] = frozenset(),
+    rlimits: Sequence[tuple[int, int, int]] = (),
 ) -> list[str]:
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
@@ -194,6 +245,11 @@ def build_argv(
     size = ["--size", str(spec.limits.memory)] if spec.limits.memory and "--size" in options else []
     for mask in masks:  # tmpfs lives in RAM: each is capped at the memory limit
         argv += [*size, "--perms", "1777" if "tmp" in mask else "0755", "--tmpfs", mask]
+    for hidden in sorted({str(Path(p).resolve()) for p in spec.hide if Path(p).is_dir()}, key=len):
+        for parent in _parents_inside(hidden, masks):  # reachable by the unprivileged uid
+            argv += ["--perms", "0755", "--dir", parent]
+        argv += [*size, "--perms", "0755", "--tmpfs", hidden]
+        masks.append(hidden)
     argv += ["--perms", "0777" if as_root else "0700", "--dir", HOME]
 
     binds: list[tuple[str, str]] = [("--bind", str(workspace))]
@@ -216,13 +272,13 @@ def build_argv(
     if spec.git_dir is not None:
         argv += ["--ro-bind", str(Path(spec.git_dir).resolve()), str(workspace / ".git")]
     argv += ["--cap-drop", "ALL"]
+    command = list(spec.argv)
     if as_root:
-        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
-        argv += [str(setpriv or "/usr/bin/setpriv"), f"--reuid={uid}", f"--regid={uid}"]
-        # Changing uid clears the parent-death signal bwrap set: restore it, or killing
-        # bwrap would no longer take the sandbox down with it.
-        argv += ["--clear-groups", "--inh-caps=-all", "--pdeathsig=KILL"]
-    argv += ["--", "/bin/sh", "-c", INIT, "sh", str(workspace), *spec.argv]
+        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_READ_SEARCH"):
+            argv += ["--cap-add", cap]
+        drop = [str(setpriv or "/usr/bin/setpriv"), f"--reuid={uid}", f"--regid={uid}"]
+        command = [*drop, "--clear-groups", "--inh-caps=-all", "--", *command]
+    argv += ["--", "/bin/sh", "-c", init_script(rlimits), "sh", str(workspace), *command]
     return argv
 
 
@@ -270,6 +326,21 @@ def uid_lease(fixed: int = 0) -> Iterator[int]:
     raise SandboxError("every sandbox uid is in use", fix="set [sandbox] uid explicitly")
 
 
+def unreachable_ancestor(workspace: Path, hidden: Sequence[Path] = ()) -> Path | None:
+    """The first real directory above ``workspace`` the sandbox uid could not traverse.
+
+    Directories under a tmpfs mask (or a hidden path) are recreated 0755 inside the
+    sandbox, so only ancestors outside every mask count."""
+    masks = [*_masks(), *(str(Path(p).resolve()) for p in hidden)]
+    for ancestor in reversed(workspace.parents):
+        text = str(ancestor)
+        if any(text == m or text.startswith(m + "/") for m in masks):
+            return None
+        if not ancestor.stat().st_mode & stat.S_IXOTH:
+            return ancestor
+    return None
+
+
 def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
     """Make the workspace the sandbox uid's (lchown: never through a symlink).
 
@@ -290,29 +361,6 @@ def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
                     os.lchown(entry.path, uid, uid)
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
-
-
-def kill_uid(uid: int) -> None:
-    """SIGKILL every process of a leased uid: all of them belong to one run.
-
-    Killing the sandbox's pid 1 this way takes its whole PID namespace down even when
-    bwrap's parent-death signal could not (bwrap killed in the instant before setpriv
-    restored it).
-    """
-    for _ in range(3):
-        found = False
-        with os.scandir("/proc") as entries:
-            for entry in entries:
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    if entry.stat(follow_symlinks=False).st_uid == uid:
-                        os.kill(int(entry.name), signal.SIGKILL)
-                        found = True
-                except (ProcessLookupError, FileNotFoundError):
-                    continue
-        if not found:
-            return
 
 
 def _git_env(spec: SandboxSpec) -> dict[str, str]:
@@ -379,10 +427,14 @@ class BwrapSandbox:
         if processes is not None and not as_root:
             processes += processes_in_use(os.getuid())
         with uid_lease(self.options.uid) if as_root else nullcontext(None) as uid:
-            kill_extra = None
             if uid is not None:
-                if not self.options.uid:  # a leased uid is this run's alone; a fixed one not
-                    kill_extra = functools.partial(kill_uid, uid)
+                blocked = unreachable_ancestor(workspace, spec.hide)
+                if blocked is not None:
+                    raise SandboxError(
+                        f"the sandbox uid cannot reach {workspace}: {blocked} is not "
+                        "traversable by other users",
+                        fix=f"run `chmod o+x {blocked}`, or keep the repository elsewhere",
+                    )
                 try:
                     hand_over(workspace, uid, skip_git=spec.git_dir is not None)
                 except OSError as exc:
@@ -398,12 +450,8 @@ class BwrapSandbox:
                 uid=uid,
                 setpriv=setpriv,
                 options=options,
+                rlimits=rlimits_for(spec.limits, processes=processes),
             )
-            read_fd, write_fd = os.pipe()
-            # The lowest free fd >= 3: when it is not 3 itself, fd 3 is taken here, so
-            # the child's fd 3 is nothing subprocess needs and may become the report.
-            report_fd = fcntl.fcntl(write_fd, fcntl.F_DUPFD_CLOEXEC, 3)
-            os.close(write_fd)
             errors: list[str] = []
 
             def sink(line: OutputLine) -> None:
@@ -411,17 +459,15 @@ class BwrapSandbox:
                     errors.append(line.text)
                 on_output(line)
 
+            read_fd, write_fd = os.pipe()
             try:
-                run = supervise(
+                run = supervise_spawned(
                     argv,
-                    cwd=Path("/"),
                     env=clean_env(HOME, {**_git_env(spec), **spec.env}),
                     limits=spec.limits,
                     on_output=sink,
                     should_stop=should_stop,
-                    processes=processes,
-                    child_fds={3: report_fd},
-                    kill_extra=kill_extra,
+                    report_fd=write_fd,
                     side_fd=read_fd,
                 )
             except OSError as exc:

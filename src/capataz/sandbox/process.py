@@ -1,11 +1,11 @@
 """The supervisor both backends share: spawn, limit, stream, time out, kill, account.
 
 One command tree per call. The tree gets its own session (so one ``killpg`` reaches
-everything that did not deliberately leave it), rlimits set in the child between fork
-and exec (setting them from the parent after spawn would race with the command's
-first fork), stdin from /dev/null (an agent waiting for a human on stdin would only
-ever look hung) and an environment built from scratch (the runner's own variables,
-tokens included, must not leak into an agent).
+everything that did not deliberately leave it), rlimits set before the command runs
+(between fork and exec here, or by bwrap's init: setting them from the parent after
+spawn would race with the command's first fork), stdin from /dev/null (an agent
+waiting for a human on stdin would only ever look hung) and an environment built from
+scratch (the runner's own variables, tokens included, must not leak into an agent).
 
 Output is read from both pipes with a selector, never with threads: a flooding
 command must never block on a full pipe, so reading continues past ``max_output``;
@@ -24,21 +24,22 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from capataz.config import Limits
-from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink
+from capataz.sandbox.base import ExecOutcome, OutputSink
+from capataz.sandbox.outcome import Supervised, limit_list
+from capataz.sandbox.output import LineSplitter
 
 __all__ = [
     "BASE_ENV",
-    "Supervised",
-    "build_result",
     "clean_env",
     "processes_in_use",
     "rlimits_for",
     "supervise",
+    "supervise_spawned",
 ]
 
 # What every command sees, whatever the backend. LC_ALL pins tools' messages and
@@ -54,11 +55,9 @@ BASE_ENV: Mapping[str, str] = {
 }
 
 _READ_SIZE = 256 * 1024
-_MAX_LINE = 1024 * 1024  # a longer run of bytes without a newline is delivered in pieces
 _POLL_STOP = 0.1  # how often should_stop() is asked
 _POLL_EXIT = 0.01  # exit polling when the kernel offers no pidfd
 _DRAIN_GRACE = 1.0  # how long output may stay open after the command tree was killed
-_MAX_LISTED = 50
 _MAX_SIDE = 1024 * 1024  # of the leftover report: kept bounded whatever the tree writes
 
 
@@ -117,79 +116,6 @@ def processes_in_use(uid: int) -> int:
     return count
 
 
-@dataclass(frozen=True)
-class Supervised:
-    """What the supervisor observed; a backend turns it into an :class:`ExecResult`."""
-
-    exit_code: int | None
-    signal: int | None
-    stopped: ExecOutcome | None  # why capataz killed the tree, when it did
-    wall_seconds: float
-    cpu_seconds: float
-    peak_memory_bytes: int
-    output_bytes: int
-    output_truncated: bool
-    leftovers: list[str] = field(default_factory=list)  # group members alive after exit
-    escaped: bool = False  # something outside the group kept the output pipes open
-    side_data: bytes = b""
-
-
-class _Output:
-    """Splits the two pipes into lines and spends the ``max_output`` budget on them."""
-
-    def __init__(self, sink: OutputSink, budget: int) -> None:
-        self.sink = sink
-        self.budget = budget
-        self.total = 0
-        self.delivered = 0
-        self.truncated = False
-        self.pending: dict[str, bytes] = {"out": b"", "err": b""}
-
-    def feed(self, stream: str, data: bytes, at: datetime) -> None:
-        self.total += len(data)
-        if self.truncated:
-            return  # only counted from now on: no splitting work for a flood
-        *lines, rest = (self.pending[stream] + data).split(b"\n")
-        self.pending[stream] = rest
-        for raw in lines:
-            if not self._deliver(stream, raw, 1, at):
-                return
-        while len(self.pending[stream]) >= _MAX_LINE:
-            piece, self.pending[stream] = (
-                self.pending[stream][:_MAX_LINE],
-                self.pending[stream][_MAX_LINE:],
-            )
-            if not self._deliver(stream, piece, 0, at):
-                return
-
-    def finish(self, stream: str, at: datetime) -> None:
-        rest, self.pending[stream] = self.pending[stream], b""
-        if rest and not self.truncated:
-            self._deliver(stream, rest, 0, at)
-
-    def close(self, at: datetime) -> None:
-        if self.truncated:
-            dropped = self.total - self.delivered
-            self.sink(
-                OutputLine(
-                    at,
-                    "err",
-                    f"[capataz] output truncated: {dropped} more bytes were printed after "
-                    f"the first {self.delivered} (max_output is {self.budget} bytes)",
-                )
-            )
-
-    def _deliver(self, stream: str, raw: bytes, newline: int, at: datetime) -> bool:
-        if self.delivered + len(raw) + newline > self.budget:
-            self.truncated = True
-            self.pending = {"out": b"", "err": b""}
-            return False
-        self.delivered += len(raw) + newline
-        text = raw.decode("utf-8", errors="replace").removesuffix("\r")
-        self.sink(OutputLine(at, stream, text))
-        return True
-
-
 def supervise(
     argv: Sequence[str],
     *,
@@ -199,69 +125,117 @@ def supervise(
     on_output: OutputSink,
     should_stop: Callable[[], bool] | None = None,
     processes: int | None = None,
-    child_fds: Mapping[int, int] | None = None,
-    side_fd: int | None = None,
-    kill_extra: Callable[[], None] | None = None,
 ) -> Supervised:
-    """Run ``argv`` to its end or to a limit; every process left in its group is killed.
+    """Run ``argv`` in ``cwd`` with the rlimits applied between fork and exec.
 
-    ``child_fds`` maps a descriptor number in the child to one of ours, which is closed
-    here once the child started (fixed numbers, because a POSIX shell can only name
-    fds 0-9). ``side_fd`` is the read end of a pipe whose other end the command tree
-    holds (the bwrap init's leftover report); it is read alongside the output, so a long
-    report cannot block its writer, and closed here. Raises OSError when ``argv`` cannot
-    be started at all. ``kill_extra`` is called whenever the tree is killed, for what a
-    process-group kill cannot reach (bwrap's sandbox runs in a session of its own).
+    This costs a full fork of the Python process (``preexec_fn`` rules out vfork),
+    a few milliseconds; :func:`supervise_spawned` is the fast path for a command that
+    sets its own limits. Raises OSError when ``argv`` cannot be started at all.
     """
     rlimits = rlimits_for(limits, processes=processes)
-    moves = dict(child_fds or {})
 
-    def prepare_child() -> None:  # runs between fork and exec: plain syscalls only
-        for target, source in moves.items():
-            if target != source:
-                os.dup2(source, target)
+    def apply_limits() -> None:  # runs between fork and exec: plain syscalls only
         for which, soft, hard in rlimits:
             resource.setrlimit(which, (soft, hard))
 
     started = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        close_fds=True,
+        start_new_session=True,
+        preexec_fn=apply_limits,  # noqa: PLW1509  (no locks taken; see docstring)
+    )
+    assert proc.stdout is not None and proc.stderr is not None
     try:
-        proc = subprocess.Popen(
+        watch = _Watch(proc.pid, started, limits, on_output, should_stop)
+        return watch.run(proc.stdout.fileno(), proc.stderr.fileno(), None)
+    finally:
+        proc.returncode = proc.returncode if proc.returncode is not None else -1
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def supervise_spawned(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    limits: Limits,
+    on_output: OutputSink,
+    should_stop: Callable[[], bool] | None = None,
+    report_fd: int | None = None,
+    side_fd: int | None = None,
+) -> Supervised:
+    """Start ``argv`` with posix_spawn (vfork-fast) for a command that limits itself.
+
+    No rlimits are applied here: the command (bwrap's init) must set them before it
+    starts anything untrusted. ``report_fd`` becomes fd 3 of the child (a POSIX shell
+    can only name fds 0-9) and is closed here; ``side_fd``, the read end of that pipe, is
+    read alongside the output, so a long report cannot block its writer, and closed
+    here. Inheritable descriptors of this process are closed in the child: nothing of
+    capataz's leaks into the command by accident. Raises OSError when ``argv`` cannot be
+    started at all.
+    """
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    ours = {out_read, out_write, err_read, err_write}
+    if report_fd is not None:
+        ours.add(report_fd)
+        if report_fd == 3:  # dup2 onto itself would keep close-on-exec set
+            report_fd = os.dup(report_fd)
+            ours.add(report_fd)
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_CLOSE, fd)
+        for fd in _inheritable_fds()
+        if fd > 2 and fd not in ours and fd != side_fd
+    ]
+    actions += [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, out_write, 1),
+        (os.POSIX_SPAWN_DUP2, err_write, 2),
+    ]
+    if report_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, report_fd, 3))
+    started = time.monotonic()
+    try:
+        pid = os.posix_spawn(
+            argv[0],
             list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=dict(env),
-            close_fds=True,
-            pass_fds=tuple(moves),
-            start_new_session=True,
-            preexec_fn=prepare_child,  # noqa: PLW1509  (no locks taken; see docstring)
+            dict(env),
+            file_actions=actions,
+            setsid=True,
+            setsigmask=(),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # Python ignores both
         )
     except BaseException:
-        if side_fd is not None:
-            os.close(side_fd)
+        for fd in (out_read, err_read, side_fd):
+            if fd is not None:
+                os.close(fd)
         raise
     finally:
-        for fd in moves.values():
+        for fd in ours - {out_read, err_read}:
             os.close(fd)
     try:
-        watch = _Watch(proc, started, limits, on_output, should_stop)
-        watch.kill_extra = kill_extra
-        return watch.run(side_fd)
-    except BaseException:
-        _kill_group(proc.pid)
-        if kill_extra is not None:
-            kill_extra()
-        with suppress(ChildProcessError):
-            os.wait4(proc.pid, 0)
-        proc.returncode = -signal.SIGKILL
-        raise
+        watch = _Watch(pid, started, limits, on_output, should_stop)
+        return watch.run(out_read, err_read, side_fd)
     finally:
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        if side_fd is not None:
-            os.close(side_fd)
+        for fd in (out_read, err_read, side_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+def _inheritable_fds() -> list[int]:
+    """Our descriptors without close-on-exec (Python's own never are; C code's may be)."""
+    found = []
+    for entry in Path("/proc/self/fd").iterdir():
+        with suppress(OSError):
+            if os.get_inheritable(int(entry.name)):
+                found.append(int(entry.name))
+    return found
 
 
 class _Watch:
@@ -269,19 +243,18 @@ class _Watch:
 
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        pid: int,
         started: float,
         limits: Limits,
         on_output: OutputSink,
         should_stop: Callable[[], bool] | None,
     ) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
-        self.proc = proc
+        self.pid = pid
         self.limits = limits
         self.should_stop = should_stop
-        self.output = _Output(on_output, limits.max_output)
+        self.output = LineSplitter(on_output, limits.max_output)
         self.side = bytearray()
-        self.streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
+        self.streams: dict[int, str] = {}
         self.started = started
         self.deadline = started + limits.timeout
         self.last_output = started
@@ -291,24 +264,31 @@ class _Watch:
         self.status: tuple[int, resource.struct_rusage] | None = None
         self.exited = False  # the pidfd fired, so wait4 will not block
         self.leftovers: list[str] = []
-        self.kill_extra: Callable[[], None] | None = None
 
-    def run(self, side_fd: int | None) -> Supervised:
+    def run(self, out_fd: int, err_fd: int, side_fd: int | None) -> Supervised:
+        """Watch until the command is reaped and its output drained; kill it on error."""
+        self.streams = {out_fd: "out", err_fd: "err"}
         if side_fd is not None:
             self.streams[side_fd] = "side"
-        with selectors.DefaultSelector() as selector:
-            for fd in self.streams:
-                os.set_blocking(fd, False)
-                selector.register(fd, selectors.EVENT_READ)
-            pidfd = _pidfd(self.proc.pid)
-            if pidfd is not None:
-                selector.register(pidfd, selectors.EVENT_READ)
-            try:
+        pidfd = _pidfd(self.pid)
+        try:
+            with selectors.DefaultSelector() as selector:
+                for fd in self.streams:
+                    os.set_blocking(fd, False)
+                    selector.register(fd, selectors.EVENT_READ)
+                if pidfd is not None:
+                    selector.register(pidfd, selectors.EVENT_READ)
                 while self._step(selector, pidfd):
                     pass
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
+        except BaseException:  # on_output raised, or KeyboardInterrupt: leave nothing
+            if self.status is None:
+                _kill_group(self.pid)
+                with suppress(ChildProcessError):
+                    os.wait4(self.pid, 0)
+            raise
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
         return self._summary(side_fd)
 
     def _step(self, selector: selectors.BaseSelector, pidfd: int | None) -> bool:
@@ -317,9 +297,7 @@ class _Watch:
         if self.status is None and self.stopped is None:
             self.stopped = self._limit_reached(now)
             if self.stopped is not None:
-                _kill_group(self.proc.pid)
-                if self.kill_extra is not None:
-                    self.kill_extra()
+                _kill_group(self.pid)
         if self.status is not None and (not self.streams or now >= self.drain_until):
             return False
         for key, _ in selector.select(self._timeout(now, polling=pidfd is None)):
@@ -330,12 +308,13 @@ class _Watch:
             else:
                 self._read(selector, fd)
         if self.status is None and (self.exited or pidfd is None):
-            self.status = _reap(self.proc.pid, block=self.exited)
+            self.status = _reap(self.pid, block=self.exited)
             if self.status is not None:
-                self.proc.returncode = self.status[0]
                 # Whatever is still in the group was left behind: list it, then kill it.
-                self.leftovers = _group_members(self.proc.pid)
-                _kill_group(self.proc.pid)
+                # (After our own kill the group is merely dying: nothing to report.)
+                if self.stopped is None:
+                    self.leftovers = _group_members(self.pid)
+                _kill_group(self.pid)
                 self.drain_until = time.monotonic() + _DRAIN_GRACE
         return True
 
@@ -443,77 +422,3 @@ def _proc_stats() -> Iterator[tuple[int, str, int, str]]:
             name = stat[stat.find("(") + 1 : stat.rfind(")")]
             fields = stat[stat.rfind(")") + 2 :].split()
             yield int(entry.name), name, int(fields[2]), fields[0]
-
-
-def limit_list(items: list[str]) -> list[str]:
-    """At most ``_MAX_LISTED`` entries, plus one saying how many more there were."""
-    if len(items) <= _MAX_LISTED:
-        return items
-    return [*items[:_MAX_LISTED], f"... and {len(items) - _MAX_LISTED} more"]
-
-
-_SIGNAL_HINTS: dict[int, str] = {
-    signal.SIGXCPU: "the CPU time limit was reached",
-    signal.SIGXFSZ: "a file reached the file_size limit",
-    signal.SIGKILL: "not by capataz; perhaps the kernel's out-of-memory killer",
-}
-
-
-def build_result(
-    run: Supervised,
-    limits: Limits,
-    *,
-    exit_code: int | None = None,
-    signal_number: int | None = None,
-    leftovers: list[str] | None = None,
-) -> ExecResult:
-    """The :class:`ExecResult` for ``run``, with a sentence saying how it ended.
-
-    A backend may override the exit status (bwrap learns it from a shell, which turns
-    death by signal N into 128+N) and the leftover list (bwrap's init reports them).
-    """
-    if exit_code is None and signal_number is None:
-        exit_code, signal_number = run.exit_code, run.signal
-    leftovers = run.leftovers if leftovers is None else leftovers
-    if run.stopped is not None:
-        outcome = run.stopped
-        detail = {
-            ExecOutcome.TIMEOUT: f"still running after {limits.timeout:g} s; killed",
-            ExecOutcome.HUNG: f"no output for {limits.idle_timeout or 0:g} s; killed as a hang",
-            ExecOutcome.CANCELLED: "stopped on request; killed",
-        }.get(run.stopped, "killed")
-    elif exit_code == 0:
-        outcome, detail = ExecOutcome.OK, "exit code 0"
-    else:
-        outcome = ExecOutcome.FAILED
-        if signal_number is not None:
-            detail = f"killed by {_signal_name(signal_number)}"
-            hint = _SIGNAL_HINTS.get(signal_number)
-            detail += f" ({hint})" if hint else ""
-        else:
-            detail = f"exit code {exit_code}"
-    if leftovers:
-        detail += f"; killed processes it left behind: {', '.join(leftovers)}"
-    if run.escaped:
-        detail += "; a process that left the process group kept its output open"
-    if run.output_truncated:
-        detail += f"; output truncated at {limits.max_output} bytes"
-    return ExecResult(
-        outcome=outcome,
-        exit_code=exit_code if signal_number is None else None,
-        signal=signal_number,
-        wall_seconds=run.wall_seconds,
-        cpu_seconds=run.cpu_seconds,
-        peak_memory_bytes=run.peak_memory_bytes,
-        output_bytes=run.output_bytes,
-        output_truncated=run.output_truncated,
-        leftover_processes=leftovers,
-        detail=detail,
-    )
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

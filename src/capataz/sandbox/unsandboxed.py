@@ -22,7 +22,8 @@ from pathlib import Path
 from capataz.config import SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
-from capataz.sandbox.process import build_result, clean_env, processes_in_use, supervise
+from capataz.sandbox.outcome import build_result
+from capataz.sandbox.process import clean_env, processes_in_use, supervise
 
 __all__ = ["UnsandboxedSandbox"]
 

@@ -1,0 +1,74 @@
+"""The agent's own run as evidence: a hang, a timeout, a failure, processes it tried to
+leave behind or output it flooded become violations like any gate's, so the decision
+engine weighs them with everything else."""
+
+from __future__ import annotations
+
+import signal
+
+from capataz.models import Severity, Violation, ViolationType
+from capataz.sandbox.base import ExecOutcome, ExecResult
+
+__all__ = ["agent_violations"]
+
+
+def agent_violations(result: ExecResult | None) -> list[Violation]:
+    if result is None:
+        return []
+    found: list[Violation] = []
+
+    def add(kind: ViolationType, severity: Severity, details: str, suggestion: str) -> None:
+        found.append(
+            Violation(
+                type=kind,
+                severity=severity,
+                details=details,
+                suggestion=suggestion,
+                gate="agent",
+            )
+        )
+
+    if result.outcome is ExecOutcome.HUNG:
+        add(
+            ViolationType.AGENT_HUNG,
+            Severity.CRITICAL,
+            f"agent hung: {result.detail}",
+            "make the agent print progress, or raise idle_timeout for this agent",
+        )
+    elif result.outcome is ExecOutcome.TIMEOUT:
+        add(
+            ViolationType.AGENT_TIMEOUT,
+            Severity.CRITICAL,
+            f"agent timed out: {result.detail}",
+            "split the task, or raise timeout for this agent",
+        )
+    elif result.outcome is ExecOutcome.CANCELLED:
+        add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
+    elif result.outcome is ExecOutcome.FAILED:
+        how = (
+            f"exit code {result.exit_code}"
+            if result.exit_code is not None
+            else f"killed by {signal.Signals(result.signal or 9).name}"
+        )
+        add(
+            ViolationType.AGENT_FAILED,
+            Severity.HIGH,
+            f"agent failed: {result.detail or how}",
+            "read artifacts/run.log; SIGKILL or SIGXCPU usually means a memory or CPU limit",
+        )
+    if result.leftover_processes:
+        add(
+            ViolationType.AGENT_LEFT_PROCESSES,
+            Severity.HIGH,
+            f"agent left {len(result.leftover_processes)} background process(es) running "
+            f"({', '.join(result.leftover_processes[:5])}); all were killed",
+            "agents must wait for what they start",
+        )
+    if result.output_truncated:
+        add(
+            ViolationType.OUTPUT_LIMIT,
+            Severity.LOW,
+            f"agent printed {result.output_bytes} bytes; the log keeps the first part only",
+            "raise max_output for this agent if the full log matters",
+        )
+    return found

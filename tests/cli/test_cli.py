@@ -1,0 +1,196 @@
+"""Acceptance: the `capataz` command as a user runs it, in a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.conftest import git
+
+CONFIG = """
+[project]
+escalation_timeout = "30s"
+
+[agents.shell]
+command = ["bash", "-c", "{instruction}"]
+idle_timeout = "5s"
+
+[policy]
+forbidden_paths = ["legacy/**"]
+max_changed_files = 2
+"""
+
+
+def capataz(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "capataz", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    text = " ".join(result.stderr.split())
+    assert text.startswith("error:"), result.stderr
+    for needle in needles:
+        assert needle in text
+
+
+@pytest.fixture
+def repo(make_repo: Callable[..., Path]) -> Path:
+    return make_repo(config=CONFIG)
+
+
+def test_exec_json_lands_and_exits_zero(repo: Path) -> None:
+    result = capataz("exec", "echo hi > hi.txt", "--id", "ok-1", "--json", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "landed" and data["decision"] == "COMPLETED"
+    assert data["file_changes"] == [
+        {"path": "hi.txt", "kind": "added", "lines_added": 1, "lines_removed": 0, "binary": False}
+    ]
+    assert data["agent"]["exit_code"] == 0 and data["agent"]["wall_seconds"] > 0
+    assert git(repo, "show", "main:hi.txt") == "hi"
+
+
+def test_exec_human_view_shows_summary_and_blocked_exits_one(repo: Path) -> None:
+    result = capataz("exec", "mkdir legacy && echo x > legacy/a.py", "--id", "bad-1", cwd=repo)
+    assert result.returncode == 1
+    assert "blocked" in result.stdout and "FORBIDDEN_PATH" in result.stdout
+    assert "rolled back" in result.stdout
+    assert git(repo, "rev-parse", "refs/capataz/rejected/bad-1/1")
+
+
+def test_decide_from_another_shell_answers_a_waiting_exec(repo: Path) -> None:
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "capataz", "exec", "touch a b c", "--id", "esc-1", "--json"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    escalation = repo / ".capataz" / "progress" / "esc-1" / "escalation.json"
+    deadline = time.monotonic() + 60
+    while not escalation.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert escalation.exists()
+    answer = capataz("decide", "esc-1", "approve", "--note", "fine", cwd=repo)
+    assert answer.returncode == 0 and "recorded" in answer.stdout
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0
+    assert json.loads(out)["outcome"] == "landed"
+    again = capataz("decide", "esc-1", "reject", cwd=repo)
+    assert_one_line_error(again, "already answered")
+
+
+def test_modify_exits_three_and_resume_lands(repo: Path) -> None:
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "capataz", "exec", "touch a b c", "--id", "mod-1", "--json"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    escalation = repo / ".capataz" / "progress" / "mod-1" / "escalation.json"
+    while not escalation.exists() and waiting.poll() is None:
+        time.sleep(0.1)
+    (repo / ".capataz" / "progress" / "mod-1" / "escalation-decision.json").write_text(
+        '{"decision": "modify", "note": "trim it"}'
+    )
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 3 and json.loads(out)["outcome"] == "awaiting-human"
+    (repo / ".capataz" / "workspaces" / "mod-1" / "tree" / "c").unlink()
+    resumed = capataz("resume", "mod-1", "--json", cwd=repo)
+    assert resumed.returncode == 0, resumed.stderr
+    assert git(repo, "ls-tree", "--name-only", "main").split() == [
+        ".gitignore",
+        "README.md",
+        "a",
+        "b",
+        "capataz.toml",
+    ]
+    assert_one_line_error(capataz("resume", "mod-1", cwd=repo), "not waiting for edits")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("exec", "x", "--agent", "gpt"), ("unknown agent 'gpt'", "known agents: shell")),
+        (("exec", "x", "--id", "../escape"), ("invalid task id",)),
+        (("decide", "nope", "approve"), ("has no escalation",)),
+        (("decide", "nope", "ship-it"), ("'ship-it' is not a decision",)),
+        (("resume", "nope"), ("no task 'nope'",)),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    repo: Path, args: tuple[str, ...], needles: tuple[str, ...]
+) -> None:
+    assert_one_line_error(capataz(*args, cwd=repo), *needles)
+
+
+def test_broken_config_names_line_and_key(repo: Path) -> None:
+    (repo / "capataz.toml").write_text('[agents.shell]\ncommand = ["bash"]\nmemory = "lots"\n')
+    assert_one_line_error(
+        capataz("exec", "true", cwd=repo), "capataz.toml:3", "agents.shell.memory"
+    )
+
+
+def test_outside_a_repository(tmp_path: Path) -> None:
+    assert_one_line_error(capataz("exec", "true", cwd=tmp_path), "not inside a git repository")
+
+
+def test_missing_target_branch(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(config='[project]\ntarget_branch = "trunk"\n')
+    assert_one_line_error(capataz("exec", "true", cwd=repo), "branch 'trunk' does not exist")
+
+
+def test_unsandboxed_runs_warn(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo(config='[project]\nsandbox = "none"\n')
+    result = capataz("exec", "echo hi > hi.txt", "--json", cwd=repo)
+    assert result.returncode == 0
+    assert "WARNING" in result.stderr and 'sandbox = "none"' in result.stderr
+
+
+def test_init_writes_config_and_ignores_capataz_dir(make_repo: Callable[..., Path]) -> None:
+    repo = make_repo()
+    (repo / ".gitignore").write_text("node_modules/\n")
+    result = capataz("init", cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert 'target_branch = "main"' in (repo / "capataz.toml").read_text()
+    assert (repo / ".gitignore").read_text() == "node_modules/\n.capataz/\n"
+    assert_one_line_error(capataz("init", cwd=repo), "already exists", "--force")
+    assert capataz("init", "--force", cwd=repo).returncode == 0
+    assert (repo / ".gitignore").read_text().count(".capataz/") == 1
+
+
+def test_doctor_proves_the_sandbox(repo: Path) -> None:
+    result = capataz("doctor", "--json", cwd=repo)
+    assert result.returncode == 0, result.stdout
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["sandbox starts"]["ok"] and checks["sandbox network"]["ok"]
+    assert "no network" in checks["sandbox network"]["detail"]
+
+
+def test_doctor_reports_a_broken_config(repo: Path) -> None:
+    (repo / "capataz.toml").write_text("[project\n")
+    result = capataz("doctor", cwd=repo)
+    assert result.returncode == 1 and "not valid TOML" in result.stdout
+
+
+def test_demo_shows_every_outcome(tmp_path: Path) -> None:
+    result = capataz("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    for task in ("demo-1-lands", "demo-2-blocked", "demo-3-escalates", "demo-4-hangs"):
+        assert task in result.stdout
+    assert "AGENT_HUNG" in result.stdout and "FORBIDDEN_PATH" in result.stdout
