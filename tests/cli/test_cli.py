@@ -194,3 +194,9 @@ def test_demo_shows_every_outcome(tmp_path: Path) -> None:
     for task in ("demo-1-lands", "demo-2-blocked", "demo-3-escalates", "demo-4-hangs"):
         assert task in result.stdout
     assert "AGENT_HUNG" in result.stdout and "FORBIDDEN_PATH" in result.stdout
+
+
+def test_usage_errors_exit_two_without_traceback(repo: Path) -> None:
+    result = capataz("exec", cwd=repo)
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr and "Traceback" not in result.stderr

@@ -25,26 +25,13 @@ del run_cmds, setup_cmds
 
 
 def main() -> None:
-    """Entry point: every deliberate error becomes one line and a non-zero exit code."""
-    try:
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
-    except CapatazError as exc:
-        err.print(
-            f"[bold red]error:[/] {exc.message}" + (f" — {exc.fix}" if exc.fix else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("[yellow]interrupted[/]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        import click
+    """Entry point: every deliberate error becomes one line and a non-zero exit code.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    Typer keeps its standalone mode (usage errors print usage and exit 2); only
+    capataz's own errors are caught here."""
+    try:
+        app()
+    except CapatazError as exc:
+        fix = f" — {exc.fix}" if exc.fix else ""
+        err.print(f"[bold red]error:[/] {exc.message}{fix}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
