@@ -131,15 +131,18 @@ class Supervisor:
             self._step(run, "collect", lambda: self._collect(run))
             return self._judge(run)
         except CapatazError as exc:
-            self._abandon(run, exc)
+            self._abandon(run, str(exc))
+            raise
+        except KeyboardInterrupt:
+            self._abandon(run, "interrupted by the user")
             raise
         finally:
             run.log.close()
 
-    def _abandon(self, run: _Run, exc: CapatazError) -> None:
-        """capataz itself could not go on (the sandbox would not start, git failed):
+    def _abandon(self, run: _Run, why: str) -> None:
+        """capataz could not go on (the sandbox would not start, git failed, Ctrl-C):
         roll back like a block, record why, and let the error reach the user."""
-        reason = f"capataz error: {exc}"
+        reason = f"stopped: {why}"
         run.log.note("capataz", reason)
         rollback(
             self.repo,

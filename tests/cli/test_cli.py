@@ -200,3 +200,38 @@ def test_usage_errors_exit_two_without_traceback(repo: Path) -> None:
     result = capataz("exec", cwd=repo)
     assert result.returncode == 2
     assert "Missing argument" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_rolls_back_and_leaves_nothing_running(repo: Path) -> None:
+    import signal
+
+    running = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "capataz",
+            "exec",
+            "echo go; touch half.txt; sleep 3007",
+            "--id",
+            "int-1",
+            "--json",
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    log = repo / ".capataz" / "progress" / "int-1" / "artifacts" / "run.log"
+    deadline = time.monotonic() + 30
+    while (not log.exists() or "go" not in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.send_signal(signal.SIGINT)
+    running.communicate(timeout=30)
+    assert running.returncode != 0
+    progress = json.loads((repo / ".capataz" / "progress" / "int-1" / "progress.json").read_text())
+    assert progress["status"] == "rolled-back" and "interrupted" in progress["reason"]
+    assert not (repo / ".capataz" / "workspaces" / "int-1").exists()
+    assert "half.txt" not in git(repo, "ls-tree", "--name-only", "main")
+    alive = subprocess.run(["pgrep", "-f", "sleep 3007"], capture_output=True, text=True)
+    assert alive.stdout.strip() == ""
