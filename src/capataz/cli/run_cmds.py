@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,10 +15,11 @@ from capataz.cli import app
 from capataz.cli.console import out
 from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
+from capataz.config import Config
 from capataz.escalation import submit_decision
 from capataz.pipeline import RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
-from capataz.repo import validate_task_id
+from capataz.repo import Repository, validate_task_id
 
 RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -57,16 +59,7 @@ def exec_command(
         title=title,
         allow_high=allow_high,
     )
-    interactive = sys.stdin.isatty() and not as_json
-    terminal = sys.stdin if interactive else None
-    if as_json:
-        report = Supervisor(repo, config, terminal=terminal).execute(spec)
-        out.print_json(report_json(report))
-    else:
-        with LiveView(f"{spec.task_id} · {spec.agent}", interactive=interactive) as view:
-            report = Supervisor(repo, config, listener=view, terminal=terminal).execute(spec)
-        render_summary(report)
-    _finish(report)
+    _run(f"{spec.task_id} · {spec.agent}", as_json, lambda s: s.execute(spec), repo, config)
 
 
 @app.command("resume")
@@ -78,16 +71,7 @@ def resume_command(
     """Commit a human's edits to a modified task, re-run its post-gates and decide again."""
     repo, config = open_project(repo_path)
     warn_unsandboxed(config)
-    interactive = sys.stdin.isatty() and not as_json
-    terminal = sys.stdin if interactive else None
-    if as_json:
-        report = Supervisor(repo, config, terminal=terminal).resume(task_id)
-        out.print_json(report_json(report))
-    else:
-        with LiveView(f"{task_id} · resume", interactive=interactive) as view:
-            report = Supervisor(repo, config, listener=view, terminal=terminal).resume(task_id)
-        render_summary(report)
-    _finish(report)
+    _run(f"{task_id} · resume", as_json, lambda s: s.resume(task_id), repo, config)
 
 
 @app.command("decide")
@@ -104,7 +88,23 @@ def decide_command(
     out.print(f"[green]recorded[/] {choice.lower()} for {task_id}; the waiting run picks it up.")
 
 
-def _finish(report: RunReport) -> None:
-    code = report.outcome.exit_code
-    if code:
-        raise typer.Exit(code)
+def _run(
+    title: str,
+    as_json: bool,
+    action: Callable[[Supervisor], RunReport],
+    repo: Repository,
+    config: Config,
+) -> None:
+    """Run with the live view (or quietly, for --json), print the result, set the exit code.
+    The terminal answers escalations only when a person is at it."""
+    interactive = sys.stdin.isatty() and not as_json
+    terminal = sys.stdin if interactive else None
+    if as_json:
+        report = action(Supervisor(repo, config, terminal=terminal))
+        out.print_json(report_json(report))
+    else:
+        with LiveView(title, interactive=interactive) as view:
+            report = action(Supervisor(repo, config, listener=view, terminal=terminal))
+        render_summary(report)
+    if report.outcome.exit_code:
+        raise typer.Exit(report.outcome.exit_code)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.console import out
@@ -57,7 +58,10 @@ def doctor_command(
             table.add_column(column)
         for check in checks:
             table.add_row(
-                "[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail, check.fix
+                "[green]✓[/]" if check.ok else "[red]✗[/]",
+                check.name,
+                Text(check.detail),
+                Text(check.fix),
             )
         out.print(table)
     if not all(c.ok for c in checks):
@@ -92,7 +96,7 @@ def demo_command(
             task.task_id,
             report.outcome.value,
             ("[green]" if ok else "[red]") + task.expected.value,
-            report.reason,
+            Text(report.reason),
         )
     out.print(table)
     out.print(

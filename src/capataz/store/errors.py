@@ -1,0 +1,29 @@
+"""Errors of the store, all CapatazError subclasses so the CLI prints them as one line
+with the fix."""
+
+from __future__ import annotations
+
+from capataz.errors import CapatazError, TaskError
+
+__all__ = [
+    "DatabaseUrlError",
+    "DependencyCycleError",
+    "StoreError",
+    "UnknownDependencyError",
+]
+
+
+class StoreError(CapatazError):
+    """The database could not be opened, migrated or used."""
+
+
+class DatabaseUrlError(StoreError):
+    """CAPATAZ_DATABASE_URL (or a URL given in code) is not one capataz can use."""
+
+
+class UnknownDependencyError(TaskError):
+    """A task depends on a task id the store does not know."""
+
+
+class DependencyCycleError(TaskError):
+    """Adding the task would close a cycle of dependencies; nothing in it could ever run."""

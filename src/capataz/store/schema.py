@@ -1,0 +1,206 @@
+"""The one schema of capataz's database, declared with SQLAlchemy Core.
+
+Every type here works unchanged on SQLite and PostgreSQL, so the same code and the same
+test suite serve both. The Alembic migrations in ``migrations/`` must reproduce this
+metadata exactly; a test compares the migrated database against it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "UTCDateTime",
+    "audit",
+    "decisions",
+    "metadata",
+    "runners",
+    "runs",
+    "steps",
+    "task_dependencies",
+    "tasks",
+    "violations",
+]
+
+# Stable constraint names, so migrations can refer to them on both databases.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite has no timezone type: SQLAlchemy stores the wall-clock digits and drops the
+    offset, so an aware non-UTC value would be silently shifted and values would come
+    back naive. Converting to UTC on the way in and tagging UTC on the way out gives
+    both databases the same behaviour and keeps string comparison on SQLite correct.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: capataz stores only aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); BIGINT would not.
+BigIntKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("instruction", sa.Text, nullable=False),
+    sa.Column("agent", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False, default=3),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("run_after", UTCDateTime, nullable=False),
+    sa.Column("idempotency_key", sa.Text, nullable=True, unique=True),
+    sa.Column("allow_high", sa.Boolean, nullable=False, default=False),
+    sa.Column("base_commit", sa.Text, nullable=True),
+    sa.Column("lease_owner", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    # Grows by one on every claim (and on cancel): a result carrying an older token
+    # comes from a runner that lost the task and is refused.
+    sa.Column("fencing_token", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+# The claim query: WHERE status = 'ready' ORDER BY priority DESC, created_at.
+sa.Index("ix_tasks_claim", tasks.c.status, tasks.c.priority, tasks.c.created_at)
+sa.Index("ix_tasks_run_after", tasks.c.run_after)
+# The sweeper: WHERE status = 'running' AND lease_expires_at < now.
+sa.Index("ix_tasks_lease", tasks.c.status, tasks.c.lease_expires_at)
+
+task_dependencies = sa.Table(
+    "task_dependencies",
+    metadata,
+    sa.Column(
+        "task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "depends_on_id",
+        sa.Text,
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+)
+# Waking dependents looks the edge up from the dependency's side.
+sa.Index("ix_task_dependencies_depends_on_id", task_dependencies.c.depends_on_id)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column(
+        "task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("runner_id", sa.Text, nullable=False),
+    sa.Column("fencing_token", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=True),
+    sa.Column("decision", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("wall_seconds", sa.Float, nullable=True),
+    sa.Column("cpu_seconds", sa.Float, nullable=True),
+    sa.Column("peak_memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("log_tail", sa.Text, nullable=True),
+)
+sa.Index("ix_runs_task_id", runs.c.task_id)
+sa.Index("ix_runs_started_at", runs.c.started_at)
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("phase", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("outcome", sa.Text, nullable=True),
+)
+sa.Index("ix_steps_run_id", steps.c.run_id)
+
+runners = sa.Table(
+    "runners",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("phase", sa.Text, nullable=False),
+    sa.Column("decision", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+sa.Index("ix_decisions_run_id", decisions.c.run_id)
+
+violations = sa.Table(
+    "violations",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("suggestion", sa.Text, nullable=False),
+    sa.Column("file", sa.Text, nullable=True),
+    sa.Column("line", sa.Integer, nullable=True),
+    sa.Column("gate", sa.Text, nullable=False),
+    sa.Column("phase", sa.Text, nullable=False),
+)
+sa.Index("ix_violations_run_id", violations.c.run_id)
+
+# Append-only hash chain (see audit.py). seq is assigned by the appender, under a lock,
+# as the previous seq + 1, so the chain order and the key order are the same.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("seq", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False),
+    sa.Column("hash", sa.Text, nullable=False),
+)
