@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,9 +13,9 @@ from tests.conftest import git, snapshot
 
 from capataz.config import parse_config
 from capataz.errors import UnknownAgentError
-from capataz.escalation import submit_decision
-from capataz.models import Decision, Outcome, ViolationType
-from capataz.pipeline import RunReport, Supervisor, TaskSpec
+from capataz.escalation import Answer, submit_decision
+from capataz.models import Decision, EscalationChoice, Outcome, ViolationType
+from capataz.pipeline import RunHooks, RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
 from capataz.repo import Repository
 
@@ -248,3 +249,40 @@ def test_unknown_agent_fails_before_anything_is_written(make_repo: Callable[...,
     with pytest.raises(UnknownAgentError, match="known agents: shell"):
         Supervisor(repo, parse_config(BASE_CONFIG)).execute(TaskSpec("t1", "x", agent="gpt"))
     assert not (repo_path / ".capataz").exists()
+
+
+def _supervisor(repo_path: Path, hooks: RunHooks) -> Supervisor:
+    return Supervisor(Repository.discover(repo_path), parse_config(BASE_CONFIG), hooks=hooks)
+
+
+def test_stop_hook_kills_the_agent_and_rolls_back(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo()
+    main = git(repo_path, "rev-parse", "main")
+    deadline = time.monotonic() + 1.0
+    hooks = RunHooks(should_stop=lambda: time.monotonic() > deadline)
+    report = _supervisor(repo_path, hooks).execute(
+        TaskSpec(
+            "t1", "while true; do echo tick > a.txt; echo tick; sleep 0.2; done", agent="shell"
+        )
+    )
+    assert report.outcome is Outcome.CANCELLED
+    assert report.agent is not None and report.agent.wall_seconds < 10
+    assert git(repo_path, "rev-parse", "main") == main
+
+
+def test_lost_lease_never_lands(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo()
+    main = git(repo_path, "rev-parse", "main")
+    report = _supervisor(repo_path, RunHooks(may_land=lambda: False)).execute(
+        TaskSpec("t1", "echo a > a.txt", agent="shell")
+    )
+    assert report.outcome is Outcome.CANCELLED and "no longer owns" in report.reason
+    assert git(repo_path, "rev-parse", "main") == main
+    assert git(repo_path, "rev-parse", "refs/capataz/rejected/t1/1") == report.result_commit
+
+
+def test_escalation_answered_through_the_hook(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo()
+    hooks = RunHooks(answers=lambda: Answer(EscalationChoice.APPROVE, "database", decided_by="ops"))
+    report = _supervisor(repo_path, hooks).execute(TaskSpec("t1", "touch a b c d", agent="shell"))
+    assert report.outcome is Outcome.LANDED and "via database" in report.reason

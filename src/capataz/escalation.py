@@ -11,7 +11,7 @@ import json
 import os
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -148,11 +148,14 @@ def wait_for_answer(
     timeout: float,
     terminal: TextIO | None = None,
     poll: float = 0.2,
+    other: Callable[[], Answer | None] | None = None,
 ) -> Answer:
+    """First answer from the decision file, ``other`` (a runner's database channel, which
+    may also answer abort when the task is cancelled), the terminal, or the clock."""
     deadline = time.monotonic() + timeout
     decision_file = progress.path / DECISION_FILE
     while True:
-        answer = _read_decision_file(decision_file)
+        answer = _read_decision_file(decision_file) or (other() if other else None)
         if answer is not None:
             return answer
         if terminal is not None:

@@ -86,6 +86,7 @@ class Outcome(StrEnum):
     ABORTED = "aborted"  # a human (or the escalation timeout) said abort; rolled back
     AWAITING_HUMAN = "awaiting-human"  # modify: workspace kept for edits, `capataz resume`
     NO_CHANGES = "no-changes"  # the agent changed nothing; nothing to land
+    CANCELLED = "cancelled"  # stopped from outside (cancel, lost lease); rolled back
 
     @property
     def exit_code(self) -> int:
@@ -97,6 +98,7 @@ class Outcome(StrEnum):
             "rejected": 1,
             "aborted": 1,
             "awaiting-human": 3,
+            "cancelled": 1,
         }[self.value]
 
 

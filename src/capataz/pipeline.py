@@ -36,7 +36,7 @@ from capataz.progress import ProgressDir
 from capataz.repo import Repository, validate_task_id
 from capataz.runlog import RunLog
 from capataz.sandbox import get_sandbox
-from capataz.sandbox.base import ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
 from capataz.workspace import Workspace
 
 __all__ = ["Event", "RunReport", "Supervisor", "TaskSpec"]
@@ -98,6 +98,15 @@ class _Run:
 Listener = Callable[[Event], None]
 
 
+@dataclass(frozen=True)
+class RunHooks:
+    """How the owner of a queued task (a runner) steers a run from outside."""
+
+    should_stop: Callable[[], bool] | None = None  # cancelled or lease lost: kill, roll back
+    may_land: Callable[[], bool] | None = None  # last check before landing (the fencing token)
+    answers: Callable[[], Answer | None] | None = None  # another escalation channel
+
+
 class Supervisor:
     def __init__(
         self,
@@ -107,7 +116,9 @@ class Supervisor:
         sandbox: Sandbox | None = None,
         listener: Listener | None = None,
         terminal: TextIO | None = None,
+        hooks: RunHooks | None = None,
     ) -> None:
+        self.hooks = hooks or RunHooks()
         self.repo = repo
         self.config = config
         self.sandbox = sandbox or get_sandbox(config.project.sandbox, config.sandbox)
@@ -129,6 +140,8 @@ class Supervisor:
                 return self._roll_back(run, verdict, Outcome.BLOCKED, TaskStatus.BLOCKED)
             self._step(run, "execute", lambda: self._execute(run))
             self._step(run, "collect", lambda: self._collect(run))
+            if run.agent is not None and run.agent.outcome is ExecOutcome.CANCELLED:
+                return self._cancelled(run, "stopped from outside while the agent ran")
             return self._judge(run)
         except CapatazError as exc:
             self._abandon(run, str(exc))
@@ -197,8 +210,14 @@ class Supervisor:
         finally:
             run.log.close()
 
+    def _cancelled(self, run: _Run, why: str) -> RunReport:
+        verdict = Verdict(Decision.BLOCK, why)
+        return self._roll_back(run, verdict, Outcome.CANCELLED, TaskStatus.ROLLED_BACK)
+
     def _judge(self, run: _Run) -> RunReport:
         post = self._step(run, "post-gates", lambda: self._gates(run, GatePhase.POST))
+        if self.hooks.should_stop is not None and self.hooks.should_stop():
+            return self._cancelled(run, "stopped from outside during the post-gates")
         run.violations = post.violations
         allow_high = (
             run.spec.allow_high
@@ -283,6 +302,7 @@ class Supervisor:
             on_output=lambda source, line: self._output(run, source, line),
             extra=extra,
             skip_commands=fatal,
+            should_stop=self.hooks.should_stop,
         )
         if any(g.get("outcome") for g in report.gates):  # a command gate ran in the tree
             self._clean_tree(run)
@@ -328,7 +348,9 @@ class Supervisor:
             env=agent_env(agent),
             network=agent.network,
         )
-        run.agent = self.sandbox.run(spec, lambda line: self._output(run, "agent", line))
+        run.agent = self.sandbox.run(
+            spec, lambda line: self._output(run, "agent", line), self.hooks.should_stop
+        )
         run.log.note(
             "capataz", f"agent ended: {run.agent.outcome.value} {run.agent.detail}".strip()
         )
@@ -386,7 +408,9 @@ class Supervisor:
             workspace=run.workspace.tree,
         )
         self.listener(Event("escalation", "escalation", "opened", verdict.reason))
-        answer = wait_for_answer(run.progress, timeout=timeout, terminal=self.terminal)
+        answer = wait_for_answer(
+            run.progress, timeout=timeout, terminal=self.terminal, other=self.hooks.answers
+        )
         close_escalation(run.progress, answer)
         run.log.note("capataz", f"escalation answered {answer.choice.value} via {answer.source}")
         self.listener(
@@ -436,6 +460,8 @@ class Supervisor:
                 verdict.reason,
                 "the agent changed nothing; nothing to land",
             )
+        if self.hooks.may_land is not None and not self.hooks.may_land():
+            return self._cancelled(run, "this run no longer owns the task; not landing")
         landed = self._step(
             run,
             "finalize",

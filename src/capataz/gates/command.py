@@ -5,6 +5,7 @@ gate's severity; the last lines of its output become the violation's details."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from capataz.config import GateConfig
@@ -30,6 +31,7 @@ def run_command_gate(
     hide: list[Path],
     read_only: list[Path],
     on_output: OutputSink,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[ExecResult, list[Violation]]:
     tail: deque[str] = deque(maxlen=8)
 
@@ -46,7 +48,7 @@ def run_command_gate(
         hide=hide,
         network=gate.network,
     )
-    result = sandbox.run(spec, sink)
+    result = sandbox.run(spec, sink, should_stop)
     if result.ok:
         return result, []
     last = " | ".join(line.strip() for line in tail if line.strip())[-600:]

@@ -42,6 +42,7 @@ def run_gates(
     on_output: Callable[[str, OutputLine], None],
     extra: list[Violation] | None = None,
     skip_commands: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> GateReport:
     report = GateReport(phase=phase, violations=list(extra or []))
     if phase is GatePhase.POST and changes is not None:
@@ -63,6 +64,7 @@ def run_gates(
             hide=hide,
             read_only=read_only,
             on_output=functools.partial(on_output, f"gate:{gate.name}"),
+            should_stop=should_stop,
         )
         report.violations += found
         report.gates.append(
