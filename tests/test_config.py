@@ -85,3 +85,11 @@ def test_policy_severity_overrides() -> None:
     config = parse_config('[policy.severity]\nFORBIDDEN_TOKEN = "critical"\n')
     assert config.policy.severity_of(ViolationType.FORBIDDEN_TOKEN) is Severity.CRITICAL
     assert config.policy.severity_of(ViolationType.TOO_MANY_FILES) is Severity.MEDIUM
+
+
+@pytest.mark.parametrize(
+    "text", ['[sandbox]\nbwrap = "tools/bwrap"\n', '[sandbox]\nexpose = ["relative/dir"]\n']
+)
+def test_sandbox_paths_must_be_absolute(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"must be absolute|absolute path"):
+        parse_config(text)

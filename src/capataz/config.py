@@ -151,6 +151,22 @@ class SandboxOptions(_Strict):
     expose: list[str] = Field(default_factory=list)  # extra read-only host paths (toolchains)
     uid: int = Field(default=0, ge=0)  # 0 = pick an unprivileged uid per run when root
 
+    @field_validator("bwrap")
+    @classmethod
+    def _absolute_bwrap(cls, value: str | None) -> str | None:
+        # A relative path would resolve inside the repository, which agents write.
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path such as '/usr/bin/bwrap'")
+        return value
+
+    @field_validator("expose")
+    @classmethod
+    def _absolute_expose(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith(("/", "~")):
+                raise ValueError(f"{path!r} must be absolute (or start with ~)")
+        return paths
+
 
 BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
     "shell": {

@@ -40,6 +40,8 @@ _SAFE_CONFIG = (
     "init.defaultBranch=main",
 )
 
+GIT_TIMEOUT = 300.0  # no git call on a workspace may wait forever
+
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "capataz",
     "GIT_AUTHOR_EMAIL": "capataz@localhost",
@@ -112,15 +114,22 @@ class Git:
         input_bytes: bytes | None = None,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
-        result = subprocess.run(
-            self.argv(args),
-            input=input_bytes,
-            capture_output=True,
-            env=self._env(env),
-            cwd=self.work_tree or "/",
-            check=False,
-            start_new_session=True,
-        )
+        try:
+            result = subprocess.run(
+                self.argv(args),
+                input=input_bytes,
+                capture_output=True,
+                env=self._env(env),
+                cwd=self.work_tree or "/",
+                check=False,
+                start_new_session=True,
+                timeout=GIT_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GitError(
+                f"git {' '.join(args[:2])} did not finish in {GIT_TIMEOUT:.0f} s; it was killed",
+                fix="look for special files (FIFOs, huge files) in the workspace",
+            ) from exc
         if check and result.returncode != 0:
             stderr = result.stderr.decode(errors="replace").strip().splitlines()
             last = stderr[-1] if stderr else f"exit code {result.returncode}"

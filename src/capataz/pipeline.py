@@ -19,6 +19,7 @@ from capataz.errors import CapatazError, TaskError
 from capataz.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.gates import GateReport, run_gates
 from capataz.gates.agent import agent_violations
+from capataz.gates.protected import protected_path_violations, protected_patterns
 from capataz.landing import land, rollback
 from capataz.models import (
     Decision,
@@ -93,6 +94,7 @@ class _Run:
     agent: ExecResult | None = None
     violations: list[Violation] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    nested_git: list[str] = field(default_factory=list)
 
 
 Listener = Callable[[Event], None]
@@ -277,18 +279,7 @@ class Supervisor:
     def _gates(self, run: _Run, phase: GatePhase) -> GateReport:
         status = TaskStatus.VALIDATING_PRE if phase is GatePhase.PRE else TaskStatus.VALIDATING_POST
         run.progress.update(status=status.value)
-        extra = agent_violations(run.agent) if phase is GatePhase.POST else []
-        if phase is GatePhase.POST and run.result is not None:
-            extra += [
-                Violation(
-                    type=ViolationType.EMBEDDED_REPOSITORY,
-                    severity=self.config.policy.severity_of(ViolationType.EMBEDDED_REPOSITORY),
-                    file=path,
-                    details=f"{path} is an embedded git repository (gitlink)",
-                    suggestion="commit the files themselves, not a nested repository",
-                )
-                for path in (run.changes.gitlinks if run.changes else ())
-            ]
+        extra = self._collected_violations(run) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
             phase,
@@ -328,6 +319,25 @@ class Supervisor:
             },
         )
         return report
+
+    def _collected_violations(self, run: _Run) -> list[Violation]:
+        """What the agent's run and the collect step found, before any gate looks."""
+        found = agent_violations(run.agent)
+        nested = [*run.nested_git, *(run.changes.gitlinks if run.changes else ())]
+        found += [
+            Violation(
+                type=ViolationType.EMBEDDED_REPOSITORY,
+                severity=self.config.policy.severity_of(ViolationType.EMBEDDED_REPOSITORY),
+                file=path,
+                details=f"{path} is a nested git repository; capataz removed it before committing",
+                suggestion="commit the files themselves, not a nested repository",
+            )
+            for path in nested
+        ]
+        if run.changes is not None:
+            protected = protected_patterns(self.config.project.progress_dir)
+            found += protected_path_violations(run.changes, protected)
+        return found
 
     def _execute(self, run: _Run) -> ExecResult:
         run.progress.update(status=TaskStatus.IN_PROGRESS.value)
@@ -372,6 +382,7 @@ class Supervisor:
         first_line = next(iter(run.spec.instruction.strip().splitlines()), "")[:72]
         title = run.spec.title or first_line or run.spec.task_id
         suffix = f" ({message})" if message else ""
+        run.nested_git += run.workspace.remove_nested_git()
         run.workspace.commit(
             f"{title}{suffix}\n\n"
             f"capataz-task: {run.spec.task_id}\ncapataz-agent: {run.spec.agent}\n"

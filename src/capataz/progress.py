@@ -17,9 +17,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from capataz.errors import TaskError
 from capataz.models import Decision, DecisionRecord, GatePhase, Violation, utcnow
 
-__all__ = ["ProgressDir", "write_json_atomic"]
+__all__ = ["ProgressDir", "refuse_symlink", "write_json_atomic"]
+
+
+def refuse_symlink(path: Path) -> None:
+    """capataz deletes and rewrites its own directories; one replaced by a symlink (which
+    only something outside capataz could plant) must never be followed."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink():
+            raise TaskError(
+                f"{candidate} is a symbolic link; capataz will not write through it",
+                fix=f"remove the link ({candidate}) and run again",
+            )
+        if candidate.name == ".capataz":
+            return
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -40,6 +54,7 @@ class ProgressDir:
 
     def reset(self, state: dict[str, Any]) -> None:
         """Start a run of this task id afresh: re-running an id overwrites, never duplicates."""
+        refuse_symlink(self.path)
         if self.path.exists():
             shutil.rmtree(self.path)
         self.artifacts.mkdir(parents=True)

@@ -10,6 +10,15 @@ from capataz.sandbox.base import OutputLine
 __all__ = ["RunLog"]
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+
+
+def _visible(text: str) -> str:
+    """Control characters escaped: a carriage return or an ANSI sequence in an agent's
+    output must not let it overwrite or fake lines when someone `cat`s the log."""
+    return text.translate(_CONTROL)
+
+
 class RunLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -17,7 +26,7 @@ class RunLog:
 
     def write(self, source: str, line: OutputLine) -> None:
         stamp = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        self._handle.write(f"{stamp} [{source}:{line.stream}] {line.text}\n")
+        self._handle.write(f"{stamp} [{source}:{line.stream}] {_visible(line.text)}\n")
         self._handle.flush()
 
     def note(self, source: str, text: str) -> None:

@@ -9,6 +9,7 @@ never plant hooks or config, and capataz always passes ``--git-dir`` explicitly.
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from capataz.changes import ChangeSet, FileDiff
 from capataz.git import Git
 from capataz.models import ChangeKind, FileChange
+from capataz.progress import refuse_symlink
 from capataz.repo import Repository
 
 __all__ = ["Workspace"]
@@ -56,6 +58,7 @@ class Workspace:
         """Write the git directory by hand (it is four small files) and check out once:
         one git process instead of five keeps per-task overhead low."""
         ws = cls.existing(repo, task_id, root, base)
+        refuse_symlink(ws.path)
         if ws.path.exists():
             shutil.rmtree(ws.path)
         ws.tree.mkdir(parents=True)
@@ -123,6 +126,29 @@ class Workspace:
             )
             files.append(FileDiff(change=change, added=tuple(added.get(path, ()))))
         return ChangeSet(root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks))
+
+    def remove_nested_git(self) -> list[str]:
+        """Delete every ``.git`` below the tree's root (files, directories, FIFOs) before
+        capataz's own ``git add``, which would otherwise open them as repositories:
+        a planted gitdir pointer reads another repository on the host, a FIFO named
+        HEAD blocks git forever. Returns the paths removed (evidence for a violation)."""
+        removed: list[str] = []
+        stack = [self.tree]
+        while stack:
+            directory = stack.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name == ".git" and directory != self.tree:
+                        removed.append(Path(entry.path).relative_to(self.tree).as_posix())
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path)
+                        else:
+                            Path(entry.path).unlink()
+                    elif entry.is_dir(follow_symlinks=False) and not (
+                        directory == self.tree and entry.name == ".git"
+                    ):
+                        stack.append(Path(entry.path))
+        return sorted(removed)
 
     def discard(self) -> None:
         if self.path.exists():

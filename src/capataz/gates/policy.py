@@ -38,7 +38,7 @@ def check_policy(changes: ChangeSet, policy: PolicyConfig) -> list[Violation]:
             continue
         content = changes.read(diff.path) if _needs_content(diff, policy) else None
         found.extend(_import_violations(diff, content, policy))
-        found.extend(_token_violations(diff, tokens, policy))
+        found.extend(_token_violations(diff, _scanned_lines(diff, changes), tokens, policy))
         if policy.check_encoding and not _is_binary(diff, content):
             found.extend(_encoding_violations(diff, content, policy))
             found.extend(_line_ending_violations(diff, content, policy))
@@ -171,10 +171,23 @@ def _source_text(diff: FileDiff, content: bytes | None) -> str:
 # --------------------------------------------------------------------------- tokens
 
 
+def _scanned_lines(diff: FileDiff, changes: ChangeSet) -> Sequence[tuple[int, str]]:
+    """The lines tokens are searched in: the added lines, or — for a file git calls binary,
+    whose diff shows none — every line of its bytes, so one NUL byte cannot hide a secret."""
+    if not diff.change.binary:
+        return diff.added
+    content = changes.read(diff.path) or b""
+    text = content.decode("utf-8", errors="replace").replace("\0", " ")
+    return list(enumerate(text.splitlines(), start=1))
+
+
 def _token_violations(
-    diff: FileDiff, tokens: Sequence[re.Pattern[str]], policy: PolicyConfig
+    diff: FileDiff,
+    lines: Sequence[tuple[int, str]],
+    tokens: Sequence[re.Pattern[str]],
+    policy: PolicyConfig,
 ) -> Iterator[Violation]:
-    for number, text in diff.added:
+    for number, text in lines:
         line = text.rstrip("\r\n")
         for pattern in tokens:
             match = _first_nonempty(pattern, line)
