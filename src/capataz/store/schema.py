@@ -92,7 +92,7 @@ tasks = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
 )
 # The claim query: WHERE status = 'ready' ORDER BY priority DESC, created_at.
-sa.Index("ix_tasks_claim", tasks.c.status, tasks.c.priority, tasks.c.created_at)
+sa.Index("ix_tasks_claim", tasks.c.status, tasks.c.priority.desc(), tasks.c.created_at)
 sa.Index("ix_tasks_run_after", tasks.c.run_after)
 # The sweeper: WHERE status = 'running' AND lease_expires_at < now.
 sa.Index("ix_tasks_lease", tasks.c.status, tasks.c.lease_expires_at)
@@ -100,9 +100,7 @@ sa.Index("ix_tasks_lease", tasks.c.status, tasks.c.lease_expires_at)
 task_dependencies = sa.Table(
     "task_dependencies",
     metadata,
-    sa.Column(
-        "task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
-    ),
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
     sa.Column(
         "depends_on_id",
         sa.Text,
@@ -117,9 +115,7 @@ runs = sa.Table(
     "runs",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column(
-        "task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("runner_id", sa.Text, nullable=False),
     sa.Column("fencing_token", sa.BigInteger, nullable=False),

@@ -1,0 +1,30 @@
+"""Durable storage of capataz: one schema on SQLite or PostgreSQL, migrated by Alembic,
+written only through :class:`Store`."""
+
+from capataz.store.engine import create_engine_for, database_url
+from capataz.store.errors import (
+    DatabaseUrlError,
+    DependencyCycleError,
+    StoreError,
+    UnknownDependencyError,
+)
+from capataz.store.manager import Store
+from capataz.store.migrate import upgrade
+from capataz.store.records import ClaimedTask, Task, TaskSpec
+from capataz.store.statuses import RunStatus, TaskState
+
+__all__ = [
+    "ClaimedTask",
+    "DatabaseUrlError",
+    "DependencyCycleError",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "Task",
+    "TaskSpec",
+    "TaskState",
+    "UnknownDependencyError",
+    "create_engine_for",
+    "database_url",
+    "upgrade",
+]

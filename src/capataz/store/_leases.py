@@ -1,0 +1,184 @@
+"""SQL for leases and runs that :class:`capataz.store.manager.Store` composes into its
+transactions: picking and leasing a task, opening and closing run rows, finding expired
+leases. Private to the store."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store.records import ClaimedTask
+from capataz.store.schema import UTCDateTime, runs, task_dependencies, tasks
+from capataz.store.statuses import RunStatus, TaskState
+
+__all__ = [
+    "claim_statement",
+    "claimed",
+    "end_run",
+    "expired_statement",
+    "lock_task",
+    "start_run",
+    "unfinished_dependencies",
+]
+
+_CLAIMED_COLUMNS = (
+    "id", "title", "instruction", "agent", "labels", "allow_high", "base_commit",
+    "attempts", "max_attempts", "fencing_token",
+)  # fmt: skip
+
+
+def claim_statement(*, labels: bool, postgres: bool) -> sa.Update:
+    """One UPDATE that picks the most urgent due task and leases it, returning what the
+    runner needs; parameters ``now``, ``expires``, ``runner_id`` (and ``runner_labels``).
+    On PostgreSQL the pick skips rows other claimers hold (SKIP LOCKED); on SQLite the
+    transaction already holds the write lock (BEGIN IMMEDIATE). Built once per variant
+    and reused: building and hashing a fresh statement costs several times what SQLite
+    spends executing it."""
+    key = (labels, postgres)
+    if key not in _CLAIMS:
+        now = sa.bindparam("now", type_=UTCDateTime())
+        pick = (
+            sa.select(tasks.c.id)
+            .where(tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now)
+            .order_by(tasks.c.priority.desc(), tasks.c.created_at)
+            .limit(1)
+        )
+        if labels:
+            pick = pick.where(_labels_fit(postgres=postgres))
+        if postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        _CLAIMS[key] = (
+            sa.update(tasks)
+            .where(tasks.c.id == pick.scalar_subquery())
+            .values(
+                status=TaskState.RUNNING.value,
+                attempts=tasks.c.attempts + 1,
+                fencing_token=tasks.c.fencing_token + 1,
+                lease_owner=sa.bindparam("runner_id", type_=sa.Text()),
+                lease_expires_at=sa.bindparam("expires", type_=UTCDateTime()),
+                updated_at=now,
+                reason=None,
+            )
+            .returning(*(tasks.c[name] for name in _CLAIMED_COLUMNS))
+        )
+    return _CLAIMS[key]
+
+
+_CLAIMS: dict[tuple[bool, bool], sa.Update] = {}
+
+
+def _labels_fit(*, postgres: bool) -> sa.TextClause:
+    """SQL for "every label of the task is one of ``labels``" (a task without labels
+    fits every runner)."""
+    elements = (
+        "json_array_elements_text(tasks.labels) AS l(value)"
+        if postgres
+        else "json_each(tasks.labels) AS l"
+    )
+    return sa.text(
+        f"NOT EXISTS (SELECT 1 FROM {elements} WHERE l.value NOT IN :runner_labels)"  # noqa: S608 - fixed text
+    ).bindparams(sa.bindparam("runner_labels", expanding=True))
+
+
+def start_run(conn: sa.Connection, row: Any, runner_id: str, now: datetime) -> str:
+    run_id = f"r-{secrets.token_hex(8)}"
+    values = {
+        "id": run_id,
+        "task_id": row.id,
+        "attempt": row.attempts,
+        "runner_id": runner_id,
+        "fencing_token": row.fencing_token,
+        "status": RunStatus.RUNNING.value,
+        "started_at": now,
+    }
+    conn.execute(_INSERT_RUN, values)
+    return run_id
+
+
+_INSERT_RUN = runs.insert()
+
+
+def claimed(row: Any, run_id: str, expires: datetime) -> ClaimedTask:
+    return ClaimedTask(
+        id=row.id,
+        run_id=run_id,
+        title=row.title,
+        instruction=row.instruction,
+        agent=row.agent,
+        labels=tuple(row.labels),
+        allow_high=row.allow_high,
+        base_commit=row.base_commit,
+        attempt=row.attempts,
+        max_attempts=row.max_attempts,
+        fencing_token=row.fencing_token,
+        lease_expires_at=expires,
+    )
+
+
+def end_run(
+    conn: sa.Connection,
+    task_id: str,
+    fencing_token: int,
+    status: RunStatus,
+    *,
+    now: datetime,
+    reason: str | None,
+    **values: Any,
+) -> None:
+    """Close the run of the lease ``fencing_token`` (each lease has exactly one run)."""
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.task_id == task_id, runs.c.fencing_token == fencing_token)
+        .values(status=status.value, ended_at=now, reason=reason, **values)
+    )
+
+
+def expired_statement(now: datetime, limit: int, *, postgres: bool) -> sa.Select[Any]:
+    """Running tasks whose lease ran out before ``now``; on PostgreSQL rows another
+    sweeper is already handling are skipped, so concurrent sweepers split the work."""
+    query = (
+        sa.select(
+            tasks.c.id,
+            tasks.c.fencing_token,
+            tasks.c.attempts,
+            tasks.c.max_attempts,
+            tasks.c.lease_owner,
+            tasks.c.lease_expires_at,
+        )
+        .where(tasks.c.status == TaskState.RUNNING.value, tasks.c.lease_expires_at < now)
+        .order_by(tasks.c.lease_expires_at)
+        .limit(limit)
+    )
+    return query.with_for_update(skip_locked=True) if postgres else query
+
+
+def lock_task(conn: sa.Connection, task_id: str, *, postgres: bool) -> Any:
+    """The task's row, locked against concurrent changes until commit (SQLite's write
+    transaction is exclusive already)."""
+    query = sa.select(
+        tasks.c.status,
+        tasks.c.fencing_token,
+        tasks.c.attempts,
+        tasks.c.max_attempts,
+        tasks.c.lease_owner,
+    ).where(tasks.c.id == task_id)
+    if postgres:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+    return row
+
+
+def unfinished_dependencies(conn: sa.Connection, task_id: str) -> int:
+    edge_to_task = task_dependencies.join(tasks, tasks.c.id == task_dependencies.c.depends_on_id)
+    query = (
+        sa.select(sa.func.count())
+        .select_from(edge_to_task)
+        .where(task_dependencies.c.task_id == task_id, tasks.c.status != TaskState.DONE.value)
+    )
+    return int(conn.execute(query).scalar_one())

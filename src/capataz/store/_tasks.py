@@ -1,0 +1,243 @@
+"""SQL on task rows and dependency edges that several Store methods share: inserting a
+batch, loading tasks with their dependencies, and moving dependents along when a task
+ends. Private to the store: only :class:`capataz.store.manager.Store` calls it, always
+inside its own transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store import audit as audit_log
+from capataz.store.errors import DependencyCycleError, UnknownDependencyError
+from capataz.store.graph import find_cycle
+from capataz.store.records import Task, TaskSpec
+from capataz.store.schema import task_dependencies, tasks
+from capataz.store.statuses import TaskState
+
+__all__ = ["insert_batch", "load", "release_or_cascade"]
+
+
+def insert_batch(
+    conn: sa.Connection,
+    specs: Sequence[TaskSpec],
+    ids: list[str],
+    now: datetime,
+    actor: str,
+) -> list[str]:
+    """Insert ``specs`` (with ``ids``) and their edges; returns, per spec, the id of the
+    task that stands for it: its own, or the existing one with its idempotency key."""
+    keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
+    known_keys = {
+        row.idempotency_key: row.id
+        for row in conn.execute(
+            sa.select(tasks.c.idempotency_key, tasks.c.id).where(tasks.c.idempotency_key.in_(keys))
+        )
+    }
+    alias = {
+        task_id: known_keys[spec.idempotency_key]
+        for spec, task_id in zip(specs, ids, strict=True)
+        if spec.idempotency_key in known_keys
+    }
+    new = {task_id: spec for spec, task_id in zip(specs, ids, strict=True) if task_id not in alias}
+    taken = conn.execute(sa.select(tasks.c.id).where(tasks.c.id.in_(new))).scalars().first()
+    if taken:
+        raise TaskError(f"task {taken} already exists", fix="choose another id")
+    edges = {tid: sorted({alias.get(d, d) for d in spec.depends_on}) for tid, spec in new.items()}
+    outside = {dep for deps in edges.values() for dep in deps if dep not in new}
+    states = {
+        row.id: TaskState(row.status)
+        for row in conn.execute(
+            sa.select(tasks.c.id, tasks.c.status).where(tasks.c.id.in_(outside))
+        )
+    }
+    for tid, deps in edges.items():
+        missing = [dep for dep in deps if dep not in new and dep not in states]
+        if missing:
+            raise UnknownDependencyError(
+                f"task {tid} depends on unknown task {missing[0]}",
+                fix="add that task first, or in the same import",
+            )
+    cycle = find_cycle(edges)
+    if cycle:
+        raise DependencyCycleError(
+            f"dependency cycle: {' -> '.join(cycle)}",
+            fix="remove one of these dependencies; a task in a cycle could never run",
+        )
+    rows: list[dict[str, Any]] = []
+    for offset, tid in enumerate(ordered(edges)):
+        spec = new[tid]
+        status, reason = initial_state({dep: states[dep] for dep in edges[tid]})
+        states[tid] = status
+        # Strictly increasing creation times keep a batch's own order in claims.
+        created = now + timedelta(microseconds=offset)
+        rows.append(
+            {
+                "id": tid,
+                "title": spec.title,
+                "instruction": spec.instruction,
+                "agent": spec.agent,
+                "status": status.value,
+                "priority": spec.priority,
+                "attempts": 0,
+                "max_attempts": spec.max_attempts,
+                "labels": sorted(set(spec.labels)),
+                "run_after": spec.run_after or created,
+                "idempotency_key": spec.idempotency_key,
+                "allow_high": spec.allow_high,
+                "base_commit": spec.base_commit,
+                "fencing_token": 0,
+                "created_at": created,
+                "updated_at": created,
+                "reason": reason,
+            }
+        )
+    if rows:
+        conn.execute(tasks.insert(), rows)
+    dep_rows = [{"task_id": t, "depends_on_id": d} for t, deps in edges.items() for d in deps]
+    if dep_rows:
+        conn.execute(task_dependencies.insert(), dep_rows)
+    for row in rows:
+        payload = {
+            "status": row["status"],
+            "depends_on": edges[row["id"]],
+            "priority": row["priority"],
+            "reason": row["reason"],
+        }
+        audit_log.append(
+            conn, at=now, actor=actor, action="task.created", subject=row["id"], payload=payload
+        )
+    return [alias.get(tid, tid) for tid in ids]
+
+
+def ordered(edges: Mapping[str, Sequence[str]]) -> list[str]:
+    """Tasks of an acyclic batch, each after the batch tasks it depends on, otherwise in
+    the order given."""
+    done: set[str] = set()
+    result: list[str] = []
+
+    def visit(tid: str) -> None:
+        stack = [(tid, iter(edges[tid]))]
+        while stack:
+            node, deps = stack[-1]
+            dep = next((d for d in deps if d in edges and d not in done), None)
+            if dep is None:
+                stack.pop()
+                if node not in done:
+                    done.add(node)
+                    result.append(node)
+            else:
+                stack.append((dep, iter(edges[dep])))
+
+    for tid in edges:
+        visit(tid)
+    return result
+
+
+def initial_state(deps: Mapping[str, TaskState]) -> tuple[TaskState, str | None]:
+    """A new task is ready when every dependency is done, never runs when one has ended
+    badly, and otherwise waits."""
+    for dep, state in sorted(deps.items()):
+        if state in (TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED):
+            return _inherited(state), f"dependency {dep} ended {state}"
+    if all(state is TaskState.DONE for state in deps.values()):
+        return TaskState.READY, None
+    return TaskState.PENDING, None
+
+
+def _inherited(state: TaskState) -> TaskState:
+    """A cancelled dependency cancels its dependents; a failed or blocked one blocks them."""
+    return TaskState.CANCELLED if state is TaskState.CANCELLED else TaskState.BLOCKED
+
+
+def load(conn: sa.Connection, where: Any, ids: Iterable[str] | None = None) -> list[Task]:
+    """Tasks matching ``where`` (and ``ids``), oldest first, with their dependencies."""
+    query = sa.select(tasks).where(where)
+    if ids is not None:
+        query = query.where(tasks.c.id.in_(list(ids)))
+    found = conn.execute(query.order_by(tasks.c.created_at, tasks.c.id)).all()
+    deps: dict[str, list[str]] = {}
+    matching = query.with_only_columns(tasks.c.id)
+    for edge in conn.execute(
+        sa.select(task_dependencies).where(task_dependencies.c.task_id.in_(matching))
+    ):
+        deps.setdefault(edge.task_id, []).append(edge.depends_on_id)
+    return [Task.from_row(row, deps.get(row.id, ())) for row in found]
+
+
+def release_or_cascade(
+    conn: sa.Connection, task_id: str, state: TaskState, now: datetime, actor: str
+) -> list[str]:
+    """Move the waiting dependents of a task that just reached ``state``: when it is
+    done, those whose dependencies are now all done become ready; when it ended failed,
+    blocked or cancelled, they (and theirs, transitively) never run and say why.
+    Returns the ids it changed."""
+    if state is TaskState.DONE:
+        other = task_dependencies.alias("other")
+        dep_task = tasks.alias("dep_task")
+        unfinished = (
+            sa.select(sa.literal(1))
+            .select_from(other.join(dep_task, dep_task.c.id == other.c.depends_on_id))
+            .where(other.c.task_id == tasks.c.id, dep_task.c.status != TaskState.DONE.value)
+            .exists()
+        )
+        released = _move_dependents(
+            conn, task_id, TaskState.READY, None, now=now, extra=~unfinished
+        )
+        for tid in released:
+            audit_log.append(
+                conn,
+                at=now,
+                actor=actor,
+                action="task.ready",
+                subject=tid,
+                payload={"after": task_id},
+            )
+        return released
+    if state not in (TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED):
+        return []
+    changed: list[str] = []
+    frontier: list[tuple[str, TaskState]] = [(task_id, state)]
+    while frontier:
+        dep, dep_state = frontier.pop()
+        target, reason = _inherited(dep_state), f"dependency {dep} ended {dep_state}"
+        for tid in _move_dependents(conn, dep, target, reason, now=now):
+            audit_log.append(
+                conn,
+                at=now,
+                actor=actor,
+                action=f"task.{target}",
+                subject=tid,
+                payload={"reason": reason},
+            )
+            changed.append(tid)
+            frontier.append((tid, target))
+    return changed
+
+
+def _move_dependents(
+    conn: sa.Connection,
+    task_id: str,
+    target: TaskState,
+    reason: str | None,
+    *,
+    now: datetime,
+    extra: Any = None,
+) -> list[str]:
+    dependents = sa.select(task_dependencies.c.task_id).where(
+        task_dependencies.c.depends_on_id == task_id
+    )
+    where = [tasks.c.status == TaskState.PENDING.value, tasks.c.id.in_(dependents)]
+    if extra is not None:
+        where.append(extra)
+    stmt = (
+        sa.update(tasks)
+        .where(*where)
+        .values(status=target.value, reason=reason, updated_at=now)
+        .returning(tasks.c.id)
+    )
+    return sorted(conn.execute(stmt).scalars().all())

@@ -1,0 +1,124 @@
+"""Opening the database: which URL, and the connection settings that make SQLite safe
+for many writers.
+
+SQLite's default (deferred) transactions take the write lock only at the first write;
+when two connections both read and then try to write, one gets SQLITE_BUSY at once,
+whatever the busy timeout ("database is locked"). Starting every write transaction with
+``BEGIN IMMEDIATE`` takes the lock up front, where the busy timeout does apply, so
+writers queue instead of failing. pysqlite's own transaction handling would emit a plain
+``BEGIN`` behind our back, so it is switched off and SQLAlchemy's ``begin`` event emits
+ours (the recipe of SQLAlchemy's pysqlite documentation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from capataz.store.errors import DatabaseUrlError
+
+__all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url"]
+
+ENV_VAR = "CAPATAZ_DATABASE_URL"
+BUSY_TIMEOUT_MS = 30_000
+# Execution option for connections that only read: on SQLite they start a deferred
+# transaction and so never wait for, or hold up, a writer.
+READ_ONLY = "capataz_read_only"
+
+_FIX = (
+    "set CAPATAZ_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DB, "
+    "or unset it to use .capataz/capataz.db"
+)
+
+
+def database_url(repo_root: Path) -> str:
+    """The URL capataz uses for the repository at ``repo_root``: $CAPATAZ_DATABASE_URL,
+    else a SQLite file under ``.capataz/`` (created on first use)."""
+    configured = os.environ.get(ENV_VAR, "").strip()
+    if configured:
+        return normalise_url(configured)
+    path = repo_root / ".capataz" / "capataz.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def normalise_url(url: str) -> str:
+    """Map the URL forms people copy from elsewhere onto the drivers capataz ships:
+    ``postgres://`` and ``postgresql://`` mean psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise DatabaseUrlError(f"not a database URL: {_redact(url)!r}", fix=_FIX) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise DatabaseUrlError(
+            f"capataz supports SQLite and PostgreSQL, not {parsed.get_backend_name()!r}",
+            fix=_FIX,
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        raise DatabaseUrlError(
+            f"driver {parsed.get_driver_name()!r} is not installed with capataz", fix=_FIX
+        )
+    return parsed
+
+
+def _redact(url: str) -> str:
+    """Never print a password from a URL into an error message."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.rsplit("@", maxsplit=1)[-1] if "@" in url else url
+
+
+def create_engine_for(url: str, **kwargs: Any) -> Engine:
+    """An Engine for ``url`` with capataz's connection settings; raises
+    :class:`DatabaseUrlError` for a URL capataz cannot use."""
+    parsed = _parse(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed, **kwargs)
+        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseUrlError(f"cannot use {_redact(url)!r}: {exc}", fix=_FIX) from None
+
+
+def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
+    connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    in_memory = url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to the "begin" listener below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL is still corruption-safe; only the last commits
+                # before a power loss can be lost, never on a process crash.
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,149 @@
+"""Every store test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from CAPATAZ_TEST_PG_URL (a URL of a role that may create databases)
+or from a throwaway cluster this session starts with initdb/pg_ctl: one per xdist
+worker, on a unix socket in its own directory and 127.0.0.1 on a free port, fsync off.
+The server refuses to run as root, so as root it runs as the ``postgres`` user. Each
+test gets a database of its own. When no PostgreSQL can be had the PostgreSQL tests
+skip, except in CI (CI set), where they fail: a suite that silently tested only SQLite
+would hide exactly the bugs it exists to catch.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from capataz.models import utcnow
+from capataz.store import Store
+
+PG_PATHS = ":".join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/lib/postgresql/15/bin"])
+
+
+class Clock:
+    """A clock the tests move by hand, so leases expire without sleeping. Each reading
+    ticks one microsecond, like a real clock between two calls, so that creation order
+    is still order in time."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(microseconds=1)
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _no_postgres(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL tests cannot run in CI: {why}")
+    pytest.skip(f"no PostgreSQL: {why}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="capataz-pg-"))
+        self.port = _free_port()
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.prefix = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+
+    def _run(self, tool: str, *args: str) -> None:
+        binary = shutil.which(tool, path=PG_PATHS)
+        if binary is None:
+            raise FileNotFoundError(f"{tool} not found")
+        subprocess.run(
+            [*self.prefix, binary, *args], check=True, capture_output=True, text=True, timeout=60
+        )
+
+    def start(self) -> str:
+        data = str(self.dir / "data")
+        self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        options = (
+            f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", data, "-l", str(self.dir / "log"), "-w", "-o", options, "start")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    configured = os.environ.get("CAPATAZ_TEST_PG_URL")
+    if configured:
+        yield configured
+        return
+    cluster = Cluster()
+    try:
+        url = cluster.start()
+    except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        shutil.rmtree(cluster.dir, ignore_errors=True)
+        detail = getattr(exc, "stderr", "") or exc
+        _no_postgres(f"could not start a throwaway cluster: {detail}")
+        return
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"capataz_test_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = pg_admin_url.rpartition("/")
+    yield f"{base}/{name}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'capataz.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(db_url: str, clock: Clock) -> Iterator[Store]:
+    opened = Store.open(db_url, clock=clock)
+    yield opened
+    opened.close()

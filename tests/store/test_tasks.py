@@ -1,0 +1,154 @@
+"""Adding, listing, dependencies, idempotency, cancel and requeue on both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from capataz.errors import TaskError
+from capataz.store import (
+    DependencyCycleError,
+    Store,
+    TaskSpec,
+    TaskState,
+    UnknownDependencyError,
+)
+
+
+def test_add_get_and_list(store: Store) -> None:
+    first = store.add_task("one", "echo 1", priority=5, labels=["gpu", "gpu"], max_attempts=2)
+    second = store.add_task("two", "echo 2", depends_on=[first.id])
+    assert first.status is TaskState.READY
+    assert first.labels == ("gpu",)
+    assert second.status is TaskState.PENDING
+    assert second.depends_on == (first.id,)
+    assert store.get_task(first.id) == first
+    assert [t.id for t in store.list_tasks()] == [first.id, second.id]
+    assert [t.id for t in store.list_tasks(status="pending")] == [second.id]
+    assert store.list_tasks(TaskState.DONE) == []
+    with pytest.raises(TaskError, match="no task t-missing"):
+        store.get_task("t-missing")
+
+
+def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
+    original = store.add_task("nightly", "make", idempotency_key="nightly-2024-06-01")
+    again = store.add_task("nightly (again)", "make", idempotency_key="nightly-2024-06-01")
+    assert again == original
+    assert len(store.list_tasks()) == 1
+
+
+def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
+    created = store.add_tasks(
+        [
+            TaskSpec("c", "c", id="c", depends_on=["a", "b"]),
+            TaskSpec("a", "a", id="a"),
+            TaskSpec("b", "b", id="b", depends_on=["a"]),
+        ]
+    )
+    assert [(t.id, t.status) for t in created] == [
+        ("c", TaskState.PENDING),
+        ("a", TaskState.READY),
+        ("b", TaskState.PENDING),
+    ]
+    assert created[0].depends_on == ("a", "b")
+
+
+def test_unknown_dependency_is_refused_and_nothing_is_written(store: Store) -> None:
+    with pytest.raises(UnknownDependencyError, match="depends on unknown task t-nope"):
+        store.add_tasks([TaskSpec("a", "a", id="a"), TaskSpec("b", "b", depends_on=["t-nope"])])
+    assert store.list_tasks() == []
+
+
+def test_cycle_is_refused_with_the_cycle_named(store: Store) -> None:
+    existing = store.add_task("base", "base", id="base")
+    specs = [
+        TaskSpec("x", "x", id="x", depends_on=["z", existing.id]),
+        TaskSpec("y", "y", id="y", depends_on=["x"]),
+        TaskSpec("z", "z", id="z", depends_on=["y"]),
+    ]
+    with pytest.raises(DependencyCycleError, match=r"x -> z -> y -> x"):
+        store.add_tasks(specs)
+    with pytest.raises(DependencyCycleError, match=r"self -> self"):
+        store.add_tasks([TaskSpec("s", "s", id="self", depends_on=["self"])])
+    assert [t.id for t in store.list_tasks()] == ["base"]
+
+
+def test_duplicate_ids_are_refused(store: Store) -> None:
+    store.add_task("a", "a", id="a")
+    with pytest.raises(TaskError, match="task a already exists"):
+        store.add_task("a", "a", id="a")
+    with pytest.raises(TaskError, match="appears twice"):
+        store.add_tasks([TaskSpec("b", "b", id="b"), TaskSpec("b", "b", id="b")])
+
+
+def _finish(store: Store, state: TaskState) -> str:
+    claimed = store.claim("runner-1")
+    assert claimed is not None
+    assert store.complete(claimed.id, claimed.fencing_token, state, f"it {state}")
+    return claimed.id
+
+
+def test_diamond_becomes_ready_only_when_every_dependency_is_done(store: Store) -> None:
+    store.add_tasks(
+        [
+            TaskSpec("top", "t", id="top"),
+            TaskSpec("left", "l", id="left", depends_on=["top"]),
+            TaskSpec("right", "r", id="right", depends_on=["top"]),
+            TaskSpec("bottom", "b", id="bottom", depends_on=["left", "right"]),
+        ]
+    )
+    assert _finish(store, TaskState.DONE) == "top"
+    assert store.get_task("left").status is TaskState.READY
+    assert store.get_task("right").status is TaskState.READY
+    _finish(store, TaskState.DONE)
+    assert store.get_task("bottom").status is TaskState.PENDING
+    _finish(store, TaskState.DONE)
+    assert store.get_task("bottom").status is TaskState.READY
+
+
+@pytest.mark.parametrize(
+    ("ending", "dependents_become"),
+    [(TaskState.BLOCKED, TaskState.BLOCKED), (TaskState.CANCELLED, TaskState.CANCELLED)],
+)
+def test_a_bad_ending_stops_dependents_transitively(
+    store: Store, ending: TaskState, dependents_become: TaskState
+) -> None:
+    store.add_tasks(
+        [
+            TaskSpec("a", "a", id="a"),
+            TaskSpec("b", "b", id="b", depends_on=["a"]),
+            TaskSpec("c", "c", id="c", depends_on=["b"]),
+        ]
+    )
+    _finish(store, ending)
+    b, c = store.get_task("b"), store.get_task("c")
+    assert (b.status, b.reason) == (dependents_become, f"dependency a ended {ending}")
+    assert (c.status, c.reason) == (dependents_become, f"dependency b ended {dependents_become}")
+    late = store.add_task("late", "l", depends_on=["a"])
+    assert late.status is dependents_become
+    assert store.claim("runner-1") is None
+
+
+def test_failed_after_the_last_attempt_blocks_dependents(store: Store) -> None:
+    store.add_tasks(
+        [TaskSpec("a", "a", id="a", max_attempts=1), TaskSpec("b", "b", id="b", depends_on=["a"])]
+    )
+    _finish(store, TaskState.FAILED)
+    assert store.get_task("a").status is TaskState.FAILED
+    assert store.get_task("b").reason == "dependency a ended failed"
+
+
+def test_cancel_and_requeue(store: Store) -> None:
+    store.add_tasks([TaskSpec("a", "a", id="a"), TaskSpec("b", "b", id="b", depends_on=["a"])])
+    cancelled = store.cancel("a", "not needed")
+    assert (cancelled.status, cancelled.reason) == (TaskState.CANCELLED, "not needed")
+    assert store.get_task("b").status is TaskState.CANCELLED
+    with pytest.raises(TaskError, match="already ended cancelled"):
+        store.cancel("a")
+    requeued_b = store.requeue("b")
+    assert requeued_b.status is TaskState.PENDING  # a is not done
+    requeued_a = store.requeue("a", backoff_seconds=60)
+    assert requeued_a.status is TaskState.READY
+    assert requeued_a.attempts == 0
+    assert store.claim("runner-1") is None  # backoff not over
+    with pytest.raises(TaskError, match="nothing to requeue"):
+        store.requeue("a")
