@@ -89,7 +89,6 @@ def test_concurrent_claimers_take_each_task_exactly_once(db_url: str) -> None:
     assert len(counts) == 300
     assert set(counts.values()) == {1}
     assert refused == []
-    assert all(ids for ids in taken), "every claimer got work"
     assert {t.status for t in setup.list_tasks()} == {TaskState.DONE}
     assert setup.verify_audit() is None
     setup.close()
