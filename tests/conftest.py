@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,3 +81,35 @@ def _no_user_git_config(monkeypatch: pytest.MonkeyPatch) -> None:
         if key != "PATH":
             monkeypatch.setenv(key, value)
     os.environ.pop("CAPATAZ_DATABASE_URL", None)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """Admin URL of a PostgreSQL for this test session (CAPATAZ_TEST_PG_URL or our own)."""
+    from tests.postgres import Cluster, no_postgres
+
+    configured = os.environ.get("CAPATAZ_TEST_PG_URL")
+    if configured:
+        yield configured
+        return
+    cluster = Cluster()
+    try:
+        url = cluster.init()
+    except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        cluster.destroy()
+        no_postgres(f"could not start a throwaway cluster: {getattr(exc, 'stderr', '') or exc}")
+        return
+    try:
+        yield url
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The queue's database URL: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    from tests.postgres import create_database
+
+    return create_database(str(request.getfixturevalue("pg_server")))

@@ -33,6 +33,7 @@ __all__ = [
     "Limits",
     "PolicyConfig",
     "ProjectConfig",
+    "RunnerConfig",
     "SandboxOptions",
     "default_config",
     "load_config",
@@ -168,6 +169,25 @@ class SandboxOptions(_Strict):
         return paths
 
 
+class RunnerConfig(_Strict):
+    """How runner daemons lease work: short leases renewed by heartbeats, so a dead
+    runner's tasks are rescued in seconds while a long task that heartbeats never is."""
+
+    lease: Seconds = 30.0
+    heartbeat: Seconds = 10.0
+    concurrency: int = Field(default=1, ge=1, le=64)
+    labels: list[str] = Field(default_factory=list)
+    grace: Seconds = 30.0  # on SIGTERM: how long running tasks may finish before being killed
+    sweep_interval: Seconds = 5.0
+    poll_interval: Seconds = 1.0  # SQLite: the longest wait between claim attempts when idle
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_lease(self) -> RunnerConfig:
+        if self.heartbeat >= self.lease:
+            raise ValueError("heartbeat must be shorter than lease (e.g. lease 30s, heartbeat 10s)")
+        return self
+
+
 BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
     "shell": {
         "command": ["bash", "-c", "{instruction}"],
@@ -182,6 +202,7 @@ class Config(_Strict):
     gates: list[GateConfig] = Field(default_factory=list)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -133,7 +133,7 @@ def rollback(
     result: str | None,
     target: str,
     reason: str,
-    artifacts: Path,
+    artifacts: Path | None,
 ) -> RollbackResult:
     """Discard the workspace, keep the rejected commit for forensics, write the evidence."""
     steps: list[str] = []
@@ -149,8 +149,8 @@ def rollback(
             steps.append(f"could not keep rejected commit {result[:12]}: {exc}")
     else:
         steps.append("the agent produced no commit; nothing to keep")
-    if repo.git.rev(f"refs/heads/{ws.branch}"):
-        repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
+    if result is not None and repo.git.rev(f"refs/heads/{ws.branch}") == result:
+        repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}", result)
         steps.append(f"deleted branch {ws.branch}")
     ws.discard()
     steps.append(f"discarded workspace {ws.path}")
@@ -166,6 +166,8 @@ def rollback(
         "timestamp": utcnow().isoformat(),
         "steps": steps,
     }
+    if artifacts is None:  # the evidence directory belongs to a newer attempt now
+        return RollbackResult(rejected_ref=rejected_ref, steps=steps)
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "rollback-state.json").write_text(json.dumps(state, indent=2) + "\n")
     with (artifacts / "rollback-log.txt").open("a", encoding="utf-8") as log:

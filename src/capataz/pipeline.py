@@ -50,6 +50,7 @@ class TaskSpec:
     agent: str
     title: str = ""
     allow_high: bool | None = None  # None: the project's default
+    attempt: int | None = None  # queued runs: each attempt gets its own workspace
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ class Supervisor:
             result=None,
             target=self.config.project.target_branch,
             reason=reason,
-            artifacts=run.progress.artifacts,
+            artifacts=run.progress.artifacts if run.progress.owned else None,
         )
         run.progress.record_decision("error", Decision.ROLLED_BACK, reason)
         run.progress.update(
@@ -197,7 +198,9 @@ class Supervisor:
             title=state.get("title", ""),
             allow_high=state.get("allowHigh"),
         )
-        ws = Workspace.existing(self.repo, task_id, self.workspaces, state["baseCommit"])
+        ws = Workspace.existing(
+            self.repo, task_id, self.workspaces, state["baseCommit"], Path(state["workspace"]).name
+        )
         run = _Run(
             spec=spec,
             progress=progress,
@@ -267,8 +270,17 @@ class Supervisor:
         log = RunLog(progress.run_log)
         run = _Run(spec=spec, progress=progress, workspace=None, log=log)  # type: ignore[arg-type]
         run.workspace = self._step(
-            run, "prepare", lambda: Workspace.create(self.repo, spec.task_id, base, self.workspaces)
+            run,
+            "prepare",
+            lambda: Workspace.create(
+                self.repo,
+                spec.task_id,
+                base,
+                self.workspaces,
+                f"{spec.task_id}.{spec.attempt}" if spec.attempt else None,
+            ),
         )
+        progress.update(workspace=str(run.workspace.path))
         log.note(
             "capataz",
             f"task {spec.task_id}: agent {spec.agent} ({agent.command[0]}), "
@@ -510,7 +522,7 @@ class Supervisor:
                 result=run.result,
                 target=self.config.project.target_branch,
                 reason=verdict.reason,
-                artifacts=run.progress.artifacts,
+                artifacts=run.progress.artifacts if run.progress.owned else None,
             ),
         )
         run.progress.record_decision("rollback", Decision.ROLLED_BACK, verdict.reason)

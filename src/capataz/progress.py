@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class ProgressDir:
+    """One task id's evidence directory, owned by the run that last reset it.
+
+    Two attempts of one task can overlap (a runner presumed dead wakes up after another
+    took its task over); the ``.owner`` token makes the stale one's writes no-ops instead
+    of corrupting the newer attempt's evidence."""
+
     def __init__(self, root: Path, task_id: str) -> None:
         self.path = root / task_id
         self.artifacts = self.path / "artifacts"
         self.state: dict[str, Any] = {}
+        self.token: str | None = None
 
     @property
     def run_log(self) -> Path:
@@ -60,11 +68,25 @@ class ProgressDir:
         self.artifacts.mkdir(parents=True)
         for name in ("decisions.jsonl", "violations.jsonl"):
             (self.path / name).touch()
+        self.token = uuid.uuid4().hex
+        (self.path / ".owner").write_text(self.token)
         self.state = state
         self.save()
 
+    @property
+    def owned(self) -> bool:
+        """False once a newer run of the same task id has taken the directory over."""
+        if self.token is None:
+            return True
+        try:
+            return (self.path / ".owner").read_text() == self.token
+        except OSError:
+            return False
+
     def load(self) -> dict[str, Any]:
         self.state = json.loads((self.path / "progress.json").read_text(encoding="utf-8"))
+        owner = self.path / ".owner"
+        self.token = owner.read_text() if owner.exists() else None
         return self.state
 
     def exists(self) -> bool:
@@ -75,6 +97,8 @@ class ProgressDir:
         self.save()
 
     def save(self) -> None:
+        if not self.owned:
+            return
         self.state["lastUpdate"] = utcnow().isoformat()
         write_json_atomic(self.path / "progress.json", self.state)
 
@@ -91,6 +115,8 @@ class ProgressDir:
         )
 
     def write_report(self, phase: GatePhase, report: dict[str, Any]) -> None:
+        if not self.owned:
+            return
         write_json_atomic(self.artifacts / f"{phase.value}-task-report.json", report)
 
     def decisions(self) -> list[dict[str, Any]]:
@@ -100,7 +126,7 @@ class ProgressDir:
         return self._read_lines("violations.jsonl")
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+        if not rows or not self.owned:
             return
         text = "".join(json.dumps(row, separators=(",", ":"), default=str) + "\n" for row in rows)
         with (self.path / name).open("a", encoding="utf-8") as handle:

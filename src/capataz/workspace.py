@@ -54,10 +54,14 @@ class Workspace:
         return Git(self.git_dir, self.tree, env={"GIT_OBJECT_DIRECTORY": str(self.objects)})
 
     @classmethod
-    def create(cls, repo: Repository, task_id: str, base: str, root: Path) -> Workspace:
+    def create(
+        cls, repo: Repository, task_id: str, base: str, root: Path, name: str | None = None
+    ) -> Workspace:
         """Write the git directory by hand (it is four small files) and check out once:
-        one git process instead of five keeps per-task overhead low."""
-        ws = cls.existing(repo, task_id, root, base)
+        one git process instead of five keeps per-task overhead low. ``name`` (default:
+        the task id) lets two attempts of one task — a rescued one and a runner that was
+        presumed dead — never share a tree."""
+        ws = cls.existing(repo, task_id, root, base, name)
         refuse_symlink(ws.path)
         if ws.path.exists():
             shutil.rmtree(ws.path)
@@ -78,9 +82,14 @@ class Workspace:
         return ws
 
     @classmethod
-    def existing(cls, repo: Repository, task_id: str, root: Path, base: str) -> Workspace:
+    def existing(
+        cls, repo: Repository, task_id: str, root: Path, base: str, name: str | None = None
+    ) -> Workspace:
         return cls(
-            task_id=task_id, path=root / task_id, base=base, objects=repo.common_dir / "objects"
+            task_id=task_id,
+            path=root / (name or task_id),
+            base=base,
+            objects=repo.common_dir / "objects",
         )
 
     def head(self) -> str:

@@ -10,13 +10,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from capataz.errors import CapatazError
-from capataz.store import DatabaseUrlError, create_engine_for, database_url, upgrade
+from capataz.models import utcnow
+from capataz.store import DatabaseUrlError, Store, create_engine_for, database_url, upgrade
 from capataz.store.migrate import current_revision, head_revision
 from capataz.store.schema import metadata
 
 
-def test_migrations_produce_the_declared_schema(db_url: str) -> None:
-    engine = create_engine_for(db_url)
+def test_migrations_produce_the_declared_schema(empty_db_url: str) -> None:
+    engine = create_engine_for(empty_db_url)
     try:
         assert current_revision(engine) is None
         upgrade(engine)
@@ -31,9 +32,29 @@ def test_migrations_produce_the_declared_schema(db_url: str) -> None:
         engine.dispose()
 
 
-def test_comparison_would_notice_a_difference(db_url: str) -> None:
+def test_upgrading_from_0001_keeps_existing_rows(empty_db_url: str) -> None:
+    engine = create_engine_for(empty_db_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO runners (id, name, labels, hostname, pid, started_at, last_seen_at)"
+                    " VALUES ('r-old', 'old', '[]', 'h', 1, :now, :now)"
+                ),
+                {"now": utcnow()},
+            )
+        upgrade(engine)
+        store = Store(engine)
+        (runner,) = store.list_runners()
+        assert (runner.id, runner.concurrency, runner.stopped_at) == ("r-old", 1, None)
+    finally:
+        engine.dispose()
+
+
+def test_comparison_would_notice_a_difference(empty_db_url: str) -> None:
     """Guards the test above against comparing nothing."""
-    engine = create_engine_for(db_url)
+    engine = create_engine_for(empty_db_url)
     try:
         upgrade(engine)
         with engine.begin() as conn:
@@ -52,6 +73,7 @@ def test_sqlite_connections_are_set_up_for_many_writers(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
     engine.dispose()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from capataz.cli.console import err
 from capataz.errors import CapatazError
@@ -19,9 +20,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from capataz.cli import run_cmds, setup_cmds  # noqa: E402  (commands register on import)
+# Commands register themselves on import.
+from capataz.cli import (  # noqa: E402
+    admin_cmds,
+    run_cmds,
+    run_views,
+    runner_cmds,
+    setup_cmds,
+    task_cmds,
+)
 
-del run_cmds, setup_cmds
+del admin_cmds, run_cmds, run_views, runner_cmds, setup_cmds, task_cmds
 
 
 def main() -> None:
@@ -33,5 +42,7 @@ def main() -> None:
         app()
     except CapatazError as exc:
         fix = f" — {exc.fix}" if exc.fix else ""
-        err.print(f"[bold red]error:[/] {exc.message}{fix}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] {escape(exc.message + fix)}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from capataz.agents import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import out
 from capataz.cli.context import open_project, warn_unsandboxed
@@ -59,6 +60,7 @@ def exec_command(
         title=title,
         allow_high=allow_high,
     )
+    resolve_agent(config, spec.agent)  # before the live view starts: errors stay one line
     _run(f"{spec.task_id} · {spec.agent}", as_json, lambda s: s.execute(spec), repo, config)
 
 

@@ -10,14 +10,30 @@ from capataz.store.errors import (
 )
 from capataz.store.manager import Store
 from capataz.store.migrate import upgrade
-from capataz.store.records import ClaimedTask, Task, TaskSpec
+from capataz.store.records import (
+    ClaimedTask,
+    EscalationAnswer,
+    RunDetail,
+    RunDetails,
+    RunInfo,
+    RunnerInfo,
+    StepInfo,
+    Task,
+    TaskSpec,
+)
 from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = [
     "ClaimedTask",
     "DatabaseUrlError",
     "DependencyCycleError",
+    "EscalationAnswer",
+    "RunDetail",
+    "RunDetails",
+    "RunInfo",
     "RunStatus",
+    "RunnerInfo",
+    "StepInfo",
     "Store",
     "StoreError",
     "Task",

@@ -12,18 +12,26 @@ import sqlalchemy as sa
 
 from capataz.errors import TaskError
 from capataz.store.records import ClaimedTask
-from capataz.store.schema import UTCDateTime, runs, task_dependencies, tasks
+from capataz.store.schema import UTCDateTime, escalations, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = [
+    "LEASED",
     "claim_statement",
     "claimed",
+    "close_escalations",
     "end_run",
     "expired_statement",
+    "holds",
     "lock_task",
+    "new_run_id",
     "start_run",
     "unfinished_dependencies",
 ]
+
+# The states in which a runner holds a task: working on it, or waiting (still holding
+# the lease, still heartbeating) for a human to answer its escalation.
+LEASED = (TaskState.RUNNING.value, TaskState.ESCALATED.value)
 
 _CLAIMED_COLUMNS = (
     "id", "title", "instruction", "agent", "labels", "allow_high", "base_commit",
@@ -84,8 +92,12 @@ def _labels_fit(*, postgres: bool) -> sa.TextClause:
     ).bindparams(sa.bindparam("runner_labels", expanding=True))
 
 
+def new_run_id() -> str:
+    return f"run-{secrets.token_hex(8)}"
+
+
 def start_run(conn: sa.Connection, row: Any, runner_id: str, now: datetime) -> str:
-    run_id = f"r-{secrets.token_hex(8)}"
+    run_id = new_run_id()
     values = {
         "id": run_id,
         "task_id": row.id,
@@ -128,18 +140,43 @@ def end_run(
     now: datetime,
     reason: str | None,
     **values: Any,
-) -> None:
-    """Close the run of the lease ``fencing_token`` (each lease has exactly one run)."""
-    conn.execute(
+) -> str | None:
+    """Close the run of the lease ``fencing_token`` (each lease has exactly one run);
+    returns its id."""
+    stmt = (
         sa.update(runs)
         .where(runs.c.task_id == task_id, runs.c.fencing_token == fencing_token)
         .values(status=status.value, ended_at=now, reason=reason, **values)
+        .returning(runs.c.id)
+    )
+    run_id: str | None = conn.execute(stmt).scalar()
+    return run_id
+
+
+def close_escalations(conn: sa.Connection, task_id: str, now: datetime) -> None:
+    """Close the task's unanswered escalation: its lease ended before an answer came."""
+    conn.execute(
+        sa.update(escalations)
+        .where(escalations.c.task_id == task_id, escalations.c.closed_at.is_(None))
+        .values(closed_at=now)
+    )
+
+
+def holds(current: Any, fencing_token: int) -> bool:
+    """Whether the lease ``fencing_token`` is the task's live lease (``current`` is a
+    row from :func:`lock_task`). An escalated task without a lease waits for an
+    operator, not for a runner."""
+    return bool(
+        current.status in LEASED
+        and current.fencing_token == fencing_token
+        and current.lease_owner is not None
     )
 
 
 def expired_statement(now: datetime, limit: int, *, postgres: bool) -> sa.Select[Any]:
-    """Running tasks whose lease ran out before ``now``; on PostgreSQL rows another
-    sweeper is already handling are skipped, so concurrent sweepers split the work."""
+    """Leased tasks (running or escalated) whose lease ran out before ``now``; on
+    PostgreSQL rows another sweeper is already handling are skipped, so concurrent
+    sweepers split the work."""
     query = (
         sa.select(
             tasks.c.id,
@@ -148,8 +185,9 @@ def expired_statement(now: datetime, limit: int, *, postgres: bool) -> sa.Select
             tasks.c.max_attempts,
             tasks.c.lease_owner,
             tasks.c.lease_expires_at,
+            tasks.c.status,
         )
-        .where(tasks.c.status == TaskState.RUNNING.value, tasks.c.lease_expires_at < now)
+        .where(tasks.c.status.in_(LEASED), tasks.c.lease_expires_at < now)
         .order_by(tasks.c.lease_expires_at)
         .limit(limit)
     )

@@ -27,6 +27,7 @@ __all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url"]
 
 ENV_VAR = "CAPATAZ_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
+WAL_CHECKPOINT_PAGES = 10_000
 # Execution option for connections that only read: on SQLite they start a deferred
 # transaction and so never wait for, or hold up, a writer.
 READ_ONLY = "capataz_read_only"
@@ -111,6 +112,12 @@ def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
                 # In WAL mode NORMAL is still corruption-safe; only the last commits
                 # before a power loss can be lost, never on a process crash.
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                # A checkpoint costs two fsyncs (milliseconds each on many disks). The
+                # default, every 1,000 WAL pages, is every ~100 claims (a claim writes
+                # ~9 pages); every 10,000 pages (a WAL of up to ~40 MiB) is every
+                # ~1,000, which more than doubles claims/s on such disks. Durability is
+                # unchanged: NORMAL never syncs on commit.
+                cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -5,14 +5,17 @@ entry in that same transaction, so the audit trail and the tables can never disa
 On SQLite each write transaction starts with BEGIN IMMEDIATE (see engine.py), which
 serialises writers; on PostgreSQL rows are locked explicitly (FOR UPDATE, SKIP LOCKED
 where another runner may simply take the next row).
+
+The class is assembled from mixins, one file per concern: leases (``_leasing``),
+runners (``_runners``), run records (``_runs``) and escalations (``_escalations``);
+tasks, operators, metrics and wake-ups live here.
 """
 
 from __future__ import annotations
 
-import random
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
@@ -23,25 +26,31 @@ from capataz.errors import TaskError
 from capataz.models import utcnow
 from capataz.store import _leases, _tasks
 from capataz.store import audit as audit_log
-from capataz.store.engine import READ_ONLY, create_engine_for
+from capataz.store._base import no_task
+from capataz.store._escalations import EscalationsMixin
+from capataz.store._leasing import LeasingMixin
+from capataz.store._runners import RunnersMixin, online_clause
+from capataz.store._runs import RunsMixin
+from capataz.store._wakeup import ReadyListener
+from capataz.store.engine import create_engine_for
 from capataz.store.migrate import upgrade
-from capataz.store.records import ClaimedTask, Task, TaskSpec
-from capataz.store.schema import tasks
+from capataz.store.records import Task, TaskSpec
+from capataz.store.schema import UTCDateTime, runners, runs, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = ["Store"]
 
-_ENDINGS = frozenset(
-    {TaskState.DONE, TaskState.FAILED, TaskState.BLOCKED, TaskState.ESCALATED, TaskState.CANCELLED}
-)
+# On SQLite a runner polls: wait_for_ready sleeps at most this long.
+SQLITE_POLL_SECONDS = 0.05
 
 
 def new_task_id(now: datetime) -> str:
     return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
-class Store:
-    """Tasks, leases and their audit trail in one database (SQLite or PostgreSQL)."""
+class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin):
+    """Tasks, leases, runners, runs and their audit trail in one database (SQLite or
+    PostgreSQL)."""
 
     def __init__(
         self,
@@ -56,6 +65,7 @@ class Store:
         self.retry_base_seconds = retry_base_seconds
         self.retry_cap_seconds = retry_cap_seconds
         self._postgres = engine.dialect.name == "postgresql"
+        self._listener = ReadyListener(engine.url) if self._postgres else None
 
     @classmethod
     def open(cls, url: str, **options: Any) -> Store:
@@ -65,24 +75,9 @@ class Store:
         return cls(engine, **options)
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self.engine.dispose()
-
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
-            yield conn.execution_options(**{READ_ONLY: True})
-
-    def _audit(
-        self, conn: sa.Connection, actor: str, action: str, subject: str, **payload: Any
-    ) -> None:
-        audit_log.append(
-            conn, at=self.clock(), actor=actor, action=action, subject=subject, payload=payload
-        )
 
     # -- adding and reading ----------------------------------------------------------
 
@@ -117,6 +112,8 @@ class Store:
                 with self._write() as conn:
                     final = _tasks.insert_batch(conn, specs, ids, now, actor)
                     loaded = {task.id: task for task in _tasks.load(conn, sa.true(), final)}
+                    if any(task.status is TaskState.READY for task in loaded.values()):
+                        self._notify_ready(conn)
                     return [loaded[tid] for tid in final]
             except sa.exc.IntegrityError:
                 # Another process added the same idempotency key between our check
@@ -130,7 +127,7 @@ class Store:
         with self._read() as conn:
             found = _tasks.load(conn, tasks.c.id == task_id)
         if not found:
-            raise TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+            raise no_task(task_id)
         return found[0]
 
     def list_tasks(self, status: TaskState | str | None = None) -> list[Task]:
@@ -139,177 +136,12 @@ class Store:
         with self._read() as conn:
             return _tasks.load(conn, where)
 
-    # -- leases ----------------------------------------------------------------------
-
-    def claim(
-        self, runner_id: str, lease_seconds: float = 30.0, labels: Iterable[str] | None = None
-    ) -> ClaimedTask | None:
-        """Lease the most urgent ready task (highest priority, then oldest) to
-        ``runner_id``, or return None when nothing is due. With ``labels``, only tasks
-        whose labels are all among them are taken. One statement picks and updates the
-        row: on PostgreSQL the pick skips rows other runners hold (SKIP LOCKED); on
-        SQLite the transaction already holds the write lock."""
-        now = self.clock()
-        expires = now + timedelta(seconds=lease_seconds)
-        stmt = _leases.claim_statement(labels=labels is not None, postgres=self._postgres)
-        params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
-        if labels is not None:
-            params["runner_labels"] = sorted(set(labels))
-        with self._write() as conn:
-            row = conn.execute(stmt, params).first()
-            if row is None:
-                return None
-            run_id = _leases.start_run(conn, row, runner_id, now)
-            payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
-            self._audit(conn, runner_id, "task.claimed", row.id, **payload)
-        return _leases.claimed(row, run_id, expires)
-
-    def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
-        """Extend the lease; False means the task is no longer this holder's (cancelled,
-        or rescued by the sweeper) and the runner should stop working on it."""
-        now = self.clock()
-        stmt = (
-            sa.update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status == TaskState.RUNNING.value,
-                tasks.c.fencing_token == fencing_token,
-            )
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        )
-        with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
-
-    def complete(
-        self,
-        task_id: str,
-        fencing_token: int,
-        state: TaskState | str,
-        reason: str | None = None,
-        *,
-        decision: str | None = None,
-        actor: str | None = None,
-    ) -> bool:
-        """Record how an attempt ended. Refused (False, and the refusal audited) when
-        ``fencing_token`` is not the task's current lease: the runner lost the task and
-        someone else may be running it. A failed attempt with attempts left goes back
-        to ready after an exponential backoff with jitter."""
-        state = TaskState(state)
-        if state not in _ENDINGS:
-            raise TaskError(
-                f"a run cannot end a task as {state}",
-                fix=f"report one of {', '.join(sorted(_ENDINGS))}",
-            )
-        now = self.clock()
-        with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
-            who = actor or current.lease_owner or "runner"
-            if current.status != TaskState.RUNNING.value or current.fencing_token != fencing_token:
-                self._audit(
-                    conn,
-                    who,
-                    "task.complete_refused",
-                    task_id,
-                    fencing_token=fencing_token,
-                    current_token=current.fencing_token,
-                    status=current.status,
-                    reported=state.value,
-                )
-                return False
-            final, run_after = state, None
-            if state is TaskState.FAILED and current.attempts < current.max_attempts:
-                final = TaskState.READY
-                run_after = now + timedelta(seconds=self.retry_delay(current.attempts))
-            values: dict[str, Any] = {
-                "status": final.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "reason": reason,
-                "updated_at": now,
-            }
-            if run_after is not None:
-                values["run_after"] = run_after
-            conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
-            _leases.end_run(
-                conn,
-                task_id,
-                fencing_token,
-                RunStatus.FINISHED,
-                now=now,
-                reason=reason,
-                outcome=state.value,
-                decision=decision,
-            )
-            self._audit(
-                conn,
-                who,
-                "task.retry" if final is TaskState.READY else f"task.{final}",
-                task_id,
-                reason=reason,
-                attempt=current.attempts,
-                decision=decision,
-                run_after=run_after.isoformat() if run_after else None,
-            )
-            _tasks.release_or_cascade(conn, task_id, final, now, who)
-        return True
-
-    def retry_delay(self, attempts: int) -> float:
-        """Seconds before attempt ``attempts + 1``: doubling from the base up to the cap,
-        then a random half of it shaved off so that tasks failing together do not all
-        come back in the same instant."""
-        doubled = self.retry_base_seconds * 2.0 ** max(attempts - 1, 0)
-        ceiling = min(self.retry_cap_seconds, doubled)
-        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-
-    def sweep(
-        self, now: datetime | None = None, *, actor: str = "sweeper", limit: int = 500
-    ) -> list[str]:
-        """Rescue running tasks whose lease expired (their runner died or hung): back to
-        ready when attempts remain, else failed. The attempt was counted at claim. Safe
-        to run from every runner at once: each row is taken by one sweeper only."""
-        now = now or self.clock()
-        expired = _leases.expired_statement(now, limit, postgres=self._postgres)
-        rescued: list[str] = []
-        with self._write() as conn:
-            for row in conn.execute(expired).all():
-                final = TaskState.FAILED if row.attempts >= row.max_attempts else TaskState.READY
-                reason = (
-                    f"lease of {row.lease_owner} expired at {row.lease_expires_at:%H:%M:%S} "
-                    f"(attempt {row.attempts} of {row.max_attempts})"
-                )
-                conn.execute(
-                    sa.update(tasks)
-                    .where(tasks.c.id == row.id)
-                    .values(
-                        status=final.value,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        reason=reason,
-                        run_after=now,
-                        updated_at=now,
-                    )
-                )
-                _leases.end_run(
-                    conn, row.id, row.fencing_token, RunStatus.LOST, now=now, reason=reason
-                )
-                self._audit(
-                    conn,
-                    actor,
-                    "task.lease_expired",
-                    row.id,
-                    reason=reason,
-                    status=final.value,
-                    fencing_token=row.fencing_token,
-                )
-                _tasks.release_or_cascade(conn, row.id, final, now, actor)
-                rescued.append(row.id)
-        return rescued
-
     # -- operators -------------------------------------------------------------------
 
     def cancel(self, task_id: str, reason: str | None = None, *, actor: str = "capataz") -> Task:
-        """Cancel a task that has not ended; a running one loses its lease at once (its
-        runner's next heartbeat or report is refused), and its dependents never run."""
+        """Cancel a task that has not ended; a running (or escalated) one loses its lease
+        at once (its runner's next heartbeat, poll or report is refused), and its
+        dependents never run."""
         now = self.clock()
         reason = reason or f"cancelled by {actor}"
         with self._write() as conn:
@@ -331,7 +163,7 @@ class Store:
                     updated_at=now,
                 )
             )
-            if current.status == TaskState.RUNNING.value:
+            if _leases.holds(current, current.fencing_token):
                 _leases.end_run(
                     conn,
                     task_id,
@@ -340,6 +172,7 @@ class Store:
                     now=now,
                     reason=reason,
                 )
+                _leases.close_escalations(conn, task_id, now)
             self._audit(conn, actor, "task.cancelled", task_id, reason=reason, was=current.status)
             _tasks.release_or_cascade(conn, task_id, TaskState.CANCELLED, now, actor)
             return _tasks.load(conn, tasks.c.id == task_id)[0]
@@ -348,7 +181,9 @@ class Store:
         self, task_id: str, backoff_seconds: float = 0.0, *, actor: str = "capataz"
     ) -> Task:
         """Give an ended (or escalated) task a fresh set of attempts after
-        ``backoff_seconds``; it waits again if a dependency is not done."""
+        ``backoff_seconds``; it waits again if a dependency is not done. An escalated
+        task whose runner still waits for an answer is taken from that runner (its run
+        ends cancelled, its token is revoked) instead of being answered."""
         now = self.clock()
         with self._write() as conn:
             current = _leases.lock_task(conn, task_id, postgres=self._postgres)
@@ -365,6 +200,16 @@ class Store:
             unfinished = _leases.unfinished_dependencies(conn, task_id)
             state = TaskState.PENDING if unfinished else TaskState.READY
             reason = f"requeued by {actor}"
+            if _leases.holds(current, current.fencing_token):
+                _leases.end_run(
+                    conn,
+                    task_id,
+                    current.fencing_token,
+                    RunStatus.CANCELLED,
+                    now=now,
+                    reason=reason,
+                )
+                _leases.close_escalations(conn, task_id, now)
             conn.execute(
                 sa.update(tasks)
                 .where(tasks.c.id == task_id)
@@ -374,8 +219,13 @@ class Store:
                     reason=reason,
                     updated_at=now,
                     run_after=now + timedelta(seconds=backoff_seconds),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    fencing_token=tasks.c.fencing_token + 1,
                 )
             )
+            if state is TaskState.READY:
+                self._notify_ready(conn)
             self._audit(
                 conn,
                 actor,
@@ -386,6 +236,85 @@ class Store:
                 backoff_seconds=backoff_seconds,
             )
             return _tasks.load(conn, tasks.c.id == task_id)[0]
+
+    # -- operations ------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """The runbook's figures (``GET /ops/metrics``, ``capataz metrics``): tasks per
+        state (every state, zeros included), runners online and offline, the share of
+        the last 20 finished runs that ended failed or blocked, and how long the oldest
+        due ready task has waited (None when none is)."""
+        now = self.clock()
+        online = online_clause(now)
+        # When a ready task became claimable: its run_after, or when it last changed
+        # (released by its dependencies, given back), whichever is later.
+        due_since = sa.type_coerce(
+            sa.case(
+                (tasks.c.run_after > tasks.c.updated_at, tasks.c.run_after),
+                else_=tasks.c.updated_at,
+            ),
+            UTCDateTime(),
+        )
+        # Newest first by start (the index runs already have); claims stay cheap.
+        last_20 = (
+            sa.select(runs.c.outcome)
+            .where(runs.c.status == RunStatus.FINISHED.value)
+            .order_by(runs.c.started_at.desc())
+            .limit(20)
+            .subquery()
+        )
+        with self._read() as conn:
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
+                ).all()
+            )
+            runner_counts = conn.execute(
+                sa.select(
+                    sa.func.count().filter(online),
+                    sa.func.count(),
+                ).select_from(runners)
+            ).one()
+            finished = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count().filter(
+                        last_20.c.outcome.in_((TaskState.FAILED.value, TaskState.BLOCKED.value))
+                    ),
+                ).select_from(last_20)
+            ).one()
+            total_runs = conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one()
+            oldest = conn.execute(
+                sa.select(sa.func.min(due_since)).where(
+                    tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now
+                )
+            ).scalar()
+        return {
+            "tasks": {state.value: int(counts.get(state.value, 0)) for state in TaskState},
+            "runners": {
+                "online": int(runner_counts[0]),
+                "offline": int(runner_counts[1] - runner_counts[0]),
+            },
+            "runs": {
+                "fail_rate_last_20": finished[1] / finished[0] if finished[0] else 0.0,
+                "total": int(total_runs),
+            },
+            "backlog": {
+                "oldest_ready_age_seconds": (
+                    max((now - oldest).total_seconds(), 0.0) if oldest is not None else None
+                )
+            },
+        }
+
+    def wait_for_ready(self, timeout: float) -> bool:
+        """Block until a task may have become ready or ``timeout`` seconds pass; True
+        when woken. PostgreSQL: a LISTEN connection (opened on first use, reopened after
+        errors) wakes on the notification every such transaction sends. SQLite: sleeps
+        at most 50 ms and returns False; the runner polls."""
+        if self._listener is None:
+            time.sleep(min(max(timeout, 0.0), SQLITE_POLL_SECONDS))
+            return False
+        return self._listener.wait(timeout)
 
     # -- audit -----------------------------------------------------------------------
 

@@ -11,7 +11,17 @@ from typing import Any
 
 from capataz.store.statuses import TaskState
 
-__all__ = ["ClaimedTask", "Task", "TaskSpec"]
+__all__ = [
+    "ClaimedTask",
+    "EscalationAnswer",
+    "RunDetail",
+    "RunDetails",
+    "RunInfo",
+    "RunnerInfo",
+    "StepInfo",
+    "Task",
+    "TaskSpec",
+]
 
 
 @dataclass(frozen=True)
@@ -99,3 +109,101 @@ class ClaimedTask:
     max_attempts: int
     fencing_token: int
     lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """A registered runner; ``online`` when it heartbeat in the last 60 s and has not
+    stopped; ``current_tasks`` are the tasks it holds a lease on."""
+
+    id: str
+    name: str
+    labels: tuple[str, ...]
+    hostname: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    last_seen_at: datetime
+    stopped_at: datetime | None
+    online: bool
+    current_tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What a runner reports with :meth:`Store.complete` besides the task's new state.
+
+    ``outcome`` is the pipeline's word for how the run ended (e.g. "landed",
+    "rejected"); it is kept as the run's ``result``. ``file_changes`` items have
+    ``path``, ``kind`` and optionally ``lines_added``, ``lines_removed``, ``binary``;
+    ``violations`` items ``type``, ``severity`` and optionally ``file``, ``line``,
+    ``details``, ``suggestion``, ``gate``, ``phase``; ``decisions`` items ``phase``,
+    ``decision``, ``reason`` and optionally ``timestamp`` (datetime or ISO 8601)."""
+
+    outcome: str
+    exit_code: int | None = None
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    result_commit: str | None = None
+    landed_commit: str | None = None
+    file_changes: list[dict[str, Any]] = field(default_factory=list)
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    phase: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One attempt of a task. ``status`` is the run's (running, finished, lost,
+    cancelled, released); ``outcome`` the task state its runner reported; ``result``
+    the pipeline's own word for it (:attr:`RunDetails.outcome`)."""
+
+    id: str
+    task_id: str
+    task_title: str
+    attempt: int
+    runner_id: str
+    fencing_token: int
+    status: str
+    outcome: str | None
+    result: str | None
+    decision: str | None
+    reason: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    exit_code: int | None
+    wall_seconds: float | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    result_commit: str | None
+    landed_commit: str | None
+
+
+@dataclass(frozen=True)
+class RunDetail(RunInfo):
+    """A run with everything recorded about it (``capataz run show``)."""
+
+    steps: list[StepInfo]
+    file_changes: list[dict[str, Any]]
+    violations: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    escalations: list[dict[str, Any]]
+    log_tail: str
+
+
+@dataclass(frozen=True)
+class EscalationAnswer:
+    """A human's answer to an escalation: approve, reject, modify or abort."""
+
+    decision: str
+    note: str
+    decided_by: str
+    answered_at: datetime

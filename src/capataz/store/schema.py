@@ -17,6 +17,8 @@ __all__ = [
     "UTCDateTime",
     "audit",
     "decisions",
+    "escalations",
+    "file_changes",
     "metadata",
     "runners",
     "runs",
@@ -130,6 +132,11 @@ runs = sa.Table(
     sa.Column("cpu_seconds", sa.Float, nullable=True),
     sa.Column("peak_memory_bytes", sa.BigInteger, nullable=True),
     sa.Column("log_tail", sa.Text, nullable=True),
+    # What the pipeline said about the run (e.g. "landed", "rejected"); ``outcome`` is
+    # the task state the runner reported, which the fail rate is computed from.
+    sa.Column("result", sa.Text, nullable=True),
+    sa.Column("result_commit", sa.Text, nullable=True),
+    sa.Column("landed_commit", sa.Text, nullable=True),
 )
 sa.Index("ix_runs_task_id", runs.c.task_id)
 sa.Index("ix_runs_started_at", runs.c.started_at)
@@ -156,6 +163,8 @@ runners = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("stopped_at", UTCDateTime, nullable=True),
 )
 
 decisions = sa.Table(
@@ -185,6 +194,38 @@ violations = sa.Table(
     sa.Column("phase", sa.Text, nullable=False),
 )
 sa.Index("ix_violations_run_id", violations.c.run_id)
+
+file_changes = sa.Table(
+    "file_changes",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("lines_added", sa.Integer, nullable=False),
+    sa.Column("lines_removed", sa.Integer, nullable=False),
+    sa.Column("binary", sa.Boolean, nullable=False),
+)
+sa.Index("ix_file_changes_run_id", file_changes.c.run_id)
+
+# A run waiting for a human. The runner keeps its lease meanwhile; the row is closed
+# when the answer arrives or when the lease ends some other way.
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Text, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("fencing_token", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("decision", sa.Text, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("answered_at", UTCDateTime, nullable=True),
+    sa.Column("closed_at", UTCDateTime, nullable=True),
+)
+sa.Index("ix_escalations_task_id", escalations.c.task_id)
 
 # Append-only hash chain (see audit.py). seq is assigned by the appender, under a lock,
 # as the previous seq + 1, so the chain order and the key order are the same.

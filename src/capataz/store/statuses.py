@@ -32,9 +32,11 @@ TERMINAL_STATES = frozenset(
 
 class RunStatus(StrEnum):
     """One attempt of a task: ``running`` until its runner reports, the sweeper finds its
-    lease expired (``lost``), or an operator cancels the task under it."""
+    lease expired (``lost``), an operator cancels the task under it, or its runner gives
+    the task back unfinished while shutting down (``released``)."""
 
     RUNNING = "running"
     FINISHED = "finished"
     LOST = "lost"
     CANCELLED = "cancelled"
+    RELEASED = "released"

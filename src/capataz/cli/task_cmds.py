@@ -1,0 +1,345 @@
+"""`capataz task add|import|list|show|cancel|requeue`: the durable queue from a shell.
+
+Each command parses, asks :class:`~capataz.store.Store`, and formats: a Rich table or
+line for people, ``--json`` for programs. Whatever the store refuses (unknown task,
+unknown dependency, cycle, a state that does not allow the change) arrives as a
+CapatazError and is printed by ``main()`` as one line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from capataz.agents import resolve_agent
+from capataz.cli import app
+from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
+from capataz.cli.console import out
+from capataz.cli.context import open_project
+from capataz.errors import TaskError
+from capataz.models import utcnow
+from capataz.repo import validate_task_id
+from capataz.store import Task, TaskSpec, TaskState
+from capataz.taskfile import (
+    ImportedTask,
+    default_title,
+    load_taskfile,
+    new_task_id,
+    parse_run_after,
+    to_specs,
+)
+from capataz.units import parse_duration
+
+__all__ = ["task_json"]
+
+RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+TaskIdArgument = Annotated[str, typer.Argument(help="The task id (see `capataz task list`).")]
+
+task_app = typer.Typer(
+    name="task", help="Queue tasks for runners and manage the queue.", no_args_is_help=True
+)
+app.add_typer(task_app)
+
+STATUS_STYLE = {
+    TaskState.PENDING: "dim",
+    TaskState.READY: "cyan",
+    TaskState.RUNNING: "bold yellow",
+    TaskState.DONE: "green",
+    TaskState.FAILED: "bold red",
+    TaskState.BLOCKED: "red",
+    TaskState.ESCALATED: "bold magenta",
+    TaskState.CANCELLED: "dim",
+}
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """A task as plain JSON values: times in ISO 8601 (UTC), lists for tuples."""
+    data: dict[str, Any] = {}
+    for item in fields(task):
+        value = getattr(task, item.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, TaskState):
+            value = value.value
+        data[item.name] = value
+    return data
+
+
+def _status(task: Task) -> Text:
+    return Text(task.status.value, style=STATUS_STYLE[task.status])
+
+
+def _parse_status(value: str) -> TaskState:
+    try:
+        return TaskState(value.strip().lower())
+    except ValueError:
+        valid = ", ".join(state.value for state in TaskState)
+        raise TaskError(
+            f"unknown status {value!r}; valid statuses: {valid}", fix="use one of those"
+        ) from None
+
+
+def _table() -> Table:
+    """Compact tables: task ids are long, and 80 columns must still show the reason."""
+    return Table(
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+@task_app.command("add")
+def add_command(
+    instruction: Annotated[str, typer.Argument(help="What the agent should do.")],
+    title: Annotated[
+        str | None, typer.Option(help="Short title (default: the instruction's first line).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", "-a", help="Agent name from capataz.toml.")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option("--depends-on", "-d", help="A task that must be done first (repeatable)."),
+    ] = None,
+    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher runs first.")] = 0,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", help="Attempts before the task fails.")
+    ] = 3,
+    labels: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="Only runners with this label take it (repeatable)."),
+    ] = None,
+    run_after: Annotated[
+        str | None,
+        typer.Option(help="Not before this ISO time, or this long from now (10m, 2h)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="Adding the same key again returns the existing task."),
+    ] = None,
+    allow_high: Annotated[
+        bool,
+        typer.Option("--allow-high", help="Escalate high-severity violations, not block."),
+    ] = False,
+    task_id: Annotated[str | None, typer.Option("--id", help="Task id (default: new).")] = None,
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Queue one task; a runner picks it up when its dependencies are done."""
+    repo, config = open_project(repo_path)
+    chosen = agent or config.project.default_agent
+    resolve_agent(config, chosen)
+    if max_attempts < 1:
+        raise TaskError(f"--max-attempts {max_attempts}: must be at least 1", fix="use 1 or more")
+    if not instruction.strip():
+        raise TaskError("the instruction is empty", fix="say what the agent should do")
+    now = utcnow()
+    when = None
+    if run_after is not None:
+        try:
+            when = parse_run_after(run_after, now)
+        except ValueError as exc:
+            raise TaskError(f"--run-after: {exc}", fix="e.g. --run-after 10m") from None
+    spec = TaskSpec(
+        id=validate_task_id(task_id) if task_id else new_task_id(now),
+        title=title or default_title(instruction),
+        instruction=instruction,
+        agent=chosen,
+        depends_on=tuple(dict.fromkeys(depends_on or ())),
+        priority=priority,
+        max_attempts=max_attempts,
+        labels=tuple(labels or ()),
+        run_after=when,
+        idempotency_key=idempotency_key or None,
+        allow_high=allow_high,
+    )
+    with opened_store(repo) as store:
+        try:
+            task = store.add_tasks([spec], actor=cli_actor())[0]
+        except TaskError as exc:
+            # The store names the task by the id just generated, which means nothing yet.
+            if task_id is not None:
+                raise
+            message = exc.message.replace(f"task {spec.id}", "the new task")
+            raise type(exc)(message, fix=exc.fix) from None
+    created = task.id == spec.id
+    if as_json:
+        out.print_json(json.dumps({**task_json(task), "created": created}))
+        return
+    line = Text.assemble(
+        ("added " if created else "exists ", "bold green" if created else "bold yellow"),
+        (task.id, "bold"),
+        " ",
+        _status(task),
+        " ",
+        task.title,
+    )
+    out.print(line)
+    if not created:
+        out.print(
+            Text(f"idempotency key {task.idempotency_key!r} already used; nothing added"),
+            style="dim",
+        )
+    elif task.status is TaskState.PENDING:
+        out.print(Text(f"waits for: {', '.join(task.depends_on)}", style="dim"))
+
+
+@task_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="Tasks as JSON (*.json) or YAML (*.yaml).")],
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Queue many tasks from a file, all or nothing. Tasks name each other in
+    `depends_on` by their `name`; other entries there are ids of queued tasks."""
+    repo, config = open_project(repo_path)
+    items = to_specs(load_taskfile(file), config)
+    with opened_store(repo) as store:
+        try:
+            tasks = store.add_tasks([item.spec for item in items], actor=cli_actor())
+        except TaskError as exc:
+            raise type(exc)(_with_names(exc.message, items), fix=exc.fix) from None
+    rows = [(item, task, task.id == item.spec.id) for item, task in zip(items, tasks, strict=True)]
+    if as_json:
+        data = [{"name": item.label, "created": new, **task_json(t)} for item, t, new in rows]
+        out.print_json(json.dumps(data))
+        return
+    table = _table()
+    table.add_column("name", overflow="fold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("", style="dim")
+    for item, task, new in rows:
+        table.add_row(Text(item.label), task.id, _status(task), "" if new else "existing")
+    out.print(table)
+    added = sum(1 for _, _, new in rows if new)
+    out.print(f"[green]✓[/] {added} added, {len(rows) - added} already queued", highlight=False)
+
+
+def _with_names(message: str, items: list[ImportedTask]) -> str:
+    """The store speaks of generated ids; the person wrote names. Ids are random, so
+    replacing them cannot touch anything else in the message."""
+    for item in items:
+        message = message.replace(item.spec.id or "\0", item.label)
+    return message
+
+
+@task_app.command("list")
+def list_command(
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="Only tasks in this state.")
+    ] = None,
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Tasks, oldest first, with their state and why they are in it."""
+    state = _parse_status(status) if status is not None else None
+    with opened_store(discover_repo(repo_path)) as store:
+        tasks = store.list_tasks(state)
+    if as_json:
+        out.print_json(json.dumps([task_json(task) for task in tasks]))
+        return
+    if not tasks:
+        what = f"{state.value} tasks" if state else "tasks"
+        out.print(f"no {what}; add some with `capataz task add` or `capataz task import`")
+        return
+    table = _table()
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("prio", justify="right", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("agent", max_width=12)
+    table.add_column("title", min_width=12, ratio=3)
+    table.add_column("reason", min_width=8, ratio=2, style="dim", overflow="fold")
+    for task in tasks:
+        table.add_row(
+            task.id,
+            _status(task),
+            str(task.priority),
+            f"{task.attempts}/{task.max_attempts}",
+            Text(task.agent),
+            Text(task.title),
+            Text(task.reason or ""),
+        )
+    out.print(table)
+
+
+@task_app.command("show")
+def show_command(
+    task_id: TaskIdArgument, as_json: JsonOption = False, repo_path: RepoOption = Path()
+) -> None:
+    """Every field of one task, its dependencies included."""
+    with opened_store(discover_repo(repo_path)) as store:
+        task = store.get_task(task_id)
+    if as_json:
+        out.print_json(json.dumps(task_json(task)))
+        return
+    _print_task(task)
+
+
+def _print_task(task: Task) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key, value in task_json(task).items():
+        if key == "status":
+            shown: Text = _status(task)
+        elif isinstance(value, list):
+            shown = Text(", ".join(value) if value else "-")
+        else:
+            shown = Text("-" if value is None or value == "" else str(value))
+        grid.add_row(key.replace("_", " "), shown)
+    out.print(grid)
+
+
+@task_app.command("cancel")
+def cancel_command(
+    task_id: TaskIdArgument,
+    reason: Annotated[str | None, typer.Option(help="Why; kept with the task.")] = None,
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Cancel a task that has not ended. A running one loses its lease at once; tasks
+    that depend on it will not run."""
+    with opened_store(discover_repo(repo_path)) as store:
+        task = store.cancel(task_id, reason, actor=cli_actor())
+    if as_json:
+        out.print_json(json.dumps(task_json(task)))
+        return
+    out.print(Text.assemble(("cancelled ", "bold"), (task.id, "bold"), f" — {task.reason}"))
+
+
+@task_app.command("requeue")
+def requeue_command(
+    task_id: TaskIdArgument,
+    backoff: Annotated[
+        str, typer.Option(help="Wait this long before it may run again (30s, 5m).")
+    ] = "0s",
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
+) -> None:
+    """Give a failed, blocked, cancelled or escalated task a fresh set of attempts."""
+    try:
+        seconds = parse_duration(backoff)
+    except ValueError as exc:
+        raise TaskError(f"--backoff: {exc}", fix="e.g. --backoff 30s") from None
+    with opened_store(discover_repo(repo_path)) as store:
+        task = store.requeue(task_id, seconds, actor=cli_actor())
+    if as_json:
+        out.print_json(json.dumps(task_json(task)))
+        return
+    when = f", not before {task.run_after.astimezone():%H:%M:%S}" if seconds else ""
+    out.print(Text.assemble(("requeued ", "bold"), (task.id, "bold"), " ", _status(task), when))

@@ -1,0 +1,240 @@
+"""One claimed task through the supervised pipeline, reported back to the store.
+
+The runner hands each claimed task to a :class:`TaskExecution` on its own thread. The
+pipeline knows nothing of queues: it is steered through :class:`RunHooks` (stop when
+cancelled or the lease is lost, check the lease once more before landing, take
+escalation answers from the database) and observed through its listener (steps and
+log lines are recorded as they happen)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from capataz.config import Config
+from capataz.errors import CapatazError
+from capataz.escalation import Answer
+from capataz.models import EscalationChoice, Outcome, ViolationType
+from capataz.pipeline import Event, RunHooks, RunReport, Supervisor, TaskSpec
+from capataz.repo import Repository
+from capataz.store import ClaimedTask, Store, TaskState
+from capataz.store.records import RunDetails
+
+__all__ = ["TaskExecution", "state_for"]
+
+log = logging.getLogger("capataz.runner")
+T = TypeVar("T")
+
+
+class Retry(Protocol):
+    """Calls the store, retrying through a database outage (the runner's ``retry``)."""
+
+    def __call__(self, call: Callable[[], T], what: str, *, give_up: float | None = ...) -> T: ...
+
+
+# Violations that say the attempt itself went wrong (worth another try), as opposed to a
+# gate judging a finished result (which another try would only repeat).
+_ATTEMPT_FAILURES = {
+    ViolationType.AGENT_FAILED,
+    ViolationType.AGENT_TIMEOUT,
+    ViolationType.AGENT_HUNG,
+}
+
+
+def state_for(report: RunReport) -> TaskState:
+    """The queue state a finished run leaves its task in."""
+    if report.outcome in (Outcome.LANDED, Outcome.BRANCH, Outcome.NO_CHANGES):
+        return TaskState.DONE
+    if report.outcome is Outcome.AWAITING_HUMAN:
+        return TaskState.ESCALATED
+    if report.outcome in (Outcome.ABORTED, Outcome.CANCELLED):
+        return TaskState.CANCELLED
+    if report.outcome is Outcome.REJECTED:
+        return TaskState.FAILED  # reject = roll back and try again (supervised-loop document)
+    kinds = {v.type for v in report.violations}
+    if kinds and kinds <= _ATTEMPT_FAILURES | {ViolationType.OUTPUT_LIMIT}:
+        return TaskState.FAILED
+    return TaskState.BLOCKED
+
+
+class TaskExecution:
+    """Runs one attempt; ``stop(why)`` may be called from any thread."""
+
+    def __init__(
+        self,
+        claimed: ClaimedTask,
+        *,
+        store: Store,
+        repo: Repository,
+        config: Config,
+        runner_id: str,
+        retry: Retry,
+    ) -> None:
+        self.claimed = claimed
+        self.store = store
+        self.repo = repo
+        self.config = config
+        self.runner_id = runner_id
+        self.retry = retry  # store calls that must survive a database outage
+        self.stopped = threading.Event()
+        self.stop_reason = ""
+        self.shutting_down = False
+        self._log_lines: list[str] = []
+        self._log_flushed = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def task_id(self) -> str:
+        return self.claimed.id
+
+    def stop(self, why: str, *, shutdown: bool = False) -> None:
+        if not self.stopped.is_set():
+            self.stop_reason = why
+            self.shutting_down = shutdown
+            self.stopped.set()
+
+    def run(self) -> None:
+        claimed = self.claimed
+        hooks = RunHooks(
+            should_stop=self.stopped.is_set, may_land=self._may_land, answers=self._answer
+        )
+        supervisor = Supervisor(self.repo, self.config, listener=self._observe, hooks=hooks)
+        spec = TaskSpec(
+            task_id=claimed.id,
+            instruction=claimed.instruction,
+            agent=claimed.agent,
+            title=claimed.title,
+            allow_high=claimed.allow_high,
+            attempt=claimed.attempt,
+        )
+        log.info("task %s: attempt %d of %d", claimed.id, claimed.attempt, claimed.max_attempts)
+        try:
+            report = supervisor.execute(spec)
+        except CapatazError as exc:
+            self._flush_log(force=True)
+            self._report(TaskState.FAILED, f"capataz could not run it: {exc}", None)
+            return
+        self._flush_log(force=True)
+        if report.outcome is Outcome.CANCELLED and self.shutting_down:
+            self.retry(
+                lambda: self.store.release(
+                    claimed.id, claimed.fencing_token, f"runner stopping: {self.stop_reason}"
+                ),
+                "release",
+            )
+            log.info("task %s: released (%s)", claimed.id, self.stop_reason)
+            return
+        state = state_for(report)
+        self._report(state, report.reason, report)
+
+    # -- pipeline hooks ---------------------------------------------------------------
+
+    def _may_land(self) -> bool:
+        """Renew the lease right before landing: a runner that lost the task must not
+        land it (another runner may be running it now)."""
+        if self.stopped.is_set():
+            return False
+        return self.retry(
+            lambda: self.store.heartbeat(
+                self.claimed.id, self.claimed.fencing_token, self.config.runner.lease
+            ),
+            "heartbeat before landing",
+        )
+
+    def _answer(self) -> Answer | None:
+        if self.stopped.is_set():
+            return Answer(
+                EscalationChoice.ABORT, "runner", note=self.stop_reason, decided_by="runner"
+            )
+        try:
+            answer = self.store.poll_escalation(self.claimed.id, self.claimed.fencing_token)
+        except Exception as exc:  # noqa: BLE001 - a database blip must not end the wait
+            log.warning("task %s: cannot read escalation answers yet: %s", self.claimed.id, exc)
+            return None
+        if answer is None:
+            return None
+        return Answer(
+            EscalationChoice(answer.decision),
+            "database",
+            note=answer.note,
+            decided_by=answer.decided_by,
+        )
+
+    def _observe(self, event: Event) -> None:
+        run_id = self.claimed.run_id
+        try:
+            if event.kind == "step" and event.status == "started":
+                self.store.step_started(run_id, event.name)
+            elif event.kind == "step":
+                self.store.step_finished(run_id, event.name, event.detail)
+            elif event.kind == "escalation" and event.status == "opened":
+                self.store.open_escalation(
+                    self.claimed.id, self.claimed.fencing_token, event.detail
+                )
+            elif event.kind == "output" and event.line is not None:
+                with self._lock:
+                    self._log_lines.append(f"[{event.name}] {event.line.text}")
+                self._flush_log()
+        except Exception as exc:  # noqa: BLE001 - recording is best effort; the run goes on
+            log.warning("task %s: could not record %s: %s", self.claimed.id, event.kind, exc)
+
+    def _flush_log(self, *, force: bool = False) -> None:
+        with self._lock:
+            due = force or len(self._log_lines) >= 200 or time.monotonic() - self._log_flushed > 0.5
+            if not due or not self._log_lines:
+                return
+            text, self._log_lines = "\n".join(self._log_lines) + "\n", []
+            self._log_flushed = time.monotonic()
+        try:
+            self.store.append_log(self.claimed.run_id, text)
+        except Exception as exc:  # noqa: BLE001 - the full log is in the progress files
+            log.warning("task %s: log upload failed: %s", self.claimed.id, exc)
+
+    # -- reporting --------------------------------------------------------------------
+
+    def _report(self, state: TaskState, reason: str, report: RunReport | None) -> None:
+        details = _details(report) if report is not None else None
+        decision = report.decision.value if report is not None else None
+        accepted = self.retry(
+            lambda: self.store.complete(
+                self.claimed.id,
+                self.claimed.fencing_token,
+                state,
+                reason,
+                decision=decision,
+                details=details,
+                actor=self.runner_id,
+            ),
+            "report",
+        )
+        if accepted:
+            log.info("task %s: %s (%s)", self.claimed.id, state.value, reason)
+        else:
+            log.warning(
+                "task %s: result refused: this runner no longer holds the task", self.claimed.id
+            )
+
+
+def _details(report: RunReport) -> RunDetails:
+    agent = report.agent
+    decisions = []
+    if report.progress_dir is not None and (report.progress_dir / "decisions.jsonl").exists():
+        import json
+
+        lines = (report.progress_dir / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+        decisions = [json.loads(line) for line in lines if line]
+    return RunDetails(
+        outcome=report.outcome.value,
+        exit_code=agent.exit_code if agent else None,
+        wall_seconds=agent.wall_seconds if agent else None,
+        cpu_seconds=agent.cpu_seconds if agent else None,
+        peak_memory_bytes=agent.peak_memory_bytes if agent else None,
+        result_commit=report.result_commit,
+        landed_commit=report.landed_commit,
+        file_changes=[c.model_dump(mode="json") for c in report.file_changes],
+        violations=[v.model_dump(mode="json") for v in report.violations],
+        decisions=decisions,
+    )

@@ -1,0 +1,272 @@
+"""The runner daemon: claim, run, report — around a wait.
+
+The main loop fills free slots with claimed tasks and otherwise waits for work
+(LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite). Three side tasks run beside
+it, each a small named thread: the heartbeat (the runner's own, and every running
+task's lease), the canceller (notices within a second that a task was cancelled or
+rescued from under us), and the sweeper (rescues tasks of dead runners). Every store
+call goes through :meth:`Runner.retry`, so a database that goes away for a while
+delays work but loses none."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy.exc
+
+from capataz.config import Config
+from capataz.repo import Repository
+from capataz.runner.execution import TaskExecution
+from capataz.store import ClaimedTask, Store
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("capataz.runner")
+T = TypeVar("T")
+_TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DBAPIError,
+    OSError,
+)
+
+
+class Runner:
+    def __init__(
+        self,
+        repo: Repository,
+        config: Config,
+        store: Store,
+        *,
+        name: str | None = None,
+        concurrency: int | None = None,
+        labels: list[str] | None = None,
+        max_tasks: int | None = None,
+        exit_when_idle: bool = False,
+    ) -> None:
+        self.repo = repo
+        self.config = config
+        self.settings = config.runner
+        self.store = store
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.concurrency = concurrency or self.settings.concurrency
+        self.labels = labels if labels is not None else list(self.settings.labels)
+        self.max_tasks = max_tasks  # stop after this many claims (tests, batch jobs)
+        self.exit_when_idle = exit_when_idle  # stop once nothing is ready or running
+        self.id = ""
+        self.stopping = threading.Event()  # stop claiming; let running tasks finish
+        self.halted = threading.Event()  # everything finished: side tasks end too
+        self.wake = threading.Event()
+        self.running: dict[str, TaskExecution] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self.claimed_count = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Work until :meth:`shutdown` (or max_tasks / idle exit); returns when done."""
+        self.id = self.retry(
+            lambda: self.store.register_runner(
+                self.name,
+                labels=self.labels,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                concurrency=self.concurrency,
+            ),
+            "register",
+        )
+        log.info(
+            "runner %s (%s) online: concurrency %d, labels %s",
+            self.id,
+            self.name,
+            self.concurrency,
+            ",".join(self.labels) or "-",
+        )
+        sides = [
+            self._side("heartbeat", self._heartbeat_loop, self.settings.heartbeat),
+            self._side("canceller", self._cancel_loop, 1.0),
+            self._side("sweeper", self._sweep_loop, self.settings.sweep_interval),
+        ]
+        try:
+            self._claim_loop()
+        finally:
+            self.stopping.set()
+            self._drain()
+            self.halted.set()
+            for side in sides:
+                side.join(timeout=5)
+            self.retry(lambda: self.store.runner_stopped(self.id), "unregister", give_up=5.0)
+            log.info("runner %s stopped after %d task(s)", self.id, self.claimed_count)
+
+    def shutdown(self, why: str = "asked to stop") -> None:
+        """Stop claiming; running tasks get ``grace`` seconds before they are killed and
+        given back to the queue (safe to call from a signal handler)."""
+        if not self.stopping.is_set():
+            log.info("runner %s: %s; no new tasks", self.id or self.name, why)
+            self.stopping.set()
+            self.wake.set()
+
+    # -- the main loop ----------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        idle_wait = 0.05
+        while not self.stopping.is_set():
+            self._reap()
+            if self.max_tasks is not None and self.claimed_count >= self.max_tasks:
+                if not self.running:
+                    return
+            elif len(self.running) < self.concurrency:
+                try:
+                    claimed = self.store.claim(self.id, self.settings.lease, self.labels or None)
+                except _TRANSIENT as exc:
+                    log.warning("claim: database unavailable (%s); retrying", _first_line(exc))
+                    claimed, idle_wait = None, max(idle_wait, 1.0)
+                if claimed is not None:
+                    self._start(claimed)
+                    idle_wait = 0.05
+                    continue
+                if self.exit_when_idle and not self.running and self._queue_idle():
+                    return
+            self.wake.clear()
+            if self._listen():
+                idle_wait = 0.05
+                continue
+            self.wake.wait(idle_wait)
+            idle_wait = min(idle_wait * 2, self.settings.poll_interval)
+
+    def _listen(self) -> bool:
+        """PostgreSQL: block on LISTEN until a task becomes ready (or a poll interval)."""
+        if self.store.engine.dialect.name != "postgresql" or self.running:
+            return False
+        try:
+            return self.store.wait_for_ready(self.settings.poll_interval)
+        except _TRANSIENT as exc:
+            log.warning("listen: database unavailable (%s)", _first_line(exc))
+            return False
+
+    def _queue_idle(self) -> bool:
+        tasks = self.retry(self.store.metrics, "metrics")["tasks"]
+        return not (tasks.get("ready") or tasks.get("running") or tasks.get("escalated"))
+
+    def _start(self, claimed: ClaimedTask) -> None:
+        execution = TaskExecution(
+            claimed,
+            store=self.store,
+            repo=self.repo,
+            config=self.config,
+            runner_id=self.id,
+            retry=self.retry,
+        )
+        thread = threading.Thread(
+            target=self._execute, args=(execution,), name=f"task-{claimed.id}", daemon=True
+        )
+        with self._lock:
+            self.running[claimed.id] = execution
+            self._threads[claimed.id] = thread
+        self.claimed_count += 1
+        thread.start()
+
+    def _execute(self, execution: TaskExecution) -> None:
+        try:
+            execution.run()
+        except Exception:
+            log.exception("task %s: runner error", execution.task_id)
+        finally:
+            with self._lock:
+                self.running.pop(execution.task_id, None)
+            self.wake.set()
+
+    def _reap(self) -> None:
+        with self._lock:
+            for task_id in [t for t, th in self._threads.items() if not th.is_alive()]:
+                self._threads.pop(task_id).join()
+
+    def _drain(self) -> None:
+        """Let running tasks finish within the grace period, then kill and release them."""
+        deadline = time.monotonic() + self.settings.grace
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with self._lock:
+            leftover = list(self.running.values())
+        for execution in leftover:
+            execution.stop("grace period over", shutdown=True)
+        for thread in list(self._threads.values()):
+            thread.join(timeout=30)
+
+    def _alive(self) -> bool:
+        with self._lock:
+            return any(thread.is_alive() for thread in self._threads.values())
+
+    # -- side tasks -------------------------------------------------------------------
+
+    def _side(self, name: str, step: Callable[[], None], every: float) -> threading.Thread:
+        def loop() -> None:
+            while not self.halted.wait(every):
+                try:
+                    step()
+                except _TRANSIENT as exc:
+                    log.warning("%s: database unavailable (%s); will retry", name, _first_line(exc))
+                except Exception:
+                    log.exception("%s failed; will retry", name)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _heartbeat_loop(self) -> None:
+        self.store.runner_heartbeat(self.id)
+        with self._lock:
+            executions = list(self.running.values())
+        for execution in executions:
+            claimed = execution.claimed
+            if not self.store.heartbeat(claimed.id, claimed.fencing_token, self.settings.lease):
+                execution.stop("the task was cancelled or given to another runner")
+
+    def _cancel_loop(self) -> None:
+        with self._lock:
+            executions = list(self.running.values())
+        for execution in executions:
+            claimed = execution.claimed
+            if not execution.stopped.is_set() and not self.store.is_current(
+                claimed.id, claimed.fencing_token
+            ):
+                log.info("task %s: cancelled or rescued elsewhere; stopping it", claimed.id)
+                execution.stop("the task was cancelled or given to another runner")
+
+    def _sweep_loop(self) -> None:
+        rescued = self.store.sweep(actor=f"sweeper:{self.id}")
+        if rescued:
+            log.info("sweeper: rescued %s", ", ".join(rescued))
+            self.wake.set()
+
+    # -- resilience -------------------------------------------------------------------
+
+    def retry(self, call: Callable[[], T], what: str, *, give_up: float | None = 300.0) -> T:
+        """Call the store, retrying through transient database errors with backoff.
+        After ``give_up`` seconds the error is raised (None: retry forever)."""
+        delay, started = 0.2, time.monotonic()
+        while True:
+            try:
+                return call()
+            except _TRANSIENT as exc:
+                if give_up is not None and time.monotonic() - started > give_up:
+                    raise
+                log.warning(
+                    "%s: database unavailable (%s); retrying in %.1f s",
+                    what,
+                    _first_line(exc),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

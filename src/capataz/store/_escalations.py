@@ -1,0 +1,149 @@
+"""Escalations through the database: a run asks a human, the human answers from any
+machine (CLI, panel, API), the runner polls for the answer. Part of
+:class:`capataz.store.manager.Store` (see ``_base``).
+
+While it waits the task is ``escalated`` and its runner keeps the lease (and keeps
+heartbeating), so a dead runner's escalation is rescued by the sweeper like a running
+task, and a cancel reaches the runner the same way."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.models import EscalationChoice
+from capataz.store import _leases
+from capataz.store._base import StoreBase
+from capataz.store.records import EscalationAnswer
+from capataz.store.schema import escalations, runs, tasks
+from capataz.store.statuses import TaskState
+
+__all__ = ["EscalationsMixin"]
+
+_CHOICES = ", ".join(choice.value for choice in EscalationChoice)
+
+
+class EscalationsMixin(StoreBase):
+    def open_escalation(self, task_id: str, fencing_token: int, reason: str) -> bool:
+        """Ask a human about the task the runner holds under ``fencing_token``: the task
+        becomes ``escalated`` (the runner keeps the lease and keeps heartbeating). False
+        when the token is not the task's current lease. Asking again while the question
+        is open changes nothing and returns True."""
+        now = self.clock()
+        with self._write() as conn:
+            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            if not _leases.holds(current, fencing_token):
+                return False
+            if current.status == TaskState.ESCALATED.value:
+                return True
+            run_id = (
+                sa.select(runs.c.id)
+                .where(runs.c.task_id == task_id, runs.c.fencing_token == fencing_token)
+                .scalar_subquery()
+            )
+            conn.execute(
+                sa.insert(escalations).values(
+                    task_id=task_id,
+                    run_id=run_id,
+                    fencing_token=fencing_token,
+                    reason=reason,
+                    opened_at=now,
+                )
+            )
+            conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(status=TaskState.ESCALATED.value, reason=reason, updated_at=now)
+            )
+            self._audit(conn, current.lease_owner, "escalation.opened", task_id, reason=reason)
+        return True
+
+    def answer_escalation(
+        self, task_id: str, decision: str, *, note: str = "", decided_by: str = "cli"
+    ) -> None:
+        """Answer the task's open escalation with approve, reject, modify or abort; the
+        task goes back to ``running`` and its runner picks the answer up by polling."""
+        try:
+            choice = EscalationChoice(decision.strip().lower())
+        except ValueError:
+            raise TaskError(
+                f"{decision!r} is not an escalation decision", fix=f"answer one of {_CHOICES}"
+            ) from None
+        now = self.clock()
+        with self._write() as conn:
+            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            waiting = conn.execute(
+                sa.select(escalations.c.id)
+                .where(
+                    escalations.c.task_id == task_id,
+                    escalations.c.fencing_token == current.fencing_token,
+                    escalations.c.closed_at.is_(None),
+                )
+                .order_by(escalations.c.id.desc())
+                .limit(1)
+            ).scalar()
+            if not _leases.holds(current, current.fencing_token) or waiting is None:
+                if current.status == TaskState.ESCALATED.value:
+                    raise TaskError(
+                        f"task {task_id} is escalated but no runner is waiting for an answer",
+                        fix=f"`capataz task requeue {task_id}` runs it again",
+                    )
+                raise TaskError(
+                    f"task {task_id} is {current.status}, not waiting for a decision",
+                    fix="`capataz task list --status escalated` shows the tasks that are",
+                )
+            conn.execute(
+                sa.update(escalations)
+                .where(escalations.c.id == waiting)
+                .values(
+                    decision=choice.value,
+                    note=note,
+                    decided_by=decided_by,
+                    answered_at=now,
+                    closed_at=now,
+                )
+            )
+            conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(status=TaskState.RUNNING.value, reason=None, updated_at=now)
+            )
+            self._audit(
+                conn,
+                decided_by,
+                "escalation.answered",
+                task_id,
+                decision=choice.value,
+                note=note,
+            )
+
+    def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
+        """The answer to the newest escalation the runner opened under
+        ``fencing_token``, or None while it is unanswered. When the lease is no longer
+        the runner's (the task was cancelled, rescued or given back), the answer is
+        ``abort`` from ``capataz``: the run must stop and roll back."""
+        now = self.clock()
+        newest = (
+            sa.select(
+                escalations.c.decision,
+                escalations.c.note,
+                escalations.c.decided_by,
+                escalations.c.answered_at,
+            )
+            .where(escalations.c.task_id == task_id, escalations.c.fencing_token == fencing_token)
+            .order_by(escalations.c.id.desc())
+            .limit(1)
+        )
+        with self._read() as conn:
+            row = conn.execute(newest).first()
+            state = conn.execute(
+                sa.select(tasks.c.status, tasks.c.fencing_token, tasks.c.lease_owner).where(
+                    tasks.c.id == task_id
+                )
+            ).first()
+        if state is None or not _leases.holds(state, fencing_token):
+            why = "the task no longer holds this lease" if state else "the task is gone"
+            return EscalationAnswer("abort", why, "capataz", now)
+        if row is None or row.decision is None:
+            return None
+        return EscalationAnswer(row.decision, row.note or "", row.decided_by or "", row.answered_at)

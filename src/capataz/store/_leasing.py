@@ -1,0 +1,276 @@
+"""Leases: claiming, heartbeats, reporting, giving back and rescuing tasks. Part of
+:class:`capataz.store.manager.Store` (see ``_base``).
+
+A runner holds a task while it is ``running`` or ``escalated`` under its lease: the
+fencing token the claim handed out is the proof, and every write of the runner is
+refused once the token is stale (cancelled, rescued by the sweeper, given back)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store import _leases, _runs, _sqlite_claims, _tasks
+from capataz.store._base import StoreBase
+from capataz.store.records import ClaimedTask, RunDetails
+from capataz.store.schema import tasks
+from capataz.store.statuses import RunStatus, TaskState
+
+__all__ = ["LeasingMixin"]
+
+_ENDINGS = frozenset(
+    {TaskState.DONE, TaskState.FAILED, TaskState.BLOCKED, TaskState.ESCALATED, TaskState.CANCELLED}
+)
+_IS_CURRENT = sa.select(sa.literal(1)).where(
+    tasks.c.id == sa.bindparam("task_id"),
+    tasks.c.fencing_token == sa.bindparam("token"),
+    tasks.c.status.in_(_leases.LEASED),
+    tasks.c.lease_owner.is_not(None),
+)
+
+
+class LeasingMixin(StoreBase):
+    retry_base_seconds: float
+    retry_cap_seconds: float
+
+    def claim(
+        self, runner_id: str, lease_seconds: float = 30.0, labels: Iterable[str] | None = None
+    ) -> ClaimedTask | None:
+        """Lease the most urgent ready task (highest priority, then oldest) to
+        ``runner_id``, or return None when nothing is due. With ``labels``, only tasks
+        whose labels are all among them are taken. One statement picks and updates the
+        row: on PostgreSQL the pick skips rows other runners hold (SKIP LOCKED); on
+        SQLite the transaction already holds the write lock (and runs on the raw
+        connection, see ``_sqlite_claims``)."""
+        now = self.clock()
+        expires = now + timedelta(seconds=lease_seconds)
+        wanted = None if labels is None else sorted(set(labels))
+        if not self._postgres:
+            run_id = _leases.new_run_id()
+            return _sqlite_claims.claim(
+                self.engine, runner_id, now=now, expires=expires, labels=wanted, run_id=run_id
+            )
+        stmt = _leases.claim_statement(labels=wanted is not None, postgres=True)
+        params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
+        if wanted is not None:
+            params["runner_labels"] = wanted
+        with self._write() as conn:
+            row = conn.execute(stmt, params).first()
+            if row is None:
+                return None
+            run_id = _leases.start_run(conn, row, runner_id, now)
+            payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
+            self._audit(conn, runner_id, "task.claimed", row.id, **payload)
+        return _leases.claimed(row, run_id, expires)
+
+    def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
+        """Extend the lease (of a running or escalated task); False means the task is no
+        longer this holder's (cancelled, rescued by the sweeper) and the runner should
+        stop working on it."""
+        now = self.clock()
+        stmt = (
+            sa.update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_(_leases.LEASED),
+                tasks.c.fencing_token == fencing_token,
+                tasks.c.lease_owner.is_not(None),
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def is_current(self, task_id: str, fencing_token: int) -> bool:
+        """True while the task is running or escalated under ``fencing_token``: a cheap
+        read a runner polls to learn of a cancel or a rescue quickly."""
+        with self._read() as conn:
+            found = conn.execute(_IS_CURRENT, {"task_id": task_id, "token": fencing_token})
+            return found.first() is not None
+
+    def complete(
+        self,
+        task_id: str,
+        fencing_token: int,
+        state: TaskState | str,
+        reason: str | None = None,
+        *,
+        decision: str | None = None,
+        actor: str | None = None,
+        details: RunDetails | None = None,
+    ) -> bool:
+        """Record how an attempt ended, with the run's ``details`` in the same
+        transaction. Refused (False, nothing written but the audited refusal) when
+        ``fencing_token`` is not the task's current lease: the runner lost the task and
+        someone else may be running it. A failed attempt with attempts left goes back
+        to ready after an exponential backoff with jitter."""
+        state = TaskState(state)
+        if state not in _ENDINGS:
+            raise TaskError(
+                f"a run cannot end a task as {state}",
+                fix=f"report one of {', '.join(sorted(_ENDINGS))}",
+            )
+        now = self.clock()
+        rows = _runs.detail_rows(details, now) if details is not None else None
+        with self._write() as conn:
+            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            who = actor or current.lease_owner or "runner"
+            if not _leases.holds(current, fencing_token):
+                self._audit(
+                    conn,
+                    who,
+                    "task.complete_refused",
+                    task_id,
+                    fencing_token=fencing_token,
+                    current_token=current.fencing_token,
+                    status=current.status,
+                    reported=state.value,
+                )
+                return False
+            final, run_after = state, None
+            if state is TaskState.FAILED and current.attempts < current.max_attempts:
+                final = TaskState.READY
+                run_after = now + timedelta(seconds=self.retry_delay(current.attempts))
+            values: dict[str, Any] = {
+                "status": final.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "reason": reason,
+                "updated_at": now,
+            }
+            if run_after is not None:
+                values["run_after"] = run_after
+            conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
+            run_values = _runs.detail_values(details) if details is not None else {}
+            run_id = _leases.end_run(
+                conn,
+                task_id,
+                fencing_token,
+                RunStatus.FINISHED,
+                now=now,
+                reason=reason,
+                outcome=state.value,
+                decision=decision,
+                **run_values,
+            )
+            if rows is not None and run_id is not None:
+                _runs.insert_details(conn, run_id, rows)
+            if current.status == TaskState.ESCALATED.value:
+                _leases.close_escalations(conn, task_id, now)
+            self._audit(
+                conn,
+                who,
+                "task.retry" if final is TaskState.READY else f"task.{final}",
+                task_id,
+                reason=reason,
+                attempt=current.attempts,
+                decision=decision,
+                run_after=run_after.isoformat() if run_after else None,
+            )
+            released = _tasks.release_or_cascade(conn, task_id, final, now, who)
+            if final is TaskState.READY or (final is TaskState.DONE and released):
+                self._notify_ready(conn)
+        return True
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: doubling from the base up to the cap,
+        then a random half of it shaved off so that tasks failing together do not all
+        come back in the same instant."""
+        doubled = self.retry_base_seconds * 2.0 ** max(attempts - 1, 0)
+        ceiling = min(self.retry_cap_seconds, doubled)
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+    def release(self, task_id: str, fencing_token: int, reason: str) -> bool:
+        """Give a task back unfinished (its runner is shutting down): ready again at
+        once, the attempt not counted, its run ended ``released``. Refused (False, and
+        audited) when ``fencing_token`` is not the task's current lease."""
+        now = self.clock()
+        with self._write() as conn:
+            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            who = current.lease_owner or "runner"
+            if not _leases.holds(current, fencing_token):
+                self._audit(
+                    conn,
+                    who,
+                    "task.release_refused",
+                    task_id,
+                    fencing_token=fencing_token,
+                    current_token=current.fencing_token,
+                    status=current.status,
+                )
+                return False
+            conn.execute(
+                sa.update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(
+                    status=TaskState.READY.value,
+                    attempts=max(current.attempts - 1, 0),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    reason=reason,
+                    run_after=now,
+                    updated_at=now,
+                )
+            )
+            _leases.end_run(
+                conn, task_id, fencing_token, RunStatus.RELEASED, now=now, reason=reason
+            )
+            if current.status == TaskState.ESCALATED.value:
+                _leases.close_escalations(conn, task_id, now)
+            self._audit(conn, who, "task.released", task_id, reason=reason, token=fencing_token)
+            self._notify_ready(conn)
+        return True
+
+    def sweep(
+        self, now: datetime | None = None, *, actor: str = "sweeper", limit: int = 500
+    ) -> list[str]:
+        """Rescue running (or escalated) tasks whose lease expired (their runner died or
+        hung): back to ready when attempts remain, else failed. The attempt was counted
+        at claim. Safe to run from every runner at once: each row is taken by one
+        sweeper only."""
+        now = now or self.clock()
+        expired = _leases.expired_statement(now, limit, postgres=self._postgres)
+        rescued: list[tuple[str, TaskState]] = []
+        with self._write() as conn:
+            for row in conn.execute(expired).all():
+                final = TaskState.FAILED if row.attempts >= row.max_attempts else TaskState.READY
+                reason = (
+                    f"lease of {row.lease_owner} expired at {row.lease_expires_at:%H:%M:%S} "
+                    f"(attempt {row.attempts} of {row.max_attempts})"
+                )
+                conn.execute(
+                    sa.update(tasks)
+                    .where(tasks.c.id == row.id)
+                    .values(
+                        status=final.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        reason=reason,
+                        run_after=now,
+                        updated_at=now,
+                    )
+                )
+                _leases.end_run(
+                    conn, row.id, row.fencing_token, RunStatus.LOST, now=now, reason=reason
+                )
+                if row.status == TaskState.ESCALATED.value:
+                    _leases.close_escalations(conn, row.id, now)
+                self._audit(
+                    conn,
+                    actor,
+                    "task.lease_expired",
+                    row.id,
+                    reason=reason,
+                    status=final.value,
+                    fencing_token=row.fencing_token,
+                )
+                _tasks.release_or_cascade(conn, row.id, final, now, actor)
+                rescued.append((row.id, final))
+            if any(final is TaskState.READY for _, final in rescued):
+                self._notify_ready(conn)
+        return [task_id for task_id, _ in rescued]

@@ -1,0 +1,125 @@
+"""Runner registrations: who is working, where, on what, and whether it is alive. Part
+of :class:`capataz.store.manager.Store` (see ``_base``)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store import _leases
+from capataz.store._base import StoreBase
+from capataz.store.records import RunnerInfo
+from capataz.store.schema import runners, tasks
+
+__all__ = ["ONLINE_SECONDS", "RunnersMixin", "online_clause"]
+
+# A runner is online while its last heartbeat is younger than this.
+ONLINE_SECONDS = 60.0
+
+
+def online_clause(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        runners.c.stopped_at.is_(None),
+        runners.c.last_seen_at > now - timedelta(seconds=ONLINE_SECONDS),
+    )
+
+
+def _no_runner(runner_id: str) -> TaskError:
+    return TaskError(f"no runner {runner_id}", fix="`capataz runner status` lists the runners")
+
+
+class RunnersMixin(StoreBase):
+    def register_runner(
+        self,
+        name: str,
+        *,
+        labels: Sequence[str] = (),
+        hostname: str,
+        pid: int,
+        concurrency: int,
+    ) -> str:
+        """Record a runner that just started; returns its id (claim tasks with it)."""
+        if concurrency < 1:
+            raise TaskError(
+                f"a runner needs a concurrency of at least 1, not {concurrency}",
+                fix="pass --concurrency 1 or more",
+            )
+        now = self.clock()
+        runner_id = f"r-{secrets.token_hex(6)}"
+        values = {
+            "id": runner_id,
+            "name": name,
+            "labels": sorted(set(labels)),
+            "hostname": hostname,
+            "pid": pid,
+            "concurrency": concurrency,
+            "started_at": now,
+            "last_seen_at": now,
+        }
+        with self._write() as conn:
+            conn.execute(sa.insert(runners), values)
+            payload = {k: values[k] for k in ("name", "labels", "hostname", "pid", "concurrency")}
+            self._audit(conn, runner_id, "runner.registered", runner_id, **payload)
+        return runner_id
+
+    def runner_heartbeat(self, runner_id: str) -> None:
+        """The runner is alive (it stays online for 60 s after this)."""
+        now = self.clock()
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(runners).where(runners.c.id == runner_id).values(last_seen_at=now)
+            )
+            if updated.rowcount == 0:
+                raise _no_runner(runner_id)
+
+    def runner_stopped(self, runner_id: str) -> None:
+        """The runner shut down (it shows offline at once). Stopping twice is harmless."""
+        now = self.clock()
+        with self._write() as conn:
+            updated = conn.execute(
+                sa.update(runners)
+                .where(runners.c.id == runner_id, runners.c.stopped_at.is_(None))
+                .values(stopped_at=now, last_seen_at=now)
+            )
+            if updated.rowcount == 1:
+                self._audit(conn, runner_id, "runner.stopped", runner_id)
+                return
+            known = conn.execute(sa.select(runners.c.id).where(runners.c.id == runner_id))
+            if known.first() is None:
+                raise _no_runner(runner_id)
+
+    def list_runners(self) -> list[RunnerInfo]:
+        """Every registered runner, oldest first, with the tasks it holds now."""
+        now = self.clock()
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(runners, online_clause(now).label("online")).order_by(
+                    runners.c.started_at, runners.c.id
+                )
+            ).all()
+            held: dict[str, list[str]] = {}
+            leases = sa.select(tasks.c.lease_owner, tasks.c.id).where(
+                tasks.c.status.in_(_leases.LEASED), tasks.c.lease_owner.is_not(None)
+            )
+            for owner, task_id in conn.execute(leases.order_by(tasks.c.id)):
+                held.setdefault(owner, []).append(task_id)
+        return [
+            RunnerInfo(
+                id=row.id,
+                name=row.name,
+                labels=tuple(row.labels),
+                hostname=row.hostname,
+                pid=row.pid,
+                concurrency=row.concurrency,
+                started_at=row.started_at,
+                last_seen_at=row.last_seen_at,
+                stopped_at=row.stopped_at,
+                online=bool(row.online),
+                current_tasks=tuple(held.get(row.id, ())),
+            )
+            for row in rows
+        ]

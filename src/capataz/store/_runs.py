@@ -1,0 +1,285 @@
+"""Run records: steps, the log tail, the details a runner reports, and reading runs
+back. Part of :class:`capataz.store.manager.Store` (see ``_base``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store._base import StoreBase
+from capataz.store.records import RunDetail, RunDetails, RunInfo, StepInfo
+from capataz.store.schema import (
+    UTCDateTime,
+    decisions,
+    escalations,
+    file_changes,
+    runs,
+    steps,
+    tasks,
+    violations,
+)
+from capataz.store.statuses import RunStatus
+
+__all__ = ["LOG_TAIL_CHARS", "RunsMixin", "detail_rows", "detail_values", "insert_details"]
+
+# runs.log_tail keeps the last 64 Ki characters of a run's output (64 KiB of ASCII).
+LOG_TAIL_CHARS = 64 * 1024
+
+_RUN_COLUMNS = (
+    runs.c.id, runs.c.task_id, tasks.c.title.label("task_title"), runs.c.attempt,
+    runs.c.runner_id, runs.c.fencing_token, runs.c.status, runs.c.outcome, runs.c.result,
+    runs.c.decision, runs.c.reason, runs.c.started_at, runs.c.ended_at, runs.c.exit_code,
+    runs.c.wall_seconds, runs.c.cpu_seconds, runs.c.peak_memory_bytes,
+    runs.c.result_commit, runs.c.landed_commit,
+)  # fmt: skip
+_RUNS_WITH_TASKS = runs.join(tasks, tasks.c.id == runs.c.task_id)
+_TEXT = sa.bindparam("text", type_=sa.Text())
+_GROWN = sa.func.coalesce(runs.c.log_tail, "") + _TEXT
+_APPEND_LOG = {
+    postgres: sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(
+        log_tail=sa.func.right(_GROWN, LOG_TAIL_CHARS)
+        if postgres
+        else sa.func.substr(_GROWN, -LOG_TAIL_CHARS)
+    )
+    for postgres in (False, True)
+}
+_FILE_CHANGE_KEYS = ("path", "kind", "lines_added", "lines_removed", "binary")
+_VIOLATION_KEYS = ("type", "severity", "file", "line", "details", "suggestion", "gate", "phase")
+
+
+def _no_run(run_id: str) -> TaskError:
+    return TaskError(f"no run {run_id}", fix="`capataz run list` shows the run ids")
+
+
+class RunsMixin(StoreBase):
+    def step_started(self, run_id: str, phase: str) -> None:
+        """Record that ``phase`` (prepare, pre-gates, execute, ...) of the run began."""
+        now = self.clock()
+        with self._write() as conn:
+            if not _insert_step(conn, run_id, phase, now, ended=False):
+                raise _no_run(run_id)
+
+    def step_finished(self, run_id: str, phase: str, outcome: str) -> None:
+        """Finish the newest unfinished step of ``phase`` with ``outcome``; a phase that
+        was never started is recorded as a step that began and ended now."""
+        now = self.clock()
+        newest_open = (
+            sa.select(sa.func.max(steps.c.id))
+            .where(steps.c.run_id == run_id, steps.c.phase == phase, steps.c.ended_at.is_(None))
+            .scalar_subquery()
+        )
+        with self._write() as conn:
+            finished = conn.execute(
+                sa.update(steps)
+                .where(steps.c.id == newest_open)
+                .values(ended_at=now, outcome=outcome)
+            )
+            if finished.rowcount == 0 and not _insert_step(
+                conn, run_id, phase, now, ended=True, outcome=outcome
+            ):
+                raise _no_run(run_id)
+
+    def append_log(self, run_id: str, text: str) -> None:
+        """Append ``text`` to the run's log tail, which keeps only its last 64 Ki
+        characters. One short UPDATE: cheap enough to call twice a second per run."""
+        if not text:
+            return
+        params = {"run_id": run_id, "text": text[-LOG_TAIL_CHARS:]}
+        with self._write() as conn:
+            if conn.execute(_APPEND_LOG[self._postgres], params).rowcount == 0:
+                raise _no_run(run_id)
+
+    def list_runs(
+        self,
+        *,
+        task_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Runs newest first, all or of one task, or in one run status."""
+        if limit < 0 or offset < 0:
+            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+        query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_TASKS)
+        if task_id is not None:
+            query = query.where(runs.c.task_id == task_id)
+        if status is not None:
+            try:
+                query = query.where(runs.c.status == RunStatus(status).value)
+            except ValueError:
+                raise TaskError(
+                    f"no run status {status!r}",
+                    fix=f"use one of {', '.join(s.value for s in RunStatus)}",
+                ) from None
+        query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [RunInfo(**row._asdict()) for row in rows]
+
+    def get_run(self, run_id: str) -> RunDetail:
+        """One run with its steps, file changes, violations, decisions, escalations and
+        log tail."""
+        query = sa.select(*_RUN_COLUMNS, runs.c.log_tail).select_from(_RUNS_WITH_TASKS)
+        with self._read() as conn:
+            row = conn.execute(query.where(runs.c.id == run_id)).first()
+            if row is None:
+                raise _no_run(run_id)
+            found = {
+                name: conn.execute(
+                    sa.select(table).where(table.c.run_id == run_id).order_by(table.c.id)
+                ).all()
+                for name, table in (
+                    ("steps", steps),
+                    ("file_changes", file_changes),
+                    ("violations", violations),
+                    ("decisions", decisions),
+                    ("escalations", escalations),
+                )
+            }
+        info = row._asdict()
+        info["log_tail"] = info["log_tail"] or ""
+        return RunDetail(
+            **info,
+            steps=[StepInfo(s.phase, s.started_at, s.ended_at, s.outcome) for s in found["steps"]],
+            file_changes=[
+                {k: r._mapping[k] for k in _FILE_CHANGE_KEYS} for r in found["file_changes"]
+            ],
+            violations=[{k: r._mapping[k] for k in _VIOLATION_KEYS} for r in found["violations"]],
+            decisions=[
+                {"phase": d.phase, "decision": d.decision, "reason": d.reason, "timestamp": d.at}
+                for d in found["decisions"]
+            ],
+            escalations=[
+                {
+                    "reason": e.reason,
+                    "opened_at": e.opened_at,
+                    "decision": e.decision,
+                    "note": e.note,
+                    "decided_by": e.decided_by,
+                    "answered_at": e.answered_at,
+                }
+                for e in found["escalations"]
+            ],
+        )
+
+
+def _insert_step(
+    conn: sa.Connection,
+    run_id: str,
+    phase: str,
+    now: datetime,
+    *,
+    ended: bool,
+    outcome: str | None = None,
+) -> bool:
+    """Insert a step of ``run_id`` if that run exists; whether it did."""
+    at = sa.literal(now, UTCDateTime())
+    values = sa.select(
+        runs.c.id,
+        sa.literal(phase, sa.Text()),
+        at,
+        at if ended else sa.null(),
+        sa.literal(outcome, sa.Text()) if ended else sa.null(),
+    ).where(runs.c.id == run_id)
+    columns = ["run_id", "phase", "started_at", "ended_at", "outcome"]
+    # RETURNING, not rowcount: psycopg reports no rowcount for INSERT … SELECT.
+    inserted = sa.insert(steps).from_select(columns, values).returning(steps.c.id)
+    return conn.execute(inserted).first() is not None
+
+
+# -- details reported with complete() ---------------------------------------------------
+
+
+def detail_values(details: RunDetails) -> dict[str, Any]:
+    """The columns of the runs row that ``details`` sets."""
+    return {
+        "result": details.outcome,
+        "exit_code": details.exit_code,
+        "wall_seconds": details.wall_seconds,
+        "cpu_seconds": details.cpu_seconds,
+        "peak_memory_bytes": details.peak_memory_bytes,
+        "result_commit": details.result_commit,
+        "landed_commit": details.landed_commit,
+    }
+
+
+DetailRows = dict[str, list[dict[str, Any]]]
+
+
+def detail_rows(details: RunDetails, now: datetime) -> DetailRows:
+    """The child rows of ``details`` (without their run id), checked before anything is
+    written: a missing required key is a TaskError naming it."""
+    return {
+        "file_changes": [
+            {
+                "path": str(_required(item, "path", "file change")),
+                "kind": str(_required(item, "kind", "file change")),
+                "lines_added": int(item.get("lines_added") or 0),
+                "lines_removed": int(item.get("lines_removed") or 0),
+                "binary": bool(item.get("binary", False)),
+            }
+            for item in details.file_changes
+        ],
+        "violations": [
+            {
+                "type": str(_required(item, "type", "violation")),
+                "severity": str(_required(item, "severity", "violation")),
+                "details": str(item.get("details") or ""),
+                "suggestion": str(item.get("suggestion") or ""),
+                "file": None if item.get("file") is None else str(item["file"]),
+                "line": None if item.get("line") is None else int(item["line"]),
+                "gate": str(item.get("gate") or "policy"),
+                "phase": str(item.get("phase") or "post"),
+            }
+            for item in details.violations
+        ],
+        "decisions": [
+            {
+                "phase": str(_required(item, "phase", "decision")),
+                "decision": str(_required(item, "decision", "decision")),
+                "reason": str(item.get("reason") or ""),
+                "at": _timestamp(item.get("timestamp"), now),
+            }
+            for item in details.decisions
+        ],
+    }
+
+
+def insert_details(conn: sa.Connection, run_id: str, rows: DetailRows) -> None:
+    for name, table in (
+        ("file_changes", file_changes),
+        ("violations", violations),
+        ("decisions", decisions),
+    ):
+        if rows[name]:
+            conn.execute(sa.insert(table), [{**row, "run_id": run_id} for row in rows[name]])
+
+
+def _required(item: Mapping[str, Any], key: str, what: str) -> Any:
+    value = item.get(key)
+    if value is None:
+        raise TaskError(
+            f"a {what} in the run details has no {key!r}", fix=f"give every {what} a {key}"
+        )
+    return value
+
+
+def _timestamp(value: Any, default: datetime) -> datetime:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise TaskError(
+                f"decision timestamp {value!r} is not ISO 8601", fix="send a datetime or ISO text"
+            ) from None
+    if not isinstance(value, datetime):
+        raise TaskError(f"decision timestamp {value!r} is not a time", fix="send a datetime")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,155 @@
+"""Claiming on SQLite through the raw sqlite3 connection: the hot path of a queue.
+
+SQLite runs a claim's statements in a few microseconds each; executing them through
+SQLAlchemy (statement caching, parameter processing, result wrapping, events) costs
+several times that. So on SQLite :meth:`Store.claim` runs this module's fixed SQL on the
+pooled DBAPI connection: ``BEGIN IMMEDIATE``; one ``UPDATE … RETURNING`` that picks and
+leases the task; the run row; the audit entry; ``COMMIT``. It is the same transaction,
+with the same effects, as the SQLAlchemy statement of ``_leases.claim_statement`` (which
+PostgreSQL uses), and values are stored in the format SQLAlchemy reads back (UTC
+timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text, booleans as 0/1). The test
+suite runs every claim test against it and checks the audit chain after concurrent
+claims. Errors surface as SQLAlchemy's DBAPIError subclasses, like everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from capataz.store.audit import GENESIS, canonical, entry_hash
+from capataz.store.records import ClaimedTask
+
+__all__ = ["claim", "sqlite_time"]
+
+# The state names are TaskState.READY/RUNNING and RunStatus.RUNNING (a contract; a test
+# checks this text against them).
+_CLAIM_TEMPLATE = (
+    "UPDATE tasks SET status = 'running', attempts = attempts + 1,"
+    " fencing_token = fencing_token + 1, lease_owner = ?, lease_expires_at = ?,"
+    " updated_at = ?, reason = NULL"
+    " WHERE id = (SELECT id FROM tasks WHERE status = 'ready' AND run_after <= ?/*labels*/"
+    " ORDER BY priority DESC, created_at LIMIT 1)"
+    " RETURNING id, title, instruction, agent, labels, allow_high, base_commit,"
+    " attempts, max_attempts, fencing_token"
+)
+# Every label of the task is among the runner's (a JSON array parameter).
+_LABELS_FIT = (
+    " AND NOT EXISTS (SELECT 1 FROM json_each(tasks.labels) AS l"
+    " WHERE l.value NOT IN (SELECT value FROM json_each(?)))"
+)
+_CLAIM = {
+    False: _CLAIM_TEMPLATE.replace("/*labels*/", ""),
+    True: _CLAIM_TEMPLATE.replace("/*labels*/", _LABELS_FIT),
+}
+_RUN = (
+    "INSERT INTO runs (id, task_id, attempt, runner_id, fencing_token, status, started_at)"
+    " VALUES (?, ?, ?, ?, ?, 'running', ?)"
+)
+_TAIL = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+_AUDIT = (
+    "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ACTION = "task.claimed"
+
+
+def sqlite_time(value: datetime) -> str:
+    """``value`` as SQLAlchemy's SQLite DATETIME stores it, in UTC (see UTCDateTime)."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: capataz stores only aware UTC times")
+    u = value.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}"
+    )
+
+
+def claim(
+    engine: Engine,
+    runner_id: str,
+    *,
+    now: datetime,
+    expires: datetime,
+    labels: Sequence[str] | None,
+    run_id: str,
+) -> ClaimedTask | None:
+    """Lease the most urgent due task to ``runner_id`` in one transaction (see the
+    module's docstring), or return None when nothing is due."""
+    at = sqlite_time(now)
+    params: tuple[Any, ...] = (runner_id, sqlite_time(expires), at, at)
+    if labels is not None:
+        params = (*params, json.dumps(sorted(set(labels))))
+    statement = _CLAIM[labels is not None]
+    raw = engine.raw_connection()
+    try:
+        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _wrapped("BEGIN IMMEDIATE", (), exc) from exc
+        try:
+            row = db.execute(statement, params).fetchone()
+            if row is None:
+                db.execute("COMMIT")
+                return None
+            task_id, attempt, token = row[0], row[7], row[9]
+            statement, params = _RUN, (run_id, task_id, attempt, runner_id, token, at)
+            db.execute(statement, params)
+            tail = db.execute(_TAIL).fetchone()
+            seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
+            payload = {"attempt": attempt, "run_id": run_id, "token": token}
+            digest = entry_hash(
+                seq=seq,
+                at=now,
+                actor=runner_id,
+                action=_ACTION,
+                subject=task_id,
+                payload=payload,
+                prev_hash=prev_hash,
+            )
+            statement = _AUDIT
+            params = (seq, at, runner_id, _ACTION, task_id, canonical(payload), prev_hash, digest)
+            db.execute(statement, params)
+            statement, params = "COMMIT", ()
+            db.execute(statement)
+        except BaseException as exc:
+            _rollback(raw, db)
+            if isinstance(exc, sqlite3.Error):
+                raise _wrapped(statement, params, exc) from exc
+            raise
+    finally:
+        raw.close()
+    return ClaimedTask(
+        id=task_id,
+        run_id=run_id,
+        title=row[1],
+        instruction=row[2],
+        agent=row[3],
+        labels=tuple(json.loads(row[4])),
+        allow_high=bool(row[5]),
+        base_commit=row[6],
+        attempt=attempt,
+        max_attempts=row[8],
+        fencing_token=token,
+        lease_expires_at=expires,
+    )
+
+
+def _rollback(raw: Any, db: sqlite3.Connection) -> None:
+    if not db.in_transaction:
+        return
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error:
+        raw.invalidate()  # a connection in an unknown state never goes back to the pool
+
+
+def _wrapped(statement: str, params: tuple[Any, ...], exc: sqlite3.Error) -> sa.exc.StatementError:
+    return sa.exc.DBAPIError.instance(statement, params, exc, sqlite3.Error)

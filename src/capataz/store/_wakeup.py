@@ -1,0 +1,78 @@
+"""Waking idle runners when a task becomes ready.
+
+On PostgreSQL every transaction that makes a task ready also runs
+``pg_notify('capataz_ready', '')`` (see ``StoreBase._notify_ready``), and a runner with
+nothing to do blocks in :meth:`ReadyListener.wait` on a dedicated LISTEN connection
+until a notification arrives or its timeout passes. Notifications are hints, never the
+source of truth: one sent before the listener connected is simply missed, so runners
+always claim after a timeout too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from capataz.store._base import READY_CHANNEL
+
+__all__ = ["ReadyListener"]
+
+# While the database is unreachable, a failed wait still takes this long (or the
+# timeout, if shorter), so a runner's poll loop cannot spin on connection errors.
+_ERROR_PAUSE_SECONDS = 0.5
+
+
+class ReadyListener:
+    """A lazily opened ``LISTEN capataz_ready`` connection that reconnects after
+    errors. Thread-safe: concurrent waiters take turns."""
+
+    def __init__(self, url: URL) -> None:
+        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def wait(self, timeout: float) -> bool:
+        """True when a notification arrived within ``timeout`` seconds, else False
+        (also after a connection error, which drops the connection for the next call
+        to reopen)."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._lock:
+            try:
+                conn = self._connect()
+                woken = False
+                remaining = max(deadline - time.monotonic(), 0.0)
+                for _ in conn.notifies(timeout=remaining, stop_after=1):
+                    woken = True
+                if woken:  # one wake-up for what arrived together, not one each
+                    for _ in conn.notifies(timeout=0.0):
+                        pass
+            except psycopg.Error:
+                self._drop()
+                time.sleep(min(max(deadline - time.monotonic(), 0.0), _ERROR_PAUSE_SECONDS))
+                return False
+            return woken
+
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            try:
+                conn.execute(f"LISTEN {READY_CHANNEL}")
+            except psycopg.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,175 @@
+"""Giving tasks back, is_current, the runbook's metrics and wake-ups, on both
+databases."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store._sqlite_claims import _CLAIM, _RUN
+
+from .conftest import Clock
+
+
+def test_release_gives_the_task_back_without_spending_an_attempt(store: Store) -> None:
+    store.add_task("a", "x", id="a", max_attempts=1)
+    claimed = store.claim("runner-1")
+    assert claimed is not None
+    assert not store.release("a", claimed.fencing_token + 1, "shutting down")
+    assert store.release("a", claimed.fencing_token, "runner stopping (SIGTERM)")
+    task = store.get_task("a")
+    assert (task.status, task.attempts, task.lease_owner) == (TaskState.READY, 0, None)
+    assert task.reason == "runner stopping (SIGTERM)"
+    assert not store.is_current("a", claimed.fencing_token)
+    assert not store.complete("a", claimed.fencing_token, "done")
+    assert not store.release("a", claimed.fencing_token, "twice")
+    run = store.get_run(claimed.run_id)
+    assert (run.status, run.reason) == (RunStatus.RELEASED, "runner stopping (SIGTERM)")
+    again = store.claim("runner-2")
+    assert again is not None
+    assert (again.id, again.attempt, again.max_attempts) == ("a", 1, 1)
+    out = io.StringIO()
+    store.export_audit(out)
+    assert out.getvalue().count('"action":"task.released"') == 1
+    assert out.getvalue().count('"action":"task.release_refused"') == 2
+    assert store.verify_audit() is None
+
+
+def test_is_current_follows_the_lease(store: Store, clock: Clock) -> None:
+    store.add_task("a", "x", id="a")
+    assert not store.is_current("a", 0)
+    claimed = store.claim("runner-1", lease_seconds=5)
+    assert claimed is not None
+    assert store.is_current("a", claimed.fencing_token)
+    assert not store.is_current("a", claimed.fencing_token - 1)
+    assert not store.is_current("nope", claimed.fencing_token)
+    clock.advance(6)
+    store.sweep()
+    assert not store.is_current("a", claimed.fencing_token)
+
+
+def test_metrics_have_the_runbooks_shape_and_counts(store: Store, clock: Clock) -> None:
+    empty = store.metrics()
+    assert empty == {
+        "tasks": {state.value: 0 for state in TaskState},
+        "runners": {"online": 0, "offline": 0},
+        "runs": {"fail_rate_last_20": 0.0, "total": 0},
+        "backlog": {"oldest_ready_age_seconds": None},
+    }
+    assert list(empty["tasks"]) == [state.value for state in TaskState]
+    store.register_runner("gone", hostname="h", pid=1, concurrency=1)
+    clock.advance(120)
+    store.register_runner("here", hostname="h", pid=2, concurrency=1)
+    store.add_tasks([TaskSpec(f"t{i}", "x", id=f"t{i}", max_attempts=1) for i in range(5)])
+    store.add_task("later", "x", id="later", depends_on=["t4"])
+    outcomes = ["done", "failed", "blocked", "done"]
+    for outcome in outcomes:
+        claimed = store.claim("runner-1")
+        assert claimed is not None
+        assert store.complete(claimed.id, claimed.fencing_token, outcome)
+    clock.advance(30)
+    running = store.claim("runner-1")
+    assert running is not None
+    metrics = store.metrics()
+    assert metrics["tasks"] == {
+        "pending": 1,
+        "ready": 0,
+        "running": 1,
+        "done": 2,
+        "failed": 1,
+        "blocked": 1,
+        "escalated": 0,
+        "cancelled": 0,
+    }
+    assert metrics["runners"] == {"online": 1, "offline": 1}
+    assert metrics["runs"] == {"fail_rate_last_20": 0.5, "total": 5}
+    assert metrics["backlog"] == {"oldest_ready_age_seconds": None}
+    assert store.release(running.id, running.fencing_token, "stopping")
+    clock.advance(12)
+    age = store.metrics()["backlog"]["oldest_ready_age_seconds"]
+    assert 12 <= age < 13
+
+
+def test_the_fast_sqlite_claim_uses_the_contract_state_names() -> None:
+    for sql in (*_CLAIM.values(), _RUN):
+        assert f"status = '{TaskState.RUNNING.value}'" in sql or f"'{RunStatus.RUNNING}'" in sql
+    assert all(f"status = '{TaskState.READY.value}'" in sql for sql in _CLAIM.values())
+
+
+def test_wait_for_ready_on_sqlite_polls_briefly(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path}/w.db")
+    started = time.monotonic()
+    assert store.wait_for_ready(10) is False
+    assert time.monotonic() - started < 0.5
+    store.close()
+
+
+def test_wait_for_ready_wakes_on_postgresql_when_a_task_is_added(migrated_pg_url: str) -> None:
+    waiter, adder = Store.open(migrated_pg_url), Store.open(migrated_pg_url)
+    try:
+        assert waiter.wait_for_ready(0.05) is False  # connects and listens
+        adding = threading.Timer(0.2, lambda: adder.add_task("a", "x"))
+        started = time.monotonic()
+        adding.start()
+        assert waiter.wait_for_ready(5) is True
+        assert time.monotonic() - started < 1.0
+        adding.join()
+        # Notifications are sent only when a task becomes ready.
+        adder.add_task("b", "x", id="b")
+        assert waiter.wait_for_ready(1) is True
+        adder.add_task("c", "x", id="c", depends_on=["b"])
+        assert waiter.wait_for_ready(0.2) is False
+    finally:
+        waiter.close()
+        adder.close()
+
+
+def test_wait_for_ready_reconnects_after_the_connection_dies(migrated_pg_url: str) -> None:
+    waiter, adder = Store.open(migrated_pg_url), Store.open(migrated_pg_url)
+    try:
+        assert waiter.wait_for_ready(0.05) is False
+        with psycopg.connect(migrated_pg_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        started = time.monotonic()
+        assert waiter.wait_for_ready(2) is False  # the error is absorbed
+        assert time.monotonic() - started < 2.5
+        assert waiter.wait_for_ready(0.05) is False  # listening again
+        adder.add_task("a", "x")
+        assert waiter.wait_for_ready(2) is True
+    finally:
+        waiter.close()
+        adder.close()
+
+
+@pytest.mark.parametrize("when", ["retry", "dependents", "sweep", "requeue"])
+def test_every_way_a_task_becomes_ready_wakes_runners(migrated_pg_url: str, when: str) -> None:
+    store, waiter = Store.open(migrated_pg_url, retry_base_seconds=0.0), Store.open(migrated_pg_url)
+    try:
+        store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b", depends_on=["a"])])
+        claimed = store.claim("runner-1", lease_seconds=0 if when == "sweep" else 30)
+        assert claimed is not None
+        assert waiter.wait_for_ready(0.05) is False
+        if when == "retry":
+            store.complete("a", claimed.fencing_token, "failed")
+        elif when == "dependents":
+            store.complete("a", claimed.fencing_token, "done")
+        elif when == "sweep":
+            time.sleep(0.01)
+            assert store.sweep() == ["a"]
+        else:
+            store.cancel("a")
+            assert waiter.wait_for_ready(0.2) is False, "a cancel makes nothing ready"
+            store.requeue("a")
+        assert waiter.wait_for_ready(2) is True
+    finally:
+        store.close()
+        waiter.close()
