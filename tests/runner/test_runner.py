@@ -202,8 +202,9 @@ def test_a_frozen_runner_is_rescued_and_its_late_result_refused(repo: Path, queu
     time.sleep(0.5)
     os.kill(first.pid, signal.SIGSTOP)  # a runner that hangs (or is partitioned away)
     second = _runner_process(repo, queue_url, "--exit-when-idle")
-    second.communicate(timeout=120)
-    assert store.get_task("slow").status is TaskState.DONE
+    second_output, _ = second.communicate(timeout=120)
+    task = store.get_task("slow")
+    assert task.status is TaskState.DONE, f"{task.status} {task.reason}\n{second_output[-3000:]}"
     os.kill(first.pid, signal.SIGCONT)
     output, _ = first.communicate(timeout=60)
     # The frozen runner wakes up, learns it lost the task, stops and rolls back.

@@ -173,3 +173,14 @@ def test_every_way_a_task_becomes_ready_wakes_runners(migrated_pg_url: str, when
     finally:
         store.close()
         waiter.close()
+
+
+def test_an_in_memory_sqlite_store_claims_from_its_one_database() -> None:
+    store = Store.open("sqlite://")
+    store.add_task("a", "x", id="a")
+    claimed = store.claim("runner-1")
+    assert claimed is not None
+    assert store.get_task("a").status is TaskState.RUNNING
+    assert store.complete("a", claimed.fencing_token, "done")
+    assert store.verify_audit() is None
+    store.close()

@@ -142,15 +142,30 @@ def end_run(
     **values: Any,
 ) -> str | None:
     """Close the run of the lease ``fencing_token`` (each lease has exactly one run);
-    returns its id."""
-    stmt = (
-        sa.update(runs)
-        .where(runs.c.task_id == task_id, runs.c.fencing_token == fencing_token)
-        .values(status=status.value, ended_at=now, reason=reason, **values)
-        .returning(runs.c.id)
-    )
-    run_id: str | None = conn.execute(stmt).scalar()
+    returns its id. ``values`` sets more columns of the run."""
+    names = tuple(sorted(values))
+    stmt = _END_RUN.get(names)
+    if stmt is None:
+        stmt = _END_RUN[names] = (
+            sa.update(runs)
+            .where(
+                runs.c.task_id == sa.bindparam("task_id_"),
+                runs.c.fencing_token == sa.bindparam("token_"),
+            )
+            .values(
+                **{name: sa.bindparam(name) for name in ("status", "ended_at", "reason", *names)}
+            )
+            .returning(runs.c.id)
+        )
+    params = {"task_id_": task_id, "token_": fencing_token, "status": status.value}
+    run_id: str | None = conn.execute(
+        stmt, {**params, "ended_at": now, "reason": reason, **values}
+    ).scalar()
     return run_id
+
+
+# Built once per set of columns: building an UPDATE costs more than running it.
+_END_RUN: dict[tuple[str, ...], sa.Update] = {}
 
 
 def close_escalations(conn: sa.Connection, task_id: str, now: datetime) -> None:
@@ -197,19 +212,20 @@ def expired_statement(now: datetime, limit: int, *, postgres: bool) -> sa.Select
 def lock_task(conn: sa.Connection, task_id: str, *, postgres: bool) -> Any:
     """The task's row, locked against concurrent changes until commit (SQLite's write
     transaction is exclusive already)."""
-    query = sa.select(
-        tasks.c.status,
-        tasks.c.fencing_token,
-        tasks.c.attempts,
-        tasks.c.max_attempts,
-        tasks.c.lease_owner,
-    ).where(tasks.c.id == task_id)
-    if postgres:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_LOCK_TASK[postgres], {"task_id": task_id}).first()
     if row is None:
         raise TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
     return row
+
+
+_TASK_ROW = sa.select(
+    tasks.c.status,
+    tasks.c.fencing_token,
+    tasks.c.attempts,
+    tasks.c.max_attempts,
+    tasks.c.lease_owner,
+).where(tasks.c.id == sa.bindparam("task_id"))
+_LOCK_TASK = {False: _TASK_ROW, True: _TASK_ROW.with_for_update()}
 
 
 def unfinished_dependencies(conn: sa.Connection, task_id: str) -> int:

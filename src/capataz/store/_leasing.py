@@ -18,7 +18,7 @@ from capataz.errors import TaskError
 from capataz.store import _leases, _runs, _sqlite_claims, _tasks
 from capataz.store._base import StoreBase
 from capataz.store.records import ClaimedTask, RunDetails
-from capataz.store.schema import tasks
+from capataz.store.schema import UTCDateTime, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = ["LeasingMixin"]
@@ -33,10 +33,27 @@ _IS_CURRENT = sa.select(sa.literal(1)).where(
     tasks.c.lease_owner.is_not(None),
 )
 
+# A reported ending: the lease goes, and a retry waits until ``retry_at``.
+_ENDED = (
+    sa.update(tasks)
+    .where(tasks.c.id == sa.bindparam("task_id"))
+    .values(
+        status=sa.bindparam("status"),
+        reason=sa.bindparam("reason"),
+        updated_at=sa.bindparam("updated_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+        run_after=sa.func.coalesce(
+            sa.bindparam("retry_at", type_=UTCDateTime()), tasks.c.run_after
+        ),
+    )
+)
+
 
 class LeasingMixin(StoreBase):
     retry_base_seconds: float
     retry_cap_seconds: float
+    _claim_connections: _sqlite_claims.ClaimConnections | None
 
     def claim(
         self, runner_id: str, lease_seconds: float = 30.0, labels: Iterable[str] | None = None
@@ -50,10 +67,15 @@ class LeasingMixin(StoreBase):
         now = self.clock()
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if labels is None else sorted(set(labels))
-        if not self._postgres:
+        if self._claim_connections is not None:
             run_id = _leases.new_run_id()
             return _sqlite_claims.claim(
-                self.engine, runner_id, now=now, expires=expires, labels=wanted, run_id=run_id
+                self._claim_connections,
+                runner_id,
+                now=now,
+                expires=expires,
+                labels=wanted,
+                run_id=run_id,
             )
         stmt = _leases.claim_statement(labels=wanted is not None, postgres=True)
         params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
@@ -136,16 +158,16 @@ class LeasingMixin(StoreBase):
             if state is TaskState.FAILED and current.attempts < current.max_attempts:
                 final = TaskState.READY
                 run_after = now + timedelta(seconds=self.retry_delay(current.attempts))
-            values: dict[str, Any] = {
-                "status": final.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "reason": reason,
-                "updated_at": now,
-            }
-            if run_after is not None:
-                values["run_after"] = run_after
-            conn.execute(sa.update(tasks).where(tasks.c.id == task_id).values(**values))
+            conn.execute(
+                _ENDED,
+                {
+                    "task_id": task_id,
+                    "status": final.value,
+                    "reason": reason,
+                    "updated_at": now,
+                    "retry_at": run_after,
+                },
+            )
             run_values = _runs.detail_values(details) if details is not None else {}
             run_id = _leases.end_run(
                 conn,

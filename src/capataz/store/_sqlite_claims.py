@@ -2,8 +2,9 @@
 
 SQLite runs a claim's statements in a few microseconds each; executing them through
 SQLAlchemy (statement caching, parameter processing, result wrapping, events) costs
-several times that. So on SQLite :meth:`Store.claim` runs this module's fixed SQL on the
-pooled DBAPI connection: ``BEGIN IMMEDIATE``; one ``UPDATE … RETURNING`` that picks and
+several times that, and even a pool checkout costs as much as a statement. So on SQLite
+:meth:`Store.claim` runs this module's fixed SQL on a DBAPI connection that each thread
+keeps (:class:`ClaimConnections`): ``BEGIN IMMEDIATE``; one ``UPDATE … RETURNING`` that picks and
 leases the task; the run row; the audit entry; ``COMMIT``. It is the same transaction,
 with the same effects, as the SQLAlchemy statement of ``_leases.claim_statement`` (which
 PostgreSQL uses), and values are stored in the format SQLAlchemy reads back (UTC
@@ -14,11 +15,14 @@ claims. Errors surface as SQLAlchemy's DBAPIError subclasses, like everywhere el
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -26,7 +30,7 @@ from sqlalchemy.engine import Engine
 from capataz.store.audit import GENESIS, canonical, entry_hash
 from capataz.store.records import ClaimedTask
 
-__all__ = ["claim", "sqlite_time"]
+__all__ = ["ClaimConnections", "claim", "sqlite_time"]
 
 # The state names are TaskState.READY/RUNNING and RunStatus.RUNNING (a contract; a test
 # checks this text against them).
@@ -71,8 +75,78 @@ def sqlite_time(value: datetime) -> str:
     )
 
 
+class _Held:
+    __slots__ = ("__weakref__", "db", "generation")
+
+    def __init__(self, db: sqlite3.Connection, generation: int) -> None:
+        self.db = db
+        self.generation = generation
+
+
+class ClaimConnections:
+    """One sqlite3 connection per claiming thread, taken from the engine once (so it is
+    set up like every other: WAL, busy timeout, capataz's transaction control) and then
+    kept out of the pool. A thread's connection closes when the thread ends or the
+    store closes. An in-memory database lives in its one pooled connection, so there
+    each claim borrows that connection from the pool instead."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._live: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._borrow = engine.url.database in (None, "", ":memory:")
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection; hand it back with :meth:`put`."""
+        if self._borrow:
+            raw = self._engine.raw_connection()
+            self._local.borrowed = raw
+            return cast(sqlite3.Connection, raw.driver_connection)
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None or held.generation != self._generation:
+            raw = self._engine.raw_connection()
+            db = cast(sqlite3.Connection, raw.driver_connection)
+            raw.detach()
+            held = _Held(db, self._generation)
+            with self._lock:
+                self._live.add(held)
+            self._local.held = held
+        return held.db
+
+    def put(self) -> None:
+        if self._borrow:
+            raw, self._local.borrowed = self._local.borrowed, None
+            if raw is not None:
+                raw.close()
+
+    def discard(self) -> None:
+        """Close this thread's connection: an error left it in an unknown state."""
+        if self._borrow:
+            raw, self._local.borrowed = self._local.borrowed, None
+            if raw is not None:
+                raw.invalidate()
+            return
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            with self._lock:
+                self._live.discard(held)
+            with contextlib.suppress(sqlite3.Error):
+                held.db.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._generation += 1
+            for held in list(self._live):
+                with contextlib.suppress(sqlite3.Error):
+                    held.db.close()
+            self._live.clear()
+
+
 def claim(
-    engine: Engine,
+    connections: ClaimConnections,
     runner_id: str,
     *,
     now: datetime,
@@ -86,48 +160,15 @@ def claim(
     params: tuple[Any, ...] = (runner_id, sqlite_time(expires), at, at)
     if labels is not None:
         params = (*params, json.dumps(sorted(set(labels))))
-    statement = _CLAIM[labels is not None]
-    raw = engine.raw_connection()
+    db = connections.get()
     try:
-        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _wrapped("BEGIN IMMEDIATE", (), exc) from exc
-        try:
-            row = db.execute(statement, params).fetchone()
-            if row is None:
-                db.execute("COMMIT")
-                return None
-            task_id, attempt, token = row[0], row[7], row[9]
-            statement, params = _RUN, (run_id, task_id, attempt, runner_id, token, at)
-            db.execute(statement, params)
-            tail = db.execute(_TAIL).fetchone()
-            seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
-            payload = {"attempt": attempt, "run_id": run_id, "token": token}
-            digest = entry_hash(
-                seq=seq,
-                at=now,
-                actor=runner_id,
-                action=_ACTION,
-                subject=task_id,
-                payload=payload,
-                prev_hash=prev_hash,
-            )
-            statement = _AUDIT
-            params = (seq, at, runner_id, _ACTION, task_id, canonical(payload), prev_hash, digest)
-            db.execute(statement, params)
-            statement, params = "COMMIT", ()
-            db.execute(statement)
-        except BaseException as exc:
-            _rollback(raw, db)
-            if isinstance(exc, sqlite3.Error):
-                raise _wrapped(statement, params, exc) from exc
-            raise
+        row = _lease(db, connections, _CLAIM[labels is not None], params, now=now, run_id=run_id)
     finally:
-        raw.close()
+        connections.put()
+    if row is None:
+        return None
     return ClaimedTask(
-        id=task_id,
+        id=row[0],
         run_id=run_id,
         title=row[1],
         instruction=row[2],
@@ -135,20 +176,69 @@ def claim(
         labels=tuple(json.loads(row[4])),
         allow_high=bool(row[5]),
         base_commit=row[6],
-        attempt=attempt,
+        attempt=row[7],
         max_attempts=row[8],
-        fencing_token=token,
+        fencing_token=row[9],
         lease_expires_at=expires,
     )
 
 
-def _rollback(raw: Any, db: sqlite3.Connection) -> None:
+def _lease(
+    db: sqlite3.Connection,
+    connections: ClaimConnections,
+    statement: str,
+    params: tuple[Any, ...],
+    *,
+    now: datetime,
+    run_id: str,
+) -> Any:
+    """The claim's transaction; the leased task's row, or None."""
+    runner_id, at = params[0], params[2]
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        connections.discard()
+        raise _wrapped("BEGIN IMMEDIATE", (), exc) from exc
+    try:
+        row = db.execute(statement, params).fetchone()
+        if row is None:
+            db.execute("COMMIT")
+            return None
+        task_id, attempt, token = row[0], row[7], row[9]
+        statement, params = _RUN, (run_id, task_id, attempt, runner_id, token, at)
+        db.execute(statement, params)
+        tail = db.execute(_TAIL).fetchone()
+        seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
+        payload = {"attempt": attempt, "run_id": run_id, "token": token}
+        digest = entry_hash(
+            seq=seq,
+            at=now,
+            actor=runner_id,
+            action=_ACTION,
+            subject=task_id,
+            payload=payload,
+            prev_hash=prev_hash,
+        )
+        statement = _AUDIT
+        params = (seq, at, runner_id, _ACTION, task_id, canonical(payload), prev_hash, digest)
+        db.execute(statement, params)
+        statement, params = "COMMIT", ()
+        db.execute(statement)
+    except BaseException as exc:
+        _rollback(connections, db)
+        if isinstance(exc, sqlite3.Error):
+            raise _wrapped(statement, params, exc) from exc
+        raise
+    return row
+
+
+def _rollback(connections: ClaimConnections, db: sqlite3.Connection) -> None:
     if not db.in_transaction:
         return
     try:
         db.execute("ROLLBACK")
     except sqlite3.Error:
-        raw.invalidate()  # a connection in an unknown state never goes back to the pool
+        connections.discard()  # never reuse a connection in an unknown state
 
 
 def _wrapped(statement: str, params: tuple[Any, ...], exc: sqlite3.Error) -> sa.exc.StatementError:

@@ -16,7 +16,7 @@ from capataz.store import audit as audit_log
 from capataz.store.errors import DependencyCycleError, UnknownDependencyError
 from capataz.store.graph import find_cycle
 from capataz.store.records import Task, TaskSpec
-from capataz.store.schema import task_dependencies, tasks
+from capataz.store.schema import UTCDateTime, task_dependencies, tasks
 from capataz.store.statuses import TaskState
 
 __all__ = ["insert_batch", "load", "release_or_cascade"]
@@ -177,17 +177,7 @@ def release_or_cascade(
     blocked or cancelled, they (and theirs, transitively) never run and say why.
     Returns the ids it changed."""
     if state is TaskState.DONE:
-        other = task_dependencies.alias("other")
-        dep_task = tasks.alias("dep_task")
-        unfinished = (
-            sa.select(sa.literal(1))
-            .select_from(other.join(dep_task, dep_task.c.id == other.c.depends_on_id))
-            .where(other.c.task_id == tasks.c.id, dep_task.c.status != TaskState.DONE.value)
-            .exists()
-        )
-        released = _move_dependents(
-            conn, task_id, TaskState.READY, None, now=now, extra=~unfinished
-        )
+        released = _moved(conn, _RELEASE, {"task_id": task_id, "now": now})
         for tid in released:
             audit_log.append(
                 conn,
@@ -205,7 +195,8 @@ def release_or_cascade(
     while frontier:
         dep, dep_state = frontier.pop()
         target, reason = _inherited(dep_state), f"dependency {dep} ended {dep_state}"
-        for tid in _move_dependents(conn, dep, target, reason, now=now):
+        params = {"task_id": dep, "now": now, "target": target.value, "reason_": reason}
+        for tid in _moved(conn, _CASCADE, params):
             audit_log.append(
                 conn,
                 at=now,
@@ -219,25 +210,40 @@ def release_or_cascade(
     return changed
 
 
-def _move_dependents(
-    conn: sa.Connection,
-    task_id: str,
-    target: TaskState,
-    reason: str | None,
-    *,
-    now: datetime,
-    extra: Any = None,
-) -> list[str]:
+def _moved(conn: sa.Connection, stmt: sa.Update, params: dict[str, Any]) -> list[str]:
+    return sorted(conn.execute(stmt, params).scalars().all())
+
+
+def _dependents_update(*extra: Any) -> sa.Update:
+    """UPDATE of the pending dependents of the task ``:task_id`` (with ``extra``
+    conditions). Built once at import: building it costs more than running it."""
     dependents = sa.select(task_dependencies.c.task_id).where(
-        task_dependencies.c.depends_on_id == task_id
+        task_dependencies.c.depends_on_id == sa.bindparam("task_id")
     )
-    where = [tasks.c.status == TaskState.PENDING.value, tasks.c.id.in_(dependents)]
-    if extra is not None:
-        where.append(extra)
-    stmt = (
+    return (
         sa.update(tasks)
-        .where(*where)
-        .values(status=target.value, reason=reason, updated_at=now)
+        .where(tasks.c.status == TaskState.PENDING.value, tasks.c.id.in_(dependents), *extra)
         .returning(tasks.c.id)
     )
-    return sorted(conn.execute(stmt).scalars().all())
+
+
+def _unfinished_dependency() -> Any:
+    other = task_dependencies.alias("other")
+    dep_task = tasks.alias("dep_task")
+    return (
+        sa.select(sa.literal(1))
+        .select_from(other.join(dep_task, dep_task.c.id == other.c.depends_on_id))
+        .where(other.c.task_id == tasks.c.id, dep_task.c.status != TaskState.DONE.value)
+        .exists()
+    )
+
+
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+# Dependents whose every dependency is now done become ready.
+_RELEASE = _dependents_update(~_unfinished_dependency()).values(
+    status=TaskState.READY.value, reason=None, updated_at=_NOW
+)
+# Dependents of a task that ended badly never run, and say why.
+_CASCADE = _dependents_update().values(
+    status=sa.bindparam("target"), reason=sa.bindparam("reason_"), updated_at=_NOW
+)

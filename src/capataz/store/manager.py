@@ -31,6 +31,7 @@ from capataz.store._escalations import EscalationsMixin
 from capataz.store._leasing import LeasingMixin
 from capataz.store._runners import RunnersMixin, online_clause
 from capataz.store._runs import RunsMixin
+from capataz.store._sqlite_claims import ClaimConnections
 from capataz.store._wakeup import ReadyListener
 from capataz.store.engine import create_engine_for
 from capataz.store.migrate import upgrade
@@ -66,6 +67,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin):
         self.retry_cap_seconds = retry_cap_seconds
         self._postgres = engine.dialect.name == "postgresql"
         self._listener = ReadyListener(engine.url) if self._postgres else None
+        self._claim_connections = None if self._postgres else ClaimConnections(engine)
 
     @classmethod
     def open(cls, url: str, **options: Any) -> Store:
@@ -77,6 +79,8 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin):
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()
+        if self._claim_connections is not None:
+            self._claim_connections.close()
         self.engine.dispose()
 
     # -- adding and reading ----------------------------------------------------------
