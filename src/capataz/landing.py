@@ -80,8 +80,8 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
         worktree = repo.worktree_on(target)
         if worktree is not None:
             tree_git = Git(worktree.git_dir, worktree.path)
-            tree_git.run("update-index", "-q", "--refresh", check=False)
-            if not tree_git.ok("diff-index", "--quiet", "HEAD", "--"):
+            dirty = tree_git.run("status", "--porcelain", "--untracked-files=no", check=False)
+            if dirty.returncode != 0 or dirty.stdout.strip():
                 keep_branch(repo, ws)
                 return LandResult(
                     Outcome.BRANCH,
@@ -103,7 +103,7 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
         repo.git.run(
             "update-ref", "-m", f"capataz: land {ws.task_id}", f"refs/heads/{target}", new, old
         )
-        if repo.git.rev(f"refs/heads/{ws.branch}"):
+        if repo.has_ref(f"refs/heads/{ws.branch}"):  # left by an earlier attempt
             repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
     how = "fast-forward" if new == result else "rebased"
     return LandResult(Outcome.LANDED, new, target, f"landed on {target} ({how}) as {new[:12]}")

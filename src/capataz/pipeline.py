@@ -280,7 +280,7 @@ class Supervisor:
                 f"{spec.task_id}.{spec.attempt}" if spec.attempt else None,
             ),
         )
-        progress.update(workspace=str(run.workspace.path))
+        progress.set(workspace=str(run.workspace.path))
         log.note(
             "capataz",
             f"task {spec.task_id}: agent {spec.agent} ({agent.command[0]}), "
@@ -290,7 +290,7 @@ class Supervisor:
 
     def _gates(self, run: _Run, phase: GatePhase) -> GateReport:
         status = TaskStatus.VALIDATING_PRE if phase is GatePhase.PRE else TaskStatus.VALIDATING_POST
-        run.progress.update(status=status.value)
+        run.progress.set(status=status.value)
         extra = self._collected_violations(run) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
@@ -317,7 +317,6 @@ class Supervisor:
             "violations": [v.model_dump(mode="json") for v in report.violations],
         }
         run.progress.state.setdefault("validation", {})[key] = summary
-        run.progress.save()
         verdict = decide(phase, report.violations)
         run.progress.write_report(
             phase,
@@ -352,7 +351,7 @@ class Supervisor:
         return found
 
     def _execute(self, run: _Run) -> ExecResult:
-        run.progress.update(status=TaskStatus.IN_PROGRESS.value)
+        run.progress.set(status=TaskStatus.IN_PROGRESS.value)
         agent = resolve_agent(self.config, run.spec.agent)
         argv = render_command(
             agent,
@@ -387,7 +386,6 @@ class Supervisor:
                 "leftoverProcesses": run.agent.leftover_processes,
             }
         )
-        run.progress.save()
         return run.agent
 
     def _collect(self, run: _Run, message: str = "") -> ChangeSet | None:
@@ -414,7 +412,7 @@ class Supervisor:
                 "linesRemoved": sum(c.lines_removed for c in changes),
             }
         )
-        run.progress.update(
+        run.progress.set(
             resultCommit=run.result, fileChanges=[c.model_dump(mode="json") for c in changes]
         )
         return run.changes
@@ -574,7 +572,7 @@ class Supervisor:
     def _step(self, run: _Run, name: str, action: Callable[[], Any]) -> Any:
         started = utcnow()
         self.listener(Event("step", name, "started"))
-        run.progress.update(currentPhase=name)
+        run.progress.set(currentPhase=name)
         outcome = "error"
         try:
             value = action()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -55,6 +56,7 @@ class ProgressDir:
         self.artifacts = self.path / "artifacts"
         self.state: dict[str, Any] = {}
         self.token: str | None = None
+        self._owner_checked = 0.0
 
     @property
     def run_log(self) -> Path:
@@ -78,10 +80,16 @@ class ProgressDir:
         """False once a newer run of the same task id has taken the directory over."""
         if self.token is None:
             return True
+        now = time.monotonic()
+        if now - self._owner_checked < 0.5:  # checked moments ago: a takeover takes seconds
+            return True
         try:
-            return (self.path / ".owner").read_text() == self.token
+            owned = (self.path / ".owner").read_text() == self.token
         except OSError:
-            return False
+            owned = False
+        if owned:
+            self._owner_checked = now
+        return owned
 
     def load(self) -> dict[str, Any]:
         self.state = json.loads((self.path / "progress.json").read_text(encoding="utf-8"))
@@ -95,6 +103,10 @@ class ProgressDir:
     def update(self, **fields: Any) -> None:
         self.state.update(fields)
         self.save()
+
+    def set(self, **fields: Any) -> None:
+        """Change the state without writing it yet (the end of the step writes it)."""
+        self.state.update(fields)
 
     def save(self) -> None:
         if not self.owned:

@@ -113,4 +113,16 @@ class Repository:
 
     def worktree_on(self, branch: str) -> Worktree | None:
         ref = f"refs/heads/{branch}"
+        if not (self.common_dir / "worktrees").exists() and self.common_dir.name == ".git":
+            # One working tree (the common case): its HEAD file answers without a process.
+            head = (self.common_dir / "HEAD").read_text().strip()
+            main = Worktree(self.common_dir.parent, self.common_dir, head.removeprefix("ref: "))
+            return main if main.branch == ref else None
         return next((wt for wt in self.worktrees() if wt.branch == ref), None)
+
+    def has_ref(self, ref: str) -> bool:
+        """Whether ``ref`` exists, read from the ref files (no git process)."""
+        if (self.common_dir / ref).is_file():
+            return True
+        packed = self.common_dir / "packed-refs"
+        return packed.exists() and f" {ref}\n" in packed.read_text()
