@@ -103,3 +103,9 @@ def test_bad_urls_are_one_line_errors_with_a_fix(url: str, says: str) -> None:
     assert "secret" not in str(caught.value)
     assert "\n" not in str(caught.value)
     assert caught.value.fix
+
+
+def test_the_fast_path_head_is_the_newest_migration() -> None:
+    from capataz.store.migrate import HEAD
+
+    assert head_revision() == HEAD

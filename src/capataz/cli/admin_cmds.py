@@ -16,7 +16,6 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from alembic.util import CommandError
 from rich.markup import escape
 from sqlalchemy.engine import make_url
 
@@ -74,6 +73,14 @@ def _database_problem(url: str, exc: Exception) -> StoreError:
     return StoreError(f"database {_redact(url)}: {detail}", fix=_DB_FIX)
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What a broken or unreachable database raises. Only evaluated when something was
+    raised (an ``except`` expression), so Alembic is imported only then."""
+    from alembic.util import CommandError
+
+    return (sa.exc.DBAPIError, CommandError)
+
+
 @contextmanager
 def opened_store(repo: Repository) -> Iterator[Store]:
     """The store of ``repo`` ($CAPATAZ_DATABASE_URL, else .capataz/capataz.db), migrated
@@ -81,7 +88,7 @@ def opened_store(repo: Repository) -> Iterator[Store]:
     url = database_url(repo.root)
     try:
         store = Store.open(url)
-    except (sa.exc.DBAPIError, CommandError) as exc:
+    except _database_errors() as exc:
         raise _database_problem(url, exc) from None
     try:
         yield store
@@ -191,7 +198,7 @@ def db_upgrade_command(as_json: JsonOption = False, repo_path: RepoOption = Path
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
-    except (sa.exc.DBAPIError, CommandError) as exc:
+    except _database_errors() as exc:
         raise _database_problem(url, exc) from None
     finally:
         engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
+from capataz.cli.admin_cmds import discover_repo, opened_store
 from capataz.cli.console import out
-from capataz.cli.context import open_project
-from capataz.store import Store, database_url
+from capataz.store import Store
 from capataz.units import format_bytes, format_seconds
 
 run_app = typer.Typer(help="Runs: one attempt of a task each.", no_args_is_help=True)
@@ -25,9 +26,8 @@ RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _store(repo_path: Path) -> Store:
-    repo, _ = open_project(repo_path)
-    return Store.open(database_url(repo.root))
+def _store(repo_path: Path) -> AbstractContextManager[Store]:
+    return opened_store(discover_repo(repo_path))
 
 
 def _plain(value: Any) -> Any:
@@ -53,11 +53,8 @@ def list_command(
     repo_path: RepoOption = Path(),
 ) -> None:
     """Newest runs first."""
-    store = _store(repo_path)
-    try:
+    with _store(repo_path) as store:
         runs = store.list_runs(task_id=task, status=status, limit=limit)
-    finally:
-        store.close()
     if as_json:
         out.print_json(_json(runs))
         return
@@ -85,11 +82,8 @@ def show_command(
     repo_path: RepoOption = Path(),
 ) -> None:
     """One run: steps, file changes, violations, decision, resources and its log's tail."""
-    store = _store(repo_path)
-    try:
+    with _store(repo_path) as store:
         run = store.get_run(run_id)
-    finally:
-        store.close()
     if as_json:
         out.print_json(_json(run))
         return
@@ -143,11 +137,8 @@ def show_command(
 @app.command("metrics")
 def metrics_command(as_json: JsonOption = False, repo_path: RepoOption = Path()) -> None:
     """Tasks per status, runners online, fail_rate_last_20, oldest_ready_age_seconds."""
-    store = _store(repo_path)
-    try:
+    with _store(repo_path) as store:
         metrics = store.metrics()
-    finally:
-        store.close()
     if as_json:
         out.print_json(json.dumps(metrics, default=str))
         return

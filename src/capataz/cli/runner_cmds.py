@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
+from capataz.cli.admin_cmds import opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.runner import Runner
@@ -120,11 +121,8 @@ def status_command(
     repo, _ = open_project(repo_path)
     files = daemon_files(repo.root, name)
     pid = read_pid(files)
-    store = Store.open(database_url(repo.root))
-    try:
+    with opened_store(repo) as store:
         runners = store.list_runners()
-    finally:
-        store.close()
     if as_json:
         data = {
             "daemon": {"pid": pid, "alive": is_alive(pid)},
