@@ -368,3 +368,36 @@ def test_unusable_database_is_one_line_without_password(repo: Path, url: str, ne
 def test_outside_a_repository(tmp_path: Path) -> None:
     result = Cli(tmp_path, _env())("task", "list")
     assert_one_line_error(result, "not inside a git repository")
+
+
+def test_queue_views_and_runner_commands_refuse_bad_input(
+    tmp_path: Path, make_repo: Callable[..., Path]
+) -> None:
+    repo = make_repo("views")
+    for args, needle in [
+        (("run", "show", "run-nope"), "no run run-nope"),
+        (("runner", "stop"), "no runner is running"),
+        (("runner", "run", "--concurrency", "0"), "Invalid value"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "capataz", *args],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (args, result.stderr)
+        assert needle in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    metrics = subprocess.run(
+        [sys.executable, "-m", "capataz", "metrics", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    data = json.loads(metrics.stdout)
+    assert data["tasks"]["ready"] == 0 and data["runners"]["online"] == 0
+    assert (
+        data["runs"]["fail_rate_last_20"] == 0.0
+        and data["backlog"]["oldest_ready_age_seconds"] is None
+    )

@@ -13,12 +13,7 @@ would hide exactly the bugs it exists to catch.
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -29,8 +24,6 @@ import pytest
 
 from capataz.models import utcnow
 from capataz.store import Store, create_engine_for, upgrade
-
-PG_PATHS = ":".join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/lib/postgresql/15/bin"])
 
 
 class Clock:
@@ -49,71 +42,10 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def _no_postgres(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL tests cannot run in CI: {why}")
-    pytest.skip(f"no PostgreSQL: {why}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cluster:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="capataz-pg-"))
-        self.port = _free_port()
-        self.prefix: list[str] = []
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.dir, user.pw_uid, user.pw_gid)
-            self.prefix = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
-
-    def _run(self, tool: str, *args: str) -> None:
-        binary = shutil.which(tool, path=PG_PATHS)
-        if binary is None:
-            raise FileNotFoundError(f"{tool} not found")
-        subprocess.run(
-            [*self.prefix, binary, *args], check=True, capture_output=True, text=True, timeout=60
-        )
-
-    def start(self) -> str:
-        data = str(self.dir / "data")
-        self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = (
-            f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200"
-        )
-        self._run("pg_ctl", "-D", data, "-l", str(self.dir / "log"), "-w", "-o", options, "start")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def stop(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
-    configured = os.environ.get("CAPATAZ_TEST_PG_URL")
-    if configured:
-        yield configured
-        return
-    cluster = Cluster()
-    try:
-        url = cluster.start()
-    except (OSError, subprocess.SubprocessError, KeyError) as exc:
-        shutil.rmtree(cluster.dir, ignore_errors=True)
-        detail = getattr(exc, "stderr", "") or exc
-        _no_postgres(f"could not start a throwaway cluster: {detail}")
-        return
-    try:
-        yield url
-    finally:
-        cluster.stop()
+def pg_admin_url(pg_server: str) -> str:
+    """The session's PostgreSQL (tests/conftest.py starts one per worker)."""
+    return pg_server
 
 
 def _admin(url: str) -> psycopg.Connection[tuple[object, ...]]:
