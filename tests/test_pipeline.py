@@ -286,3 +286,12 @@ def test_escalation_answered_through_the_hook(make_repo: Callable[..., Path]) ->
     hooks = RunHooks(answers=lambda: Answer(EscalationChoice.APPROVE, "database", decided_by="ops"))
     report = _supervisor(repo_path, hooks).execute(TaskSpec("t1", "touch a b c d", agent="shell"))
     assert report.outcome is Outcome.LANDED and "via database" in report.reason
+
+
+def test_state_dir_ignores_itself_even_without_init(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo()
+    (repo_path / ".gitignore").write_text("")  # no .capataz/ rule
+    git(repo_path, "commit", "--quiet", "-am", "no ignore rule")
+    report = run_task(repo_path, "echo a > a.txt")
+    assert report.outcome is Outcome.LANDED  # the checked-out tree stayed clean for landing
+    assert git(repo_path, "status", "--porcelain") == ""

@@ -38,6 +38,7 @@ from capataz.repo import Repository, validate_task_id
 from capataz.runlog import RunLog
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.statedir import state_dir
 from capataz.workspace import Workspace
 
 __all__ = ["Event", "RunReport", "Supervisor", "TaskSpec"]
@@ -244,6 +245,7 @@ class Supervisor:
         validate_task_id(spec.task_id)
         agent = resolve_agent(self.config, spec.agent)  # fail before touching anything
         progress = ProgressDir(self.progress_root, spec.task_id)
+        state_dir(self.repo.root)
         base = self.repo.branch_tip(self.config.project.target_branch)
         now = utcnow().isoformat()
         progress.reset(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capataz.errors import TaskError
+from capataz.statedir import state_dir
 
 __all__ = [
     "DaemonFiles",
@@ -33,7 +34,7 @@ class DaemonFiles:
 
 def daemon_files(repo_root: Path, name: str | None = None) -> DaemonFiles:
     suffix = f"-{name}" if name else ""
-    base = repo_root / ".capataz"
+    base = state_dir(repo_root)
     return DaemonFiles(pid=base / f"runner{suffix}.pid", log=base / f"runner{suffix}.log")
 
 

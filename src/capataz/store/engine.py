@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from capataz.statedir import state_dir
 from capataz.store.errors import DatabaseUrlError
 
 __all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url"]
@@ -44,8 +45,7 @@ def database_url(repo_root: Path) -> str:
     configured = os.environ.get(ENV_VAR, "").strip()
     if configured:
         return normalise_url(configured)
-    path = repo_root / ".capataz" / "capataz.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = state_dir(repo_root) / "capataz.db"
     return f"sqlite:///{path}"
 
 
