@@ -267,3 +267,22 @@ def test_runner_daemon_start_status_logs_stop(repo: Path) -> None:
     assert "stopped" in capataz("runner", "stop").stdout
     assert capataz("runner", "stop").returncode == 2
     store.close()
+
+
+def test_sigterm_after_grace_kills_and_gives_the_task_back(
+    make_repo: Callable[..., Path], queue_url: str
+) -> None:
+    repo = make_repo(config=CONFIG.replace('grace = "5s"', 'grace = "1s"'))
+    store = Store.open(queue_url)
+    store.add_task("endless", "while true; do echo tick; sleep 0.2; done", id="endless")
+    runner = _runner_process(repo, queue_url)
+    wait_for(lambda: store.get_task("endless").status is TaskState.RUNNING)
+    time.sleep(0.5)
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 0, output[-2000:]
+    task = store.get_task("endless")
+    assert task.status is TaskState.READY and task.attempts == 0  # released, attempt not spent
+    assert "released" in output
+    assert git(repo, "rev-list", "--count", "main") == "1"
+    store.close()
