@@ -35,6 +35,7 @@ __all__ = [
     "ProjectConfig",
     "RunnerConfig",
     "SandboxOptions",
+    "ServerConfig",
     "default_config",
     "load_config",
 ]
@@ -188,6 +189,18 @@ class RunnerConfig(_Strict):
         return self
 
 
+class ServerConfig(_Strict):
+    """``capataz serve``: where it listens, how fast one token may call it, and whether
+    destructive or service-control operations are allowed at all (off unless a person
+    turned them on in the repository's config)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    rate_limit: float = Field(default=20.0, gt=0)  # requests per second per token
+    rate_burst: int = Field(default=40, ge=1)
+    allow_destructive: bool = False
+
+
 BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
     "shell": {
         "command": ["bash", "-c", "{instruction}"],
@@ -203,6 +216,7 @@ class Config(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @model_validator(mode="before")
     @classmethod

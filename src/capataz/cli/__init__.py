@@ -26,11 +26,12 @@ from capataz.cli import (  # noqa: E402
     run_cmds,
     run_views,
     runner_cmds,
+    server_cmds,
     setup_cmds,
     task_cmds,
 )
 
-del admin_cmds, run_cmds, run_views, runner_cmds, setup_cmds, task_cmds
+del admin_cmds, run_cmds, run_views, runner_cmds, server_cmds, setup_cmds, task_cmds
 
 
 def main() -> None:

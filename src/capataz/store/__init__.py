@@ -20,6 +20,7 @@ from capataz.store.records import (
     StepInfo,
     Task,
     TaskSpec,
+    TokenInfo,
 )
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -39,6 +40,7 @@ __all__ = [
     "Task",
     "TaskSpec",
     "TaskState",
+    "TokenInfo",
     "UnknownDependencyError",
     "create_engine_for",
     "database_url",

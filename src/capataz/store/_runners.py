@@ -92,6 +92,27 @@ class RunnersMixin(StoreBase):
             if known.first() is None:
                 raise _no_runner(runner_id)
 
+    def forget_runner(self, runner_id: str, *, actor: str = "capataz") -> None:
+        """Delete an offline runner's registration (its runs keep its id). An online
+        runner is refused: it would only register again, and forgetting it would hide
+        the tasks it holds."""
+        now = self.clock()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(runners.c.id, online_clause(now).label("online")).where(
+                    runners.c.id == runner_id
+                )
+            ).first()
+            if row is None:
+                raise _no_runner(runner_id)
+            if row.online:
+                raise TaskError(
+                    f"runner {runner_id} is online",
+                    fix="stop it first, or wait until it is offline",
+                )
+            conn.execute(sa.delete(runners).where(runners.c.id == runner_id))
+            self._audit(conn, actor, "runner.forgotten", runner_id)
+
     def list_runners(self) -> list[RunnerInfo]:
         """Every registered runner, oldest first, with the tasks it holds now."""
         now = self.clock()

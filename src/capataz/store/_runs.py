@@ -122,6 +122,26 @@ class RunsMixin(StoreBase):
             rows = conn.execute(query.limit(limit).offset(offset)).all()
         return [RunInfo(**row._asdict()) for row in rows]
 
+    def run_statistics(self, recent: int = 500) -> dict[str, Any]:
+        """Cheap figures for ``/metrics``: decisions recorded so far by kind, and the
+        wall-clock seconds of the ``recent`` newest finished runs (a sample, not a
+        history: it is read on every scrape)."""
+        newest = (
+            sa.select(runs.c.wall_seconds)
+            .where(runs.c.status == RunStatus.FINISHED.value, runs.c.wall_seconds.is_not(None))
+            .order_by(runs.c.started_at.desc())
+            .limit(recent)
+        )
+        with self._read() as conn:
+            kinds = conn.execute(
+                sa.select(decisions.c.decision, sa.func.count()).group_by(decisions.c.decision)
+            ).all()
+            durations = conn.execute(newest).scalars().all()
+        return {
+            "decisions": {str(kind): int(count) for kind, count in kinds},
+            "durations": [float(value) for value in durations],
+        }
+
     def get_run(self, run_id: str) -> RunDetail:
         """One run with its steps, file changes, violations, decisions, escalations and
         log tail."""

@@ -7,7 +7,8 @@ serialises writers; on PostgreSQL rows are locked explicitly (FOR UPDATE, SKIP L
 where another runner may simply take the next row).
 
 The class is assembled from mixins, one file per concern: leases (``_leasing``),
-runners (``_runners``), run records (``_runs``) and escalations (``_escalations``);
+runners (``_runners``), run records (``_runs``), escalations (``_escalations``) and
+API tokens (``_tokens``);
 tasks, operators, metrics and wake-ups live here.
 """
 
@@ -32,6 +33,7 @@ from capataz.store._leasing import LeasingMixin
 from capataz.store._runners import RunnersMixin, online_clause
 from capataz.store._runs import RunsMixin
 from capataz.store._sqlite_claims import ClaimConnections
+from capataz.store._tokens import TokensMixin
 from capataz.store._wakeup import ReadyListener
 from capataz.store.engine import create_engine_for
 from capataz.store.migrate import upgrade
@@ -49,7 +51,7 @@ def new_task_id(now: datetime) -> str:
     return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
-class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin):
+class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin):
     """Tasks, leases, runners, runs and their audit trail in one database (SQLite or
     PostgreSQL)."""
 

@@ -21,6 +21,7 @@ __all__ = [
     "StepInfo",
     "Task",
     "TaskSpec",
+    "TokenInfo",
 ]
 
 
@@ -207,3 +208,15 @@ class EscalationAnswer:
     note: str
     decided_by: str
     answered_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An API token as the store knows it: never the token itself, only who it is."""
+
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Dialect
 
 __all__ = [
     "UTCDateTime",
+    "api_tokens",
     "audit",
     "decisions",
     "escalations",
@@ -226,6 +227,21 @@ escalations = sa.Table(
     sa.Column("closed_at", UTCDateTime, nullable=True),
 )
 sa.Index("ix_escalations_task_id", escalations.c.task_id)
+
+# Bearer tokens of the HTTP API. Only the SHA-256 of a token is kept: a leaked
+# database does not leak working credentials, and lookup by hash is constant-time in
+# the token's content.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("hash", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
 
 # Append-only hash chain (see audit.py). seq is assigned by the appender, under a lock,
 # as the previous seq + 1, so the chain order and the key order are the same.

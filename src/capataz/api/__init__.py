@@ -1,0 +1,6 @@
+"""capataz's HTTP control plane: the runbook's endpoints over the Store, behind bearer
+tokens with roles (``capataz serve``)."""
+
+from capataz.api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,98 @@
+"""The app factory: one FastAPI app over one Store, so tests, ``capataz serve`` and
+anything embedding the API build it the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from capataz.api.auth import RateLimiter
+from capataz.api.deps import capataz_version
+from capataz.api.errors import install_handlers
+from capataz.api.routes import escalations, health, metrics, ops, runs, tasks
+from capataz.config import Config
+from capataz.store import Store
+
+__all__ = ["API_ERRORS", "create_app"]
+
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "ok": {"type": "boolean", "enum": [False]},
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        "required": ["code", "message"],
+                    },
+                },
+                "required": ["ok", "error"],
+            }
+        }
+    }
+}
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": what, **_ERROR}
+    for status, what in (
+        (401, "Missing, unknown or revoked bearer token"),
+        (403, "The token's role may not do this, or the operation is disabled"),
+        (404, "No such route, task, run or runner"),
+        (409, "The request conflicts with the current state"),
+        (422, "Invalid input; the message names the field"),
+        (429, "Rate limit exceeded (see Retry-After)"),
+        (500, "Unexpected error (details only in the server log)"),
+        (503, "The database is unavailable"),
+    )
+}
+
+
+class FormAsJson:
+    """``curl -d '{...}'`` without a Content-Type sends form encoding; the runbook's
+    requeue command posts JSON exactly that way. The API takes no forms, so such bodies
+    are read as the JSON they are."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            form = b"application/x-www-form-urlencoded"
+            scope = dict(scope)
+            scope["headers"] = [
+                (
+                    key,
+                    b"application/json"
+                    if key == b"content-type" and value.startswith(form)
+                    else value,
+                )
+                for key, value in scope["headers"]
+            ]
+        await self.app(scope, receive, send)
+
+
+def create_app(store: Store, config: Config) -> FastAPI:
+    """The control plane over ``store``; ``config.server`` sets its rate limits and
+    guardrails. The caller owns the store (opens and closes it)."""
+    app = FastAPI(
+        title="capataz control plane",
+        version=capataz_version(),
+        description=(
+            'Every response is {"ok": true, "data": ...} or {"ok": false, "error": '
+            '{"code", "message"}}. Every endpoint but /health needs a bearer token '
+            "(`capataz token create`)."
+        ),
+        redoc_url=None,
+    )
+    app.state.store = store
+    app.state.config = config
+    app.state.limiter = RateLimiter(config.server.rate_limit, config.server.rate_burst)
+    install_handlers(app)
+    app.add_middleware(FormAsJson)
+    app.include_router(health.router)
+    for module in (ops, tasks, runs, escalations, metrics):
+        app.include_router(module.router, responses=API_ERRORS)
+    return app

@@ -1,0 +1,125 @@
+"""Who may call what: bearer tokens (see ``Store.authenticate``), roles, a token bucket
+per token, and the guardrail on destructive operations.
+
+Order matters and is the same everywhere: no token or an unknown one is 401, a token
+over its rate is 429, a role that may not do this is 403, and only then is the request
+body looked at, so a caller without rights learns nothing about the endpoint's input.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from capataz.api.errors import ApiError
+from capataz.config import Config
+from capataz.store import Store, TokenInfo
+
+__all__ = ["Access", "RateLimiter", "destructive", "requires"]
+
+bearer = HTTPBearer(auto_error=False, description="A token from `capataz token create`.")
+
+
+class Access(StrEnum):
+    """What an endpoint does, and so which roles may call it."""
+
+    READ = "read"  # viewer, operator, admin
+    OPERATE = "operate"  # operator, admin: tasks and escalations
+    RUNNER = "runner"  # runner, admin: claim, heartbeat, report (none served yet)
+    ADMIN = "admin"  # admin only
+
+
+ALLOWED: dict[Access, frozenset[str]] = {
+    Access.READ: frozenset({"viewer", "operator", "admin"}),
+    Access.OPERATE: frozenset({"operator", "admin"}),
+    Access.RUNNER: frozenset({"runner", "admin"}),
+    Access.ADMIN: frozenset({"admin"}),
+}
+NEEDS = {
+    Access.READ: "viewer",
+    Access.OPERATE: "operator",
+    Access.RUNNER: "runner",
+    Access.ADMIN: "admin",
+}
+
+
+class RateLimiter:
+    """A token bucket per API token: ``rate`` requests a second on average, up to
+    ``burst`` at once. In memory: one server process is the unit being protected."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: int) -> float:
+        """0 when the request may go ahead, else the seconds until it could."""
+        now = self.clock()
+        with self._lock:
+            tokens, since = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - since) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
+
+
+def requires(access: Access) -> Callable[..., TokenInfo]:
+    """A dependency that lets the request through for the roles ``access`` allows and
+    returns the caller's token."""
+
+    def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> TokenInfo:
+        if credentials is None or not credentials.credentials:
+            raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        store: Store = request.app.state.store
+        token = store.authenticate(credentials.credentials)
+        if token is None:
+            raise ApiError(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+        limiter: RateLimiter = request.app.state.limiter
+        wait = limiter.take(token.id)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"rate limit exceeded for token {token.id}; retry in {wait:.2f}s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        if token.role not in ALLOWED[access]:
+            raise ApiError(
+                403,
+                f"role {token.role} cannot {request.method} {_route_path(request)}; "
+                f"needs {NEEDS[access]}",
+            )
+        return token
+
+    return check
+
+
+def destructive(request: Request) -> None:
+    """Refuse destructive or service-control operations unless the server's config
+    turns them on; the message names the switch."""
+    config: Config = request.app.state.config
+    if not config.server.allow_destructive:
+        raise ApiError(
+            403,
+            f"{request.method} {_route_path(request)} is disabled: destructive operations "
+            "need `[server] allow_destructive = true` in capataz.toml",
+            code="disabled",
+        )

@@ -1,0 +1,108 @@
+"""The one error shape of the API, ``{"ok": false, "error": {"code", "message"}}``,
+for every failure: our own refusals, FastAPI's 404/405/422 and anything unexpected.
+Scripts in the runbook pipe every answer into jq, so no path may answer with HTML or a
+traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from capataz.errors import CapatazError
+
+__all__ = ["ApiError", "error_response", "install_handlers"]
+
+log = logging.getLogger("capataz.api")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """A deliberate refusal: its status, a stable code and a message for people."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"ok": False, "error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _field(loc: Any) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_message(errors: Any) -> str:
+    """``body.backoff_seconds: Input should be a valid number``: where, then what."""
+    return "; ".join(f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        message = str(exc.detail) if exc.detail else _CODES.get(status, "error")
+        if status == 404:
+            message = f"no route {request.method} {request.url.path}"
+        elif status == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        return error_response(status, _CODES.get(status, "error"), message, exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "invalid", validation_message(exc.errors()))
+
+    async def on_capataz(request: Request, exc: Exception) -> JSONResponse:
+        # A store refusal that a route did not map itself: the request conflicts with
+        # the current state (a task already ended, an unknown dependency, ...).
+        assert isinstance(exc, CapatazError)
+        return error_response(409, "conflict", str(exc))
+
+    async def on_database(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "unavailable", "the database is unavailable; retry later")
+
+    async def on_anything(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "internal error; the server log has the details")
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(CapatazError, on_capataz)
+    app.add_exception_handler(sa.exc.DBAPIError, on_database)
+    app.add_exception_handler(Exception, on_anything)

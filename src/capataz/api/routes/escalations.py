@@ -1,0 +1,45 @@
+"""Answering an escalation: a human approves, rejects, modifies or aborts a run that
+stopped to ask; the runner waiting on it picks the answer up."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from capataz.api.auth import Access, requires
+from capataz.api.deps import ok, store_of
+from capataz.api.errors import ApiError
+from capataz.api.routes.tasks import get_task_or_404
+from capataz.errors import TaskError
+from capataz.store import TokenInfo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/ops/escalations", tags=["escalations"])
+Operator = Annotated[TokenInfo, Depends(requires(Access.OPERATE))]
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject", "modify", "abort"]
+    note: str = Field(default="", max_length=10_000)
+
+
+@router.post("/{task_id}/decision", summary="Answer the task's open escalation")
+def decide(
+    request: Request,
+    token: Operator,
+    task_id: Annotated[str, Path(max_length=200)],
+    body: Decision,
+) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    actor = f"api:{token.name}"
+    try:
+        store.answer_escalation(task_id, body.decision, note=body.note, decided_by=actor)
+    except TaskError as exc:
+        raise ApiError(409, str(exc)) from None
+    return ok({"task": get_task_or_404(store, task_id), "decision": body.decision})

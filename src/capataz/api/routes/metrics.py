@@ -1,0 +1,91 @@
+"""``GET /metrics``: Prometheus text. A custom collector reads the store on every
+scrape, so the figures are the database's, not this process's: several servers over
+one database report the same numbers, and a restart loses nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from capataz.api.auth import Access, requires
+from capataz.api.deps import store_of
+from capataz.store import Store, TokenInfo
+
+__all__ = ["StoreCollector", "router"]
+
+router = APIRouter(tags=["metrics"])
+Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
+BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class StoreCollector(Collector):
+    """Queue depth by state, runners, fail rate, backlog age, decisions by kind and a
+    histogram of the newest finished runs' durations."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self.store.metrics()
+        stats = self.store.run_statistics()
+        tasks = GaugeMetricFamily("capataz_tasks", "Tasks by state", labels=["state"])
+        for state, count in figures["tasks"].items():
+            tasks.add_metric([state], count)
+        yield tasks
+        yield GaugeMetricFamily(
+            "capataz_runners_online", "Runners heartbeating", value=figures["runners"]["online"]
+        )
+        yield GaugeMetricFamily(
+            "capataz_runners_offline", "Runners not heartbeating", figures["runners"]["offline"]
+        )
+        yield GaugeMetricFamily(
+            "capataz_runs_fail_rate_last_20",
+            "Share of the last 20 finished runs that failed or blocked",
+            value=figures["runs"]["fail_rate_last_20"],
+        )
+        oldest = figures["backlog"]["oldest_ready_age_seconds"]
+        yield GaugeMetricFamily(
+            "capataz_backlog_oldest_ready_age_seconds",
+            "How long the oldest due ready task has waited (0 when none)",
+            value=oldest or 0.0,
+        )
+        kinds = GaugeMetricFamily(
+            "capataz_decisions", "Decisions recorded, by kind", labels=["decision"]
+        )
+        for kind, count in sorted(stats["decisions"].items()):
+            kinds.add_metric([kind], count)
+        yield kinds
+        yield _durations(stats["durations"])
+
+
+def _durations(values: list[float]) -> HistogramMetricFamily:
+    counts = [sum(1 for v in values if v <= bound) for bound in BUCKETS]
+    buckets = [(_le(bound), float(n)) for bound, n in zip(BUCKETS, counts, strict=True)]
+    buckets.append(("+Inf", float(len(values))))
+    return HistogramMetricFamily(
+        "capataz_recent_run_duration_seconds",
+        "Wall-clock seconds of the newest finished runs (up to 500)",
+        buckets=buckets,
+        sum_value=sum(values),
+    )
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if bound.is_integer() else str(bound)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus text exposition",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def prometheus(request: Request, _: Reader) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store_of(request)))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,64 @@
+"""The runbook's health figures and runners: ``GET /ops/metrics``, ``GET
+/ops/runner/status``, and forgetting an offline runner (destructive, so guarded)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from capataz.api.auth import Access, destructive, requires
+from capataz.api.deps import ok, store_of
+from capataz.api.errors import ApiError
+from capataz.store import RunnerInfo, TokenInfo
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/ops", tags=["ops"])
+Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
+Admin = Annotated[TokenInfo, Depends(requires(Access.ADMIN))]
+
+# Runner endpoints (claim, heartbeat, log, step and result reports, cancel notices) go
+# here with requires(Access.RUNNER) when remote runners arrive; none are served yet.
+
+
+def runner_json(runner: RunnerInfo) -> dict[str, Any]:
+    """A runner with the runbook's ``status`` ("online"/"offline") and ``last_seen_at``."""
+    return {
+        "id": runner.id,
+        "name": runner.name,
+        "status": "online" if runner.online else "offline",
+        "last_seen_at": runner.last_seen_at,
+        "current_tasks": list(runner.current_tasks),
+        "labels": list(runner.labels),
+        "hostname": runner.hostname,
+        "pid": runner.pid,
+        "concurrency": runner.concurrency,
+        "started_at": runner.started_at,
+        "stopped_at": runner.stopped_at,
+    }
+
+
+@router.get("/metrics", summary="Tasks by state, runners, fail rate, backlog age")
+def get_metrics(request: Request, _: Reader) -> dict[str, Any]:
+    return ok(store_of(request).metrics())
+
+
+@router.get("/runner/status", summary="Every runner, online or offline, with last_seen_at")
+def runner_status(request: Request, _: Reader) -> dict[str, Any]:
+    return ok([runner_json(r) for r in store_of(request).list_runners()])
+
+
+@router.delete(
+    "/runners/{runner_id}",
+    summary="Forget an offline runner (needs [server] allow_destructive)",
+)
+def forget_runner(
+    request: Request, token: Admin, runner_id: Annotated[str, Path(max_length=200)]
+) -> dict[str, Any]:
+    destructive(request)  # after the role check: strangers get 401/403 first
+    store = store_of(request)
+    if not any(r.id == runner_id for r in store.list_runners()):
+        raise ApiError(404, f"no runner {runner_id}")
+    store.forget_runner(runner_id, actor=f"api:{token.name}")
+    return ok({"id": runner_id, "forgotten": True})

@@ -1,0 +1,144 @@
+"""Tasks: list (filter and page), add, show, requeue and cancel, with the body fields
+``capataz task add`` and the runbook use."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from capataz.agents import resolve_agent
+from capataz.api.auth import Access, requires
+from capataz.api.deps import config_of, ok, store_of
+from capataz.api.errors import ApiError
+from capataz.errors import CapatazError, TaskError
+from capataz.models import utcnow
+from capataz.repo import validate_task_id
+from capataz.store import Store, Task, TaskSpec, TaskState, TokenInfo
+from capataz.taskfile import default_title, new_task_id, parse_run_after
+
+__all__ = ["get_task_or_404", "router"]
+
+router = APIRouter(prefix="/ops/tasks", tags=["tasks"])
+Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
+Operator = Annotated[TokenInfo, Depends(requires(Access.OPERATE))]
+TaskId = Annotated[str, Path(max_length=200)]
+MAX_PAGE = 10_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewTask(_Body):
+    """A task to queue, like `capataz task add`."""
+
+    instruction: str = Field(min_length=1, description="What the agent should do.")
+    title: str | None = None
+    agent: str | None = Field(default=None, description="Agent name from capataz.toml.")
+    id: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    priority: int = 0
+    max_attempts: int = Field(default=3, ge=1)
+    labels: list[str] = Field(default_factory=list)
+    run_after: str | None = Field(default=None, description="ISO time or a delay (10m, 2h).")
+    idempotency_key: str | None = None
+    allow_high: bool = False
+
+
+class Requeue(_Body):
+    backoff_seconds: float = Field(default=0.0, ge=0, le=30 * 86400)
+
+
+class Cancel(_Body):
+    reason: str | None = None
+
+
+def get_task_or_404(store: Store, task_id: str) -> Task:
+    try:
+        return store.get_task(task_id)
+    except TaskError:
+        raise ApiError(404, f"no task {task_id}") from None
+
+
+@router.get("", summary="Tasks, oldest first; filter by status, page with limit/offset")
+def list_tasks(
+    request: Request,
+    response: Response,
+    _: Reader,
+    status: TaskState | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    found = store_of(request).list_tasks(status)
+    response.headers["X-Total-Count"] = str(len(found))
+    return ok(found[offset : offset + limit])
+
+
+@router.post("", status_code=201, summary="Queue a task")
+def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]:
+    config = config_of(request)
+    agent = body.agent or config.project.default_agent
+    now = utcnow()
+    checks = (
+        ("agent", lambda: resolve_agent(config, agent)),
+        ("run_after", lambda: parse_run_after(body.run_after, now) if body.run_after else None),
+        ("id", lambda: validate_task_id(body.id) if body.id else new_task_id(now)),
+    )
+    checked: dict[str, Any] = {}
+    for name, check in checks:
+        try:
+            checked[name] = check()
+        except (CapatazError, ValueError) as exc:
+            message = exc.message if isinstance(exc, CapatazError) else str(exc)
+            raise ApiError(422, f"body.{name}: {message}") from None
+    when, task_id = checked["run_after"], checked["id"]
+    spec = TaskSpec(
+        id=task_id,
+        title=body.title or default_title(body.instruction),
+        instruction=body.instruction,
+        agent=agent,
+        depends_on=tuple(dict.fromkeys(body.depends_on)),
+        priority=body.priority,
+        max_attempts=body.max_attempts,
+        labels=tuple(body.labels),
+        run_after=when,
+        idempotency_key=body.idempotency_key or None,
+        allow_high=body.allow_high,
+    )
+    try:
+        task = store_of(request).add_tasks([spec], actor=f"api:{token.name}")[0]
+    except TaskError as exc:
+        raise ApiError(422 if body.depends_on else 409, str(exc)) from None
+    return ok(task)
+
+
+@router.get("/{task_id}", summary="One task")
+def get_task(request: Request, _: Reader, task_id: TaskId) -> dict[str, Any]:
+    return ok(get_task_or_404(store_of(request), task_id))
+
+
+@router.post("/{task_id}/requeue", summary="Run an ended or escalated task again")
+def requeue(
+    request: Request, token: Operator, task_id: TaskId, body: Requeue | None = None
+) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    seconds = body.backoff_seconds if body else 0.0
+    try:
+        return ok(store.requeue(task_id, seconds, actor=f"api:{token.name}"))
+    except TaskError as exc:
+        raise ApiError(409, str(exc)) from None
+
+
+@router.post("/{task_id}/cancel", summary="Cancel a task that has not ended")
+def cancel(
+    request: Request, token: Operator, task_id: TaskId, body: Cancel | None = None
+) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    try:
+        return ok(store.cancel(task_id, body.reason if body else None, actor=f"api:{token.name}"))
+    except TaskError as exc:
+        raise ApiError(409, str(exc)) from None

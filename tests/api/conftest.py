@@ -1,0 +1,111 @@
+"""A real ``capataz serve`` process on loopback per test, over the test's queue
+database (SQLite and PostgreSQL, from ``queue_url``), with a token for every role."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from capataz.store import Store
+
+ROLES = ("admin", "operator", "runner", "viewer")
+
+
+@dataclass
+class Server:
+    base: str
+    repo: Path
+    env: dict[str, str]
+    url: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def client(self, role: str | None = None, token: str | None = None) -> httpx.Client:
+        chosen = token or (self.tokens[role] if role else None)
+        headers = {"Authorization": f"Bearer {chosen}"} if chosen else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=10)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "capataz", *args],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def store(self) -> Store:
+        return Store.open(self.url)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"capataz serve exited: {proc.communicate()[1]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("capataz serve did not answer /health in 30 s")
+
+
+@pytest.fixture
+def start_server(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Callable[..., Server]]:
+    procs: list[subprocess.Popen[str]] = []
+    made = 0
+
+    def start(config: str = "[server]\nrate_burst = 10000\nrate_limit = 10000\n") -> Server:
+        nonlocal made
+        made += 1
+        repo = make_repo(f"repo{made}", config=config)
+        env = {**os.environ, "CAPATAZ_DATABASE_URL": queue_url}
+        store = Store.open(queue_url)
+        try:
+            tokens = {role: store.create_token(role, f"test-{role}") for role in ROLES}
+        finally:
+            store.close()
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, proc)
+        return Server(base=base, repo=repo, env=env, url=queue_url, tokens=tokens)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()

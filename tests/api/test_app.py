@@ -1,0 +1,47 @@
+"""What a real server cannot easily be made to do: fail unexpectedly. The app must
+still answer with the envelope, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import httpx
+import sqlalchemy as sa
+
+from capataz.api import create_app
+from capataz.config import Config
+from capataz.models import utcnow
+from capataz.store import TokenInfo
+
+
+class BrokenStore:
+    """Knows one admin token; every figure it is asked for blows up."""
+
+    def authenticate(self, token: str) -> TokenInfo | None:
+        return TokenInfo(1, "t", "admin", utcnow(), None, None) if token == "good" else None
+
+    def metrics(self) -> dict[str, Any]:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    def list_runners(self) -> list[Any]:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+def test_unexpected_errors_are_enveloped_without_details() -> None:
+    app = create_app(BrokenStore(), Config())  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def call(path: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get(path, headers={"Authorization": "Bearer good"})
+
+    crashed = anyio.run(call, "/ops/metrics")
+    database = anyio.run(call, "/ops/runner/status")
+    assert crashed.status_code == 500
+    assert crashed.json()["error"]["code"] == "internal"
+    assert "secret" not in crashed.text
+    assert "Traceback" not in crashed.text
+    assert database.status_code == 503
+    assert database.json()["error"]["code"] == "unavailable"
+    assert "connection refused" not in database.text
