@@ -30,7 +30,13 @@ from psycopg import sql
 __all__ = ["ENV_VAR", "Cluster", "create_database", "drop_database", "postgres_admin_url"]
 
 ENV_VAR = "CAPATAZ_BENCH_PG_URL"
-PG_PATHS = ":".join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/lib/postgresql/15/bin"])
+PG_PATHS = ":".join(
+    [
+        os.environ.get("PATH", ""),
+        "/usr/local/bin",
+        *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True),
+    ]
+)
 
 
 def free_port() -> int:

@@ -18,7 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_PATHS = ":".join([os.environ.get("PATH", ""), "/usr/local/bin", "/usr/lib/postgresql/15/bin"])
+PG_PATHS = ":".join(
+    [
+        os.environ.get("PATH", ""),
+        "/usr/local/bin",
+        *sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin")), reverse=True),
+    ]
+)
 
 
 def no_postgres(why: str) -> None:
