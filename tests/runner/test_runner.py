@@ -194,13 +194,36 @@ def test_many_runner_processes_do_every_task_exactly_once(repo: Path, queue_url:
     store.close()
 
 
+def _freeze_between_transactions(process: subprocess.Popen[str], url: str) -> None:
+    """SIGSTOP ``process`` at a moment it holds no SQLite write lock. (A process frozen
+    inside a write transaction stalls every SQLite writer until it resumes: SQLite has
+    one writer at a time. That is the database's nature, not what this test is about.)"""
+    import sqlite3
+
+    for _ in range(100):
+        os.kill(process.pid, signal.SIGSTOP)
+        if not url.startswith("sqlite:///"):
+            return
+        probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(process.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("could not freeze the runner outside a transaction")
+
+
 def test_a_frozen_runner_is_rescued_and_its_late_result_refused(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
     store.add_task("slow", "echo start; sleep 4; echo slow > slow.txt", id="slow")
     first = _runner_process(repo, queue_url, "--max-tasks", "1")
     wait_for(lambda: store.get_task("slow").status is TaskState.RUNNING)
     time.sleep(0.5)
-    os.kill(first.pid, signal.SIGSTOP)  # a runner that hangs (or is partitioned away)
+    _freeze_between_transactions(first, queue_url)  # a runner that hangs (or is cut off)
     second = _runner_process(repo, queue_url, "--exit-when-idle")
     second_output, _ = second.communicate(timeout=120)
     task = store.get_task("slow")

@@ -58,7 +58,7 @@ def run_command(
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
-    store = Store.open(database_url(repo.root))
+    store = _open_with_retry(database_url(repo.root))
     runner = Runner(
         repo,
         config,
@@ -172,6 +172,26 @@ def logs_command(
                     out.print(Text(line.rstrip("\n")))
                 else:
                     time.sleep(0.2)
+
+
+def _open_with_retry(url: str, patience: float = 120.0) -> Store:
+    """A runner starting while the database is briefly unreachable (or, on SQLite, write-
+    locked by another process) waits for it instead of dying: it is a daemon."""
+    import sqlalchemy.exc
+
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return Store.open(url)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            first = (str(exc).splitlines() or ["?"])[0][:200]
+            logging.getLogger("capataz.runner").warning(
+                "database unavailable (%s); retrying in %.1f s", first, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _runner_json(r: RunnerInfo) -> dict[str, object]:

@@ -50,7 +50,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def _stamped(engine: Engine) -> str | None:
     try:
         with engine.connect() as connection:
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            reading = connection.execution_options(capataz_read_only=True)  # no write lock
+            return reading.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     except sa.exc.DBAPIError:
         return None  # no version table yet: a new database
 
