@@ -236,3 +236,15 @@ def unfinished_dependencies(conn: sa.Connection, task_id: str) -> int:
         .where(task_dependencies.c.task_id == task_id, tasks.c.status != TaskState.DONE.value)
     )
     return int(conn.execute(query).scalar_one())
+
+
+def take_from_runner(
+    conn: sa.Connection, task_id: str, current: Any, *, now: datetime, reason: str
+) -> None:
+    """An operator took the task (cancel, requeue) while a runner held it: that runner's
+    run ends cancelled and any escalation it waits on is closed."""
+    if holds(current, current.fencing_token):
+        end_run(
+            conn, task_id, current.fencing_token, RunStatus.CANCELLED, now=now, reason=reason
+        )
+        close_escalations(conn, task_id, now)

@@ -169,16 +169,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     updated_at=now,
                 )
             )
-            if _leases.holds(current, current.fencing_token):
-                _leases.end_run(
-                    conn,
-                    task_id,
-                    current.fencing_token,
-                    RunStatus.CANCELLED,
-                    now=now,
-                    reason=reason,
-                )
-                _leases.close_escalations(conn, task_id, now)
+            _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._audit(conn, actor, "task.cancelled", task_id, reason=reason, was=current.status)
             _tasks.release_or_cascade(conn, task_id, TaskState.CANCELLED, now, actor)
             return _tasks.load(conn, tasks.c.id == task_id)[0]
@@ -206,16 +197,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
             unfinished = _leases.unfinished_dependencies(conn, task_id)
             state = TaskState.PENDING if unfinished else TaskState.READY
             reason = f"requeued by {actor}"
-            if _leases.holds(current, current.fencing_token):
-                _leases.end_run(
-                    conn,
-                    task_id,
-                    current.fencing_token,
-                    RunStatus.CANCELLED,
-                    now=now,
-                    reason=reason,
-                )
-                _leases.close_escalations(conn, task_id, now)
+            _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
             conn.execute(
                 sa.update(tasks)
                 .where(tasks.c.id == task_id)
