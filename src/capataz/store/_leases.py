@@ -244,7 +244,5 @@ def take_from_runner(
     """An operator took the task (cancel, requeue) while a runner held it: that runner's
     run ends cancelled and any escalation it waits on is closed."""
     if holds(current, current.fencing_token):
-        end_run(
-            conn, task_id, current.fencing_token, RunStatus.CANCELLED, now=now, reason=reason
-        )
+        end_run(conn, task_id, current.fencing_token, RunStatus.CANCELLED, now=now, reason=reason)
         close_escalations(conn, task_id, now)
