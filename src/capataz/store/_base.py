@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from capataz.errors import TaskError
+from capataz.events import EventType
+from capataz.store import _events
 from capataz.store import audit as audit_log
 from capataz.store.engine import READ_ONLY
 
@@ -49,6 +51,18 @@ class StoreBase:
         audit_log.append(
             conn, at=self.clock(), actor=actor, action=action, subject=subject, payload=payload
         )
+
+    def _event(
+        self,
+        conn: sa.Connection,
+        kind: EventType,
+        *,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        **data: Any,
+    ) -> None:
+        """Append to the live event stream in this transaction (see ``_events``)."""
+        _events.emit(conn, kind, at=self.clock(), task_id=task_id, run_id=run_id, **data)
 
     def _notify_ready(self, conn: sa.Connection) -> None:
         """Wake idle runners when this transaction commits (PostgreSQL only; on SQLite

@@ -8,10 +8,14 @@ task, and a cancel reaches the runner the same way."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
+from capataz.events import EventType
 from capataz.models import EscalationChoice
+from capataz.redaction import redact, redact_data
 from capataz.store import _leases
 from capataz.store._base import StoreBase
 from capataz.store.records import EscalationAnswer
@@ -24,12 +28,20 @@ _CHOICES = ", ".join(choice.value for choice in EscalationChoice)
 
 
 class EscalationsMixin(StoreBase):
-    def open_escalation(self, task_id: str, fencing_token: int, reason: str) -> bool:
+    def open_escalation(
+        self,
+        task_id: str,
+        fencing_token: int,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> bool:
         """Ask a human about the task the runner holds under ``fencing_token``: the task
         becomes ``escalated`` (the runner keeps the lease and keeps heartbeating). False
         when the token is not the task's current lease. Asking again while the question
-        is open changes nothing and returns True."""
+        is open changes nothing and returns True. ``details`` is what the human judges
+        (violations, file changes, diff), shown by the panel and the API."""
         now = self.clock()
+        reason, details = redact(reason), redact_data(details)
         with self._write() as conn:
             current = _leases.lock_task(conn, task_id, postgres=self._postgres)
             if not _leases.holds(current, fencing_token):
@@ -48,6 +60,7 @@ class EscalationsMixin(StoreBase):
                     fencing_token=fencing_token,
                     reason=reason,
                     opened_at=now,
+                    details=details,
                 )
             )
             conn.execute(
@@ -56,6 +69,19 @@ class EscalationsMixin(StoreBase):
                 .values(status=TaskState.ESCALATED.value, reason=reason, updated_at=now)
             )
             self._audit(conn, current.lease_owner, "escalation.opened", task_id, reason=reason)
+            run = conn.execute(sa.select(run_id)).scalar()
+            self._event(
+                conn,
+                EventType.TASK_STATE,
+                task_id=task_id,
+                run_id=run,
+                status=TaskState.ESCALATED.value,
+                was=current.status,
+                reason=reason,
+            )
+            self._event(
+                conn, EventType.ESCALATION_OPENED, task_id=task_id, run_id=run, reason=reason
+            )
         return True
 
     def answer_escalation(
@@ -116,6 +142,22 @@ class EscalationsMixin(StoreBase):
                 decision=choice.value,
                 note=note,
             )
+            self._event(
+                conn,
+                EventType.ESCALATION_ANSWERED,
+                task_id=task_id,
+                decision=choice.value,
+                decided_by=decided_by,
+                note=note,
+            )
+            self._event(
+                conn,
+                EventType.TASK_STATE,
+                task_id=task_id,
+                status=TaskState.RUNNING.value,
+                was=current.status,
+                reason=None,
+            )
 
     def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
         """The answer to the newest escalation the runner opened under
@@ -147,3 +189,33 @@ class EscalationsMixin(StoreBase):
         if row is None or row.decision is None:
             return None
         return EscalationAnswer(row.decision, row.note or "", row.decided_by or "", row.answered_at)
+
+    def list_escalations(
+        self, *, open_only: bool = True, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Escalations newest first, with the task's title and state so a reviewer sees
+        what is being asked without a second query: only those still waiting for an
+        answer (``open_only``), or every one ever opened."""
+        if limit < 0 or offset < 0:
+            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+        query = sa.select(
+            escalations.c.id,
+            escalations.c.task_id,
+            escalations.c.run_id,
+            escalations.c.reason,
+            escalations.c.opened_at,
+            escalations.c.decision,
+            escalations.c.decided_by,
+            escalations.c.note,
+            escalations.c.answered_at,
+            escalations.c.closed_at,
+            escalations.c.details,
+            tasks.c.title.label("task_title"),
+            tasks.c.status.label("task_status"),
+        ).select_from(escalations.join(tasks, tasks.c.id == escalations.c.task_id))
+        if open_only:
+            query = query.where(escalations.c.closed_at.is_(None))
+        query = query.order_by(escalations.c.opened_at.desc(), escalations.c.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [dict(row._mapping) for row in rows]

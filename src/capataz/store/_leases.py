@@ -96,7 +96,9 @@ def new_run_id() -> str:
     return f"run-{secrets.token_hex(8)}"
 
 
-def start_run(conn: sa.Connection, row: Any, runner_id: str, now: datetime) -> str:
+def start_run(
+    conn: sa.Connection, row: Any, runner_id: str, now: datetime, claim_key: str | None = None
+) -> str:
     run_id = new_run_id()
     values = {
         "id": run_id,
@@ -106,6 +108,7 @@ def start_run(conn: sa.Connection, row: Any, runner_id: str, now: datetime) -> s
         "fencing_token": row.fencing_token,
         "status": RunStatus.RUNNING.value,
         "started_at": now,
+        "claim_key": claim_key,
     }
     conn.execute(_INSERT_RUN, values)
     return run_id
@@ -240,9 +243,13 @@ def unfinished_dependencies(conn: sa.Connection, task_id: str) -> int:
 
 def take_from_runner(
     conn: sa.Connection, task_id: str, current: Any, *, now: datetime, reason: str
-) -> None:
+) -> str | None:
     """An operator took the task (cancel, requeue) while a runner held it: that runner's
-    run ends cancelled and any escalation it waits on is closed."""
-    if holds(current, current.fencing_token):
-        end_run(conn, task_id, current.fencing_token, RunStatus.CANCELLED, now=now, reason=reason)
-        close_escalations(conn, task_id, now)
+    run ends cancelled and any escalation it waits on is closed. Returns that run's id."""
+    if not holds(current, current.fencing_token):
+        return None
+    run_id = end_run(
+        conn, task_id, current.fencing_token, RunStatus.CANCELLED, now=now, reason=reason
+    )
+    close_escalations(conn, task_id, now)
+    return run_id

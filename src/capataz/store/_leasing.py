@@ -15,7 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
-from capataz.store import _leases, _runs, _sqlite_claims, _tasks
+from capataz.events import EventType
+from capataz.redaction import redact
+from capataz.store import _claim_keys, _leases, _runs, _sqlite_claims, _tasks
 from capataz.store._base import StoreBase
 from capataz.store.records import ClaimedTask, RunDetails
 from capataz.store.schema import UTCDateTime, tasks
@@ -56,14 +58,21 @@ class LeasingMixin(StoreBase):
     _claim_connections: _sqlite_claims.ClaimConnections | None
 
     def claim(
-        self, runner_id: str, lease_seconds: float = 30.0, labels: Iterable[str] | None = None
+        self,
+        runner_id: str,
+        lease_seconds: float = 30.0,
+        labels: Iterable[str] | None = None,
+        *,
+        claim_key: str | None = None,
     ) -> ClaimedTask | None:
         """Lease the most urgent ready task (highest priority, then oldest) to
         ``runner_id``, or return None when nothing is due. With ``labels``, only tasks
         whose labels are all among them are taken. One statement picks and updates the
         row: on PostgreSQL the pick skips rows other runners hold (SKIP LOCKED); on
         SQLite the transaction already holds the write lock (and runs on the raw
-        connection, see ``_sqlite_claims``)."""
+        connection, see ``_sqlite_claims``). ``claim_key`` makes a retry safe: when
+        ``runner_id`` still holds a task under a run claimed with the same key (the
+        first answer was lost), that task is returned again, its lease renewed."""
         now = self.clock()
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if labels is None else sorted(set(labels))
@@ -76,18 +85,109 @@ class LeasingMixin(StoreBase):
                 expires=expires,
                 labels=wanted,
                 run_id=run_id,
+                claim_key=claim_key,
             )
         stmt = _leases.claim_statement(labels=wanted is not None, postgres=True)
         params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
         if wanted is not None:
             params["runner_labels"] = wanted
         with self._write() as conn:
+            if claim_key is not None:
+                again = _claim_keys.replay(conn, claim_key, runner_id, expires, postgres=True)
+                if again is not None:
+                    return again
             row = conn.execute(stmt, params).first()
             if row is None:
                 return None
-            run_id = _leases.start_run(conn, row, runner_id, now)
+            run_id = _leases.start_run(conn, row, runner_id, now, claim_key)
             payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
             self._audit(conn, runner_id, "task.claimed", row.id, **payload)
+            self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
+        return _leases.claimed(row, run_id, expires)
+
+    def _claim_events(
+        self, conn: sa.Connection, task_id: str, run_id: str, runner_id: str, attempt: int
+    ) -> None:
+        self._event(
+            conn,
+            EventType.TASK_STATE,
+            task_id=task_id,
+            run_id=run_id,
+            status=TaskState.RUNNING.value,
+            was=TaskState.READY.value,
+            reason=None,
+        )
+        self._event(
+            conn,
+            EventType.RUN_STARTED,
+            task_id=task_id,
+            run_id=run_id,
+            runner_id=runner_id,
+            attempt=attempt,
+        )
+
+    def _ended_events(
+        self,
+        conn: sa.Connection,
+        task_id: str,
+        run_id: str | None,
+        *,
+        status: TaskState,
+        was: str,
+        run_status: RunStatus,
+        reason: str | None,
+        **run_data: object,
+    ) -> None:
+        """A task left its lease: its new state, and how its run ended."""
+        self._event(
+            conn,
+            EventType.TASK_STATE,
+            task_id=task_id,
+            run_id=run_id,
+            status=status.value,
+            was=was,
+            reason=reason,
+        )
+        if run_id is not None:
+            self._event(
+                conn,
+                EventType.RUN_FINISHED,
+                task_id=task_id,
+                run_id=run_id,
+                status=run_status.value,
+                reason=reason,
+                **run_data,
+            )
+
+    def claim_task(
+        self,
+        task_id: str,
+        runner_id: str,
+        lease_seconds: float = 30.0,
+        *,
+        claim_key: str | None = None,
+    ) -> ClaimedTask:
+        """Lease this one task to ``runner_id`` (``POST /runner/tasks/{id}/claim``),
+        whatever its labels. A ClaimConflictError says why not when it is not ready:
+        another runner holds it, its dependencies are not done, it is not due yet, or it
+        ended. ``claim_key`` makes a retry safe, as for :meth:`claim`."""
+        now = self.clock()
+        expires = now + timedelta(seconds=lease_seconds)
+        params = {"task_id": task_id, "now": now, "expires": expires, "runner_id": runner_id}
+        with self._write() as conn:
+            if claim_key is not None:
+                again = _claim_keys.replay(
+                    conn, claim_key, runner_id, expires, postgres=self._postgres, task_id=task_id
+                )
+                if again is not None:
+                    return again
+            row = conn.execute(_claim_keys.claim_one_statement(), params).first()
+            if row is None:
+                raise _claim_keys.refusal(conn, task_id, now)
+            run_id = _leases.start_run(conn, row, runner_id, now, claim_key)
+            payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
+            self._audit(conn, runner_id, "task.claimed", row.id, **payload)
+            self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
         return _leases.claimed(row, run_id, expires)
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
@@ -130,8 +230,11 @@ class LeasingMixin(StoreBase):
         transaction. Refused (False, nothing written but the audited refusal) when
         ``fencing_token`` is not the task's current lease: the runner lost the task and
         someone else may be running it. A failed attempt with attempts left goes back
-        to ready after an exponential backoff with jitter."""
+        to ready after an exponential backoff with jitter. Reporting the same ending
+        twice is accepted (True) and writes nothing the second time: a runner that lost
+        the answer retries."""
         state = TaskState(state)
+        reason = redact(reason) if reason else reason
         if state not in _ENDINGS:
             raise TaskError(
                 f"a run cannot end a task as {state}",
@@ -143,6 +246,10 @@ class LeasingMixin(StoreBase):
             current = _leases.lock_task(conn, task_id, postgres=self._postgres)
             who = actor or current.lease_owner or "runner"
             if not _leases.holds(current, fencing_token):
+                if _claim_keys.ended_as(
+                    conn, task_id, fencing_token, RunStatus.FINISHED, state.value
+                ):
+                    return True  # a retry of a report that landed (its answer was lost)
                 self._audit(
                     conn,
                     who,
@@ -194,6 +301,27 @@ class LeasingMixin(StoreBase):
                 decision=decision,
                 run_after=run_after.isoformat() if run_after else None,
             )
+            self._ended_events(
+                conn,
+                task_id,
+                run_id,
+                status=final,
+                was=current.status,
+                run_status=RunStatus.FINISHED,
+                reason=reason,
+                outcome=state.value,
+                result=details.outcome if details is not None else None,
+                decision=decision,
+            )
+            if decision is not None:
+                self._event(
+                    conn,
+                    EventType.DECISION,
+                    task_id=task_id,
+                    run_id=run_id,
+                    decision=decision,
+                    reason=reason,
+                )
             released = _tasks.release_or_cascade(conn, task_id, final, now, who)
             if final is TaskState.READY or (final is TaskState.DONE and released):
                 self._notify_ready(conn)
@@ -207,15 +335,21 @@ class LeasingMixin(StoreBase):
         ceiling = min(self.retry_cap_seconds, doubled)
         return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
 
-    def release(self, task_id: str, fencing_token: int, reason: str) -> bool:
-        """Give a task back unfinished (its runner is shutting down): ready again at
-        once, the attempt not counted, its run ended ``released``. Refused (False, and
-        audited) when ``fencing_token`` is not the task's current lease."""
+    def release(
+        self, task_id: str, fencing_token: int, reason: str, *, delay_seconds: float = 0.0
+    ) -> bool:
+        """Give a task back unfinished (its runner is shutting down, or a credential it
+        needs is not provided yet): ready again at once, or after ``delay_seconds``,
+        the attempt not counted, its run ended ``released``. Refused (False, and
+        audited) when ``fencing_token`` is not the task's current lease; a repeated
+        release of the same lease is accepted again."""
         now = self.clock()
         with self._write() as conn:
             current = _leases.lock_task(conn, task_id, postgres=self._postgres)
             who = current.lease_owner or "runner"
             if not _leases.holds(current, fencing_token):
+                if _claim_keys.ended_as(conn, task_id, fencing_token, RunStatus.RELEASED):
+                    return True  # a retry of a release that landed (its answer was lost)
                 self._audit(
                     conn,
                     who,
@@ -235,16 +369,25 @@ class LeasingMixin(StoreBase):
                     lease_owner=None,
                     lease_expires_at=None,
                     reason=reason,
-                    run_after=now,
+                    run_after=now + timedelta(seconds=max(delay_seconds, 0.0)),
                     updated_at=now,
                 )
             )
-            _leases.end_run(
+            run_id = _leases.end_run(
                 conn, task_id, fencing_token, RunStatus.RELEASED, now=now, reason=reason
             )
             if current.status == TaskState.ESCALATED.value:
                 _leases.close_escalations(conn, task_id, now)
             self._audit(conn, who, "task.released", task_id, reason=reason, token=fencing_token)
+            self._ended_events(
+                conn,
+                task_id,
+                run_id,
+                status=TaskState.READY,
+                was=current.status,
+                run_status=RunStatus.RELEASED,
+                reason=reason,
+            )
             self._notify_ready(conn)
         return True
 
@@ -277,7 +420,7 @@ class LeasingMixin(StoreBase):
                         updated_at=now,
                     )
                 )
-                _leases.end_run(
+                run_id = _leases.end_run(
                     conn, row.id, row.fencing_token, RunStatus.LOST, now=now, reason=reason
                 )
                 if row.status == TaskState.ESCALATED.value:
@@ -290,6 +433,15 @@ class LeasingMixin(StoreBase):
                     reason=reason,
                     status=final.value,
                     fencing_token=row.fencing_token,
+                )
+                self._ended_events(
+                    conn,
+                    row.id,
+                    run_id,
+                    status=final,
+                    was=row.status,
+                    run_status=RunStatus.LOST,
+                    reason=reason,
                 )
                 _tasks.release_or_cascade(conn, row.id, final, now, actor)
                 rescued.append((row.id, final))

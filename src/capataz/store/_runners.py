@@ -6,14 +6,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
-from capataz.store import _leases
+from capataz.events import EventType
+from capataz.store import _events, _leases
 from capataz.store._base import StoreBase
 from capataz.store.records import RunnerInfo
-from capataz.store.schema import runners, tasks
+from capataz.store.schema import runners, runs, tasks
 
 __all__ = ["ONLINE_SECONDS", "RunnersMixin", "online_clause"]
 
@@ -64,17 +66,33 @@ class RunnersMixin(StoreBase):
             conn.execute(sa.insert(runners), values)
             payload = {k: values[k] for k in ("name", "labels", "hostname", "pid", "concurrency")}
             self._audit(conn, runner_id, "runner.registered", runner_id, **payload)
+            self._event(
+                conn, EventType.RUNNER_ONLINE, runner_id=runner_id, name=name, hostname=hostname
+            )
         return runner_id
 
     def runner_heartbeat(self, runner_id: str) -> None:
-        """The runner is alive (it stays online for 60 s after this)."""
+        """The runner is alive (it stays online for 60 s after this). A runner the
+        sweeper had marked silent is back online."""
         now = self.clock()
         with self._write() as conn:
             updated = conn.execute(
-                sa.update(runners).where(runners.c.id == runner_id).values(last_seen_at=now)
+                sa.update(runners)
+                .where(runners.c.id == runner_id, runners.c.silent_since.is_(None))
+                .values(last_seen_at=now)
             )
-            if updated.rowcount == 0:
+            if updated.rowcount == 1:
+                return
+            back = conn.execute(
+                sa.update(runners)
+                .where(runners.c.id == runner_id)
+                .values(last_seen_at=now, silent_since=None)
+            )
+            if back.rowcount == 0:
                 raise _no_runner(runner_id)
+            self._event(
+                conn, EventType.RUNNER_ONLINE, runner_id=runner_id, reason="heard from again"
+            )
 
     def runner_stopped(self, runner_id: str) -> None:
         """The runner shut down (it shows offline at once). Stopping twice is harmless."""
@@ -87,6 +105,7 @@ class RunnersMixin(StoreBase):
             )
             if updated.rowcount == 1:
                 self._audit(conn, runner_id, "runner.stopped", runner_id)
+                self._event(conn, EventType.RUNNER_OFFLINE, runner_id=runner_id, reason="stopped")
                 return
             known = conn.execute(sa.select(runners.c.id).where(runners.c.id == runner_id))
             if known.first() is None:
@@ -112,6 +131,43 @@ class RunnersMixin(StoreBase):
                 )
             conn.execute(sa.delete(runners).where(runners.c.id == runner_id))
             self._audit(conn, actor, "runner.forgotten", runner_id)
+
+    def tidy(self, keep_events_days: float = 7.0) -> list[str]:
+        """Sweeper housekeeping beside :meth:`sweep`: report silent runners offline
+        and drop events older than ``keep_events_days``; returns the silent runners."""
+        silent = self.mark_silent_runners()
+        with self._write() as conn:
+            _events.prune(conn, self.clock() - timedelta(days=keep_events_days))
+        return silent
+
+    def mark_silent_runners(self) -> list[str]:
+        """Runners that stopped heartbeating without saying goodbye (killed, frozen,
+        cut off) are offline: say so once on the event stream. Called by sweepers."""
+        now = self.clock()
+        cutoff = now - timedelta(seconds=ONLINE_SECONDS)
+        with self._write() as conn:
+            silent = (
+                conn.execute(
+                    sa.update(runners)
+                    .where(
+                        runners.c.stopped_at.is_(None),
+                        runners.c.silent_since.is_(None),
+                        runners.c.last_seen_at <= cutoff,
+                    )
+                    .values(silent_since=now)
+                    .returning(runners.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            for runner_id in sorted(silent):
+                self._event(
+                    conn,
+                    EventType.RUNNER_OFFLINE,
+                    runner_id=runner_id,
+                    reason=f"no heartbeat for {ONLINE_SECONDS:.0f} s",
+                )
+        return sorted(silent)
 
     def list_runners(self) -> list[RunnerInfo]:
         """Every registered runner, oldest first, with the tasks it holds now."""
@@ -144,3 +200,34 @@ class RunnersMixin(StoreBase):
             )
             for row in rows
         ]
+
+    def current_runs(self) -> dict[str, list[dict[str, Any]]]:
+        """What each runner is working on now, by runner id: the run (attempt) of every
+        task it leases, so the panel can link a busy runner to its live log."""
+        held = (
+            sa.select(
+                tasks.c.lease_owner,
+                tasks.c.id.label("task_id"),
+                tasks.c.title.label("task_title"),
+                tasks.c.status.label("task_status"),
+                runs.c.id.label("run_id"),
+                runs.c.started_at,
+            )
+            .select_from(
+                tasks.outerjoin(
+                    runs,
+                    sa.and_(
+                        runs.c.task_id == tasks.c.id,
+                        runs.c.fencing_token == tasks.c.fencing_token,
+                    ),
+                )
+            )
+            .where(tasks.c.status.in_(_leases.LEASED), tasks.c.lease_owner.is_not(None))
+            .order_by(tasks.c.id)
+        )
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self._read() as conn:
+            for row in conn.execute(held):
+                entry = dict(row._mapping)
+                found.setdefault(entry.pop("lease_owner"), []).append(entry)
+        return found

@@ -4,12 +4,16 @@ back. Part of :class:`capataz.store.manager.Store` (see ``_base``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
+from capataz.events import EventType
+from capataz.redaction import redact, redact_data
+from capataz.store import _events
 from capataz.store._base import StoreBase
 from capataz.store.records import RunDetail, RunDetails, RunInfo, StepInfo
 from capataz.store.schema import (
@@ -57,24 +61,40 @@ def _no_run(run_id: str) -> TaskError:
     return TaskError(f"no run {run_id}", fix="`capataz run list` shows the run ids")
 
 
+# A run's diff is kept up to this size (the whole result is in git either way).
+DIFF_CHARS = 256 * 1024
+
+
 class RunsMixin(StoreBase):
-    def step_started(self, run_id: str, phase: str) -> None:
-        """Record that ``phase`` (prepare, pre-gates, execute, ...) of the run began."""
+    def step_started(self, run_id: str, phase: str, *, seq: int | None = None) -> bool:
+        """Record that ``phase`` (prepare, pre-gates, execute, ...) of the run began.
+        ``seq``: see :meth:`_first_time`; False when that record was stored already."""
         now = self.clock()
         with self._write() as conn:
+            if not self._first_time(conn, run_id, seq):
+                return False
             if not _insert_step(conn, run_id, phase, now, ended=False):
                 raise _no_run(run_id)
+            _events.emit_for_run(
+                conn, EventType.RUN_STEP, at=now, run_id=run_id, step=phase, status="started"
+            )
+        return True
 
-    def step_finished(self, run_id: str, phase: str, outcome: str) -> None:
+    def step_finished(
+        self, run_id: str, phase: str, outcome: str, *, seq: int | None = None
+    ) -> bool:
         """Finish the newest unfinished step of ``phase`` with ``outcome``; a phase that
         was never started is recorded as a step that began and ended now."""
         now = self.clock()
+        outcome = redact(outcome)
         newest_open = (
             sa.select(sa.func.max(steps.c.id))
             .where(steps.c.run_id == run_id, steps.c.phase == phase, steps.c.ended_at.is_(None))
             .scalar_subquery()
         )
         with self._write() as conn:
+            if not self._first_time(conn, run_id, seq):
+                return False
             finished = conn.execute(
                 sa.update(steps)
                 .where(steps.c.id == newest_open)
@@ -84,16 +104,53 @@ class RunsMixin(StoreBase):
                 conn, run_id, phase, now, ended=True, outcome=outcome
             ):
                 raise _no_run(run_id)
+            _events.emit_for_run(
+                conn,
+                EventType.RUN_STEP,
+                at=now,
+                run_id=run_id,
+                step=phase,
+                status="finished",
+                outcome=outcome,
+            )
+        return True
 
-    def append_log(self, run_id: str, text: str) -> None:
+    def append_log(self, run_id: str, text: str, *, seq: int | None = None) -> bool:
         """Append ``text`` to the run's log tail, which keeps only its last 64 Ki
-        characters. One short UPDATE: cheap enough to call twice a second per run."""
+        characters. One short UPDATE: cheap enough to call twice a second per run.
+        ``seq``: see :meth:`_first_time`; False when that chunk was stored already."""
         if not text:
-            return
+            return False
+        text = redact(text)
         params = {"run_id": run_id, "text": text[-LOG_TAIL_CHARS:]}
         with self._write() as conn:
+            if not self._first_time(conn, run_id, seq):
+                return False
             if conn.execute(_APPEND_LOG[self._postgres], params).rowcount == 0:
                 raise _no_run(run_id)
+            _events.emit_for_run(conn, EventType.RUN_LOG, at=self.clock(), run_id=run_id, text=text)
+        return True
+
+    def _first_time(self, conn: sa.Connection, run_id: str, seq: int | None) -> bool:
+        """A remote runner numbers a run's steps and log chunks 1, 2, 3… and resends
+        what a lost answer left unacknowledged; the run keeps the newest number stored,
+        in the same transaction as the record, so a resent one is dropped even after a
+        server restart or on another server process."""
+        if seq is None:
+            return True
+        advanced = conn.execute(
+            sa.update(runs)
+            .where(
+                runs.c.id == run_id,
+                sa.or_(runs.c.record_seq.is_(None), runs.c.record_seq < seq),
+            )
+            .values(record_seq=seq)
+        ).rowcount
+        if advanced:
+            return True
+        if conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise _no_run(run_id)
+        return False
 
     def list_runs(
         self,
@@ -122,6 +179,23 @@ class RunsMixin(StoreBase):
             rows = conn.execute(query.limit(limit).offset(offset)).all()
         return [RunInfo(**row._asdict()) for row in rows]
 
+    def count_runs(self, *, task_id: str | None = None, status: str | None = None) -> int:
+        """How many runs :meth:`list_runs` pages through with the same filters: one
+        COUNT in SQL, for the API's X-Total-Count."""
+        query = sa.select(sa.func.count()).select_from(runs)
+        if task_id is not None:
+            query = query.where(runs.c.task_id == task_id)
+        if status is not None:
+            try:
+                query = query.where(runs.c.status == RunStatus(status).value)
+            except ValueError:
+                raise TaskError(
+                    f"no run status {status!r}",
+                    fix=f"use one of {', '.join(s.value for s in RunStatus)}",
+                ) from None
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def run_statistics(self, recent: int = 500) -> dict[str, Any]:
         """Cheap figures for ``/metrics``: decisions recorded so far by kind, and the
         wall-clock seconds of the ``recent`` newest finished runs (a sample, not a
@@ -145,7 +219,7 @@ class RunsMixin(StoreBase):
     def get_run(self, run_id: str) -> RunDetail:
         """One run with its steps, file changes, violations, decisions, escalations and
         log tail."""
-        query = sa.select(*_RUN_COLUMNS, runs.c.log_tail).select_from(_RUNS_WITH_TASKS)
+        query = sa.select(*_RUN_COLUMNS, runs.c.log_tail, runs.c.diff).select_from(_RUNS_WITH_TASKS)
         with self._read() as conn:
             row = conn.execute(query.where(runs.c.id == run_id)).first()
             if row is None:
@@ -183,6 +257,7 @@ class RunsMixin(StoreBase):
                     "note": e.note,
                     "decided_by": e.decided_by,
                     "answered_at": e.answered_at,
+                    "details": e.details,
                 }
                 for e in found["escalations"]
             ],
@@ -226,7 +301,15 @@ def detail_values(details: RunDetails) -> dict[str, Any]:
         "peak_memory_bytes": details.peak_memory_bytes,
         "result_commit": details.result_commit,
         "landed_commit": details.landed_commit,
+        "diff": cap_diff(redact(details.diff) if details.diff else details.diff),
     }
+
+
+def cap_diff(diff: str | None) -> str | None:
+    """A diff as kept in the database: at most ``DIFF_CHARS``, saying so when cut."""
+    if diff is None or len(diff) <= DIFF_CHARS:
+        return diff
+    return diff[:DIFF_CHARS] + f"\n… diff cut at {DIFF_CHARS} characters ({len(diff)} in all)\n"
 
 
 DetailRows = dict[str, list[dict[str, Any]]]
@@ -234,7 +317,14 @@ DetailRows = dict[str, list[dict[str, Any]]]
 
 def detail_rows(details: RunDetails, now: datetime) -> DetailRows:
     """The child rows of ``details`` (without their run id), checked before anything is
-    written: a missing required key is a TaskError naming it."""
+    written: a missing required key is a TaskError naming it. Secret values in them
+    are masked."""
+    details = replace(
+        details,
+        file_changes=redact_data(details.file_changes),
+        violations=redact_data(details.violations),
+        decisions=redact_data(details.decisions),
+    )
     return {
         "file_changes": [
             {

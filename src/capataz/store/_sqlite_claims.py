@@ -27,13 +27,15 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from capataz.events import EventType
+from capataz.store._events import SQLITE_INSERT as _EVENT
 from capataz.store.audit import GENESIS, canonical, entry_hash
 from capataz.store.records import ClaimedTask
 
 __all__ = ["ClaimConnections", "claim", "sqlite_time"]
 
-# The state names are TaskState.READY/RUNNING and RunStatus.RUNNING (a contract; a test
-# checks this text against them).
+# The state names are TaskState.READY/RUNNING/ESCALATED and RunStatus.RUNNING (a
+# contract; a test checks this text against them).
 _CLAIM_TEMPLATE = (
     "UPDATE tasks SET status = 'running', attempts = attempts + 1,"
     " fencing_token = fencing_token + 1, lease_owner = ?, lease_expires_at = ?,"
@@ -53,9 +55,20 @@ _CLAIM = {
     True: _CLAIM_TEMPLATE.replace("/*labels*/", _LABELS_FIT),
 }
 _RUN = (
-    "INSERT INTO runs (id, task_id, attempt, runner_id, fencing_token, status, started_at)"
-    " VALUES (?, ?, ?, ?, ?, 'running', ?)"
+    "INSERT INTO runs (id, task_id, attempt, runner_id, fencing_token, status, started_at,"
+    " claim_key) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)"
 )
+# A claim retried with the key of an earlier claim whose answer was lost: that claim's
+# task, if this runner still holds it under that run's lease (see Store.claim).
+_REPLAY = (
+    "SELECT t.id, t.title, t.instruction, t.agent, t.labels, t.allow_high, t.base_commit,"
+    " t.attempts, t.max_attempts, t.fencing_token, r.id FROM runs AS r"
+    " JOIN tasks AS t ON t.id = r.task_id"
+    " WHERE r.claim_key = ? AND r.runner_id = ? AND t.fencing_token = r.fencing_token"
+    " AND t.lease_owner = r.runner_id"
+    " AND t.status IN ('running', 'escalated')"
+)
+_EXTEND = "UPDATE tasks SET lease_expires_at = ? WHERE id = ?"
 _TAIL = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
 _AUDIT = (
     "INSERT INTO audit (seq, at, actor, action, subject, payload, prev_hash, hash)"
@@ -153,20 +166,32 @@ def claim(
     expires: datetime,
     labels: Sequence[str] | None,
     run_id: str,
+    claim_key: str | None = None,
 ) -> ClaimedTask | None:
     """Lease the most urgent due task to ``runner_id`` in one transaction (see the
-    module's docstring), or return None when nothing is due."""
+    module's docstring), or return None when nothing is due. With ``claim_key``, a task
+    this runner already holds under a run claimed with that key is returned again (its
+    lease renewed) instead."""
     at = sqlite_time(now)
     params: tuple[Any, ...] = (runner_id, sqlite_time(expires), at, at)
     if labels is not None:
         params = (*params, json.dumps(sorted(set(labels))))
     db = connections.get()
     try:
-        row = _lease(db, connections, _CLAIM[labels is not None], params, now=now, run_id=run_id)
+        leased = _lease(
+            db,
+            connections,
+            _CLAIM[labels is not None],
+            params,
+            now=now,
+            run_id=run_id,
+            claim_key=claim_key,
+        )
     finally:
         connections.put()
-    if row is None:
+    if leased is None:
         return None
+    row, run_id = leased
     return ClaimedTask(
         id=row[0],
         run_id=run_id,
@@ -191,21 +216,28 @@ def _lease(
     *,
     now: datetime,
     run_id: str,
-) -> Any:
-    """The claim's transaction; the leased task's row, or None."""
-    runner_id, at = params[0], params[2]
+    claim_key: str | None,
+) -> tuple[Any, str] | None:
+    """The claim's transaction; the leased task's row and its run id, or None."""
+    runner_id, expires, at = params[0], params[1], params[2]
     try:
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         connections.discard()
         raise _wrapped("BEGIN IMMEDIATE", (), exc) from exc
     try:
+        if claim_key is not None:
+            replayed = db.execute(_REPLAY, (claim_key, runner_id)).fetchone()
+            if replayed is not None:
+                db.execute(_EXTEND, (expires, replayed[0]))
+                db.execute("COMMIT")
+                return replayed[:10], replayed[10]
         row = db.execute(statement, params).fetchone()
         if row is None:
             db.execute("COMMIT")
             return None
         task_id, attempt, token = row[0], row[7], row[9]
-        statement, params = _RUN, (run_id, task_id, attempt, runner_id, token, at)
+        statement, params = _RUN, (run_id, task_id, attempt, runner_id, token, at, claim_key)
         db.execute(statement, params)
         tail = db.execute(_TAIL).fetchone()
         seq, prev_hash = (tail[0] + 1, tail[1]) if tail else (1, GENESIS)
@@ -222,6 +254,13 @@ def _lease(
         statement = _AUDIT
         params = (seq, at, runner_id, _ACTION, task_id, canonical(payload), prev_hash, digest)
         db.execute(statement, params)
+        statement = _EVENT
+        for kind, data in (
+            (EventType.TASK_STATE, {"status": "running", "was": "ready", "reason": None}),
+            (EventType.RUN_STARTED, {"runner_id": runner_id, "attempt": attempt}),
+        ):
+            params = (at, kind.value, task_id, run_id, canonical(data))
+            db.execute(statement, params)
         statement, params = "COMMIT", ()
         db.execute(statement)
     except BaseException as exc:
@@ -229,7 +268,7 @@ def _lease(
         if isinstance(exc, sqlite3.Error):
             raise _wrapped(statement, params, exc) from exc
         raise
-    return row
+    return row, run_id
 
 
 def _rollback(connections: ClaimConnections, db: sqlite3.Connection) -> None:

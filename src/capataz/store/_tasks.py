@@ -12,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
+from capataz.events import EventType
+from capataz.store import _events
 from capataz.store import audit as audit_log
 from capataz.store.errors import DependencyCycleError, UnknownDependencyError
 from capataz.store.graph import find_cycle
@@ -19,7 +21,7 @@ from capataz.store.records import Task, TaskSpec
 from capataz.store.schema import UTCDateTime, task_dependencies, tasks
 from capataz.store.statuses import TaskState
 
-__all__ = ["insert_batch", "load", "release_or_cascade"]
+__all__ = ["insert_batch", "load", "load_page", "release_or_cascade"]
 
 
 def insert_batch(
@@ -111,6 +113,20 @@ def insert_batch(
         audit_log.append(
             conn, at=now, actor=actor, action="task.created", subject=row["id"], payload=payload
         )
+    created_events: list[tuple[str | None, dict[str, Any]]] = [
+        (
+            str(row["id"]),
+            {
+                "title": row["title"],
+                "agent": row["agent"],
+                "status": row["status"],
+                "priority": row["priority"],
+                "depends_on": edges[row["id"]],
+            },
+        )
+        for row in rows
+    ]
+    _events.emit_many(conn, EventType.TASK_CREATED, at=now, items=created_events)
     return [alias.get(tid, tid) for tid in ids]
 
 
@@ -169,6 +185,24 @@ def load(conn: sa.Connection, where: Any, ids: Iterable[str] | None = None) -> l
     return [Task.from_row(row, deps.get(row.id, ())) for row in found]
 
 
+def load_page(conn: sa.Connection, where: Any, limit: int, offset: int) -> tuple[list[Task], int]:
+    """One page of the tasks matching ``where``, oldest first, and how many match in
+    all. LIMIT/OFFSET and COUNT run in SQL (ix_tasks_created_at and
+    ix_tasks_status_created_at serve the order), and dependencies are read in one query
+    for the page's ids only: a page of a big queue costs a page, not the queue."""
+    total = conn.execute(sa.select(sa.func.count()).select_from(tasks).where(where)).scalar_one()
+    query = sa.select(tasks).where(where).order_by(tasks.c.created_at, tasks.c.id)
+    found = conn.execute(query.limit(limit).offset(offset)).all()
+    deps: dict[str, list[str]] = {}
+    if found:
+        edges = sa.select(task_dependencies).where(
+            task_dependencies.c.task_id.in_([row.id for row in found])
+        )
+        for edge in conn.execute(edges.order_by(task_dependencies.c.depends_on_id)):
+            deps.setdefault(edge.task_id, []).append(edge.depends_on_id)
+    return [Task.from_row(row, deps.get(row.id, ())) for row in found], int(total)
+
+
 def release_or_cascade(
     conn: sa.Connection, task_id: str, state: TaskState, now: datetime, actor: str
 ) -> list[str]:
@@ -187,6 +221,15 @@ def release_or_cascade(
                 subject=tid,
                 payload={"after": task_id},
             )
+        _events.emit_many(
+            conn,
+            EventType.TASK_STATE,
+            at=now,
+            items=[
+                (tid, {"status": TaskState.READY.value, "was": TaskState.PENDING.value})
+                for tid in released
+            ],
+        )
         return released
     if state not in (TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED):
         return []
@@ -204,6 +247,15 @@ def release_or_cascade(
                 action=f"task.{target}",
                 subject=tid,
                 payload={"reason": reason},
+            )
+            _events.emit(
+                conn,
+                EventType.TASK_STATE,
+                at=now,
+                task_id=tid,
+                status=target.value,
+                was=TaskState.PENDING.value,
+                reason=reason,
             )
             changed.append(tid)
             frontier.append((tid, target))

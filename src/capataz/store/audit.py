@@ -22,10 +22,12 @@ from typing import Any, TextIO
 
 import sqlalchemy as sa
 
+from capataz.redaction import redact_data
 from capataz.store.schema import audit
 
 __all__ = [
     "GENESIS",
+    "PG_LOCK",
     "AuditFault",
     "append",
     "entry_hash",
@@ -36,7 +38,7 @@ __all__ = [
 
 GENESIS = "0" * 64
 # Any fixed number works; it only has to be the same for every capataz process.
-_PG_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x0CA9A7A2))
+PG_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x0CA9A7A2))
 
 
 def canonical(value: Any) -> str:
@@ -81,11 +83,11 @@ def append(
 ) -> int:
     """Append one entry inside the caller's transaction; returns its seq."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_PG_LOCK)
+        conn.execute(PG_LOCK)
     tail = conn.execute(_TAIL).first()
     seq, prev_hash = (tail.seq + 1, tail.hash) if tail else (1, GENESIS)
     # What the database will hand back on verify: JSON-normalised, microsecond UTC.
-    body = json.loads(canonical(payload or {}))
+    body = json.loads(canonical(redact_data(payload or {})))
     at = at.astimezone(UTC)
     digest = entry_hash(
         seq=seq,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from capataz.errors import CapatazError, TaskError
 
 __all__ = [
+    "ClaimConflictError",
     "DatabaseUrlError",
     "DependencyCycleError",
     "StoreError",
@@ -27,3 +28,8 @@ class UnknownDependencyError(TaskError):
 
 class DependencyCycleError(TaskError):
     """Adding the task would close a cycle of dependencies; nothing in it could ever run."""
+
+
+class ClaimConflictError(TaskError):
+    """The named task cannot be claimed now: another runner holds it, its dependencies
+    are not done, it is not due yet, or it already ended (HTTP 409)."""

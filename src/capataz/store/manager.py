@@ -24,14 +24,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from capataz.errors import TaskError
+from capataz.events import EventRecord, EventType
 from capataz.models import utcnow
-from capataz.store import _leases, _tasks
+from capataz.store import _events, _leases, _tasks
 from capataz.store import audit as audit_log
 from capataz.store._base import no_task
 from capataz.store._escalations import EscalationsMixin
 from capataz.store._leasing import LeasingMixin
 from capataz.store._runners import RunnersMixin, online_clause
 from capataz.store._runs import RunsMixin
+from capataz.store._secrets import SecretsMixin
 from capataz.store._sqlite_claims import ClaimConnections
 from capataz.store._tokens import TokensMixin
 from capataz.store._wakeup import ReadyListener
@@ -43,6 +45,8 @@ from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = ["Store"]
 
+# Sweepers tidy (silent runners, old events) at most this often per process.
+TIDY_SECONDS = 10.0
 # On SQLite a runner polls: wait_for_ready sleeps at most this long.
 SQLITE_POLL_SECONDS = 0.05
 
@@ -51,7 +55,7 @@ def new_task_id(now: datetime) -> str:
     return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
-class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin):
+class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin, SecretsMixin):
     """Tasks, leases, runners, runs and their audit trail in one database (SQLite or
     PostgreSQL)."""
 
@@ -68,6 +72,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         self.retry_base_seconds = retry_base_seconds
         self.retry_cap_seconds = retry_cap_seconds
         self._postgres = engine.dialect.name == "postgresql"
+        self._tidied_at = float("-inf")
         self._listener = ReadyListener(engine.url) if self._postgres else None
         self._claim_connections = None if self._postgres else ClaimConnections(engine)
 
@@ -142,6 +147,17 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         with self._read() as conn:
             return _tasks.load(conn, where)
 
+    def page_tasks(
+        self, status: TaskState | str | None = None, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Task], int]:
+        """One page of :meth:`list_tasks` and the total it is a page of, both computed
+        in SQL: the API lists big queues without loading every task."""
+        if limit < 0 or offset < 0:
+            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+        where = sa.true() if status is None else tasks.c.status == TaskState(status).value
+        with self._read() as conn:
+            return _tasks.load_page(conn, where, limit, offset)
+
     # -- operators -------------------------------------------------------------------
 
     def cancel(self, task_id: str, reason: str | None = None, *, actor: str = "capataz") -> Task:
@@ -169,8 +185,11 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     updated_at=now,
                 )
             )
-            _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._audit(conn, actor, "task.cancelled", task_id, reason=reason, was=current.status)
+            self._taken_events(
+                conn, task_id, run_id, TaskState.CANCELLED, was=current.status, reason=reason
+            )
             _tasks.release_or_cascade(conn, task_id, TaskState.CANCELLED, now, actor)
             return _tasks.load(conn, tasks.c.id == task_id)[0]
 
@@ -197,7 +216,8 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
             unfinished = _leases.unfinished_dependencies(conn, task_id)
             state = TaskState.PENDING if unfinished else TaskState.READY
             reason = f"requeued by {actor}"
-            _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            self._taken_events(conn, task_id, run_id, state, was=current.status, reason=reason)
             conn.execute(
                 sa.update(tasks)
                 .where(tasks.c.id == task_id)
@@ -224,6 +244,30 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                 backoff_seconds=backoff_seconds,
             )
             return _tasks.load(conn, tasks.c.id == task_id)[0]
+
+    def _taken_events(
+        self,
+        conn: sa.Connection,
+        task_id: str,
+        run_id: str | None,
+        state: TaskState,
+        *,
+        was: str,
+        reason: str,
+    ) -> None:
+        """An operator moved the task; a run it took from a runner ended cancelled."""
+        self._event(
+            conn, EventType.TASK_STATE, task_id=task_id, status=state.value, was=was, reason=reason
+        )
+        if run_id is not None:
+            self._event(
+                conn,
+                EventType.RUN_FINISHED,
+                task_id=task_id,
+                run_id=run_id,
+                status=RunStatus.CANCELLED.value,
+                reason=reason,
+            )
 
     # -- operations ------------------------------------------------------------------
 
@@ -303,6 +347,48 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
             time.sleep(min(max(timeout, 0.0), SQLITE_POLL_SECONDS))
             return False
         return self._listener.wait(timeout)
+
+    @property
+    def waits_for_ready(self) -> bool:
+        """Whether :meth:`wait_for_ready` blocks until a task may be ready (PostgreSQL's
+        LISTEN) rather than sleeping briefly: an idle runner only waits in it then."""
+        return self._listener is not None
+
+    def sweep(
+        self, now: datetime | None = None, *, actor: str = "sweeper", limit: int = 500
+    ) -> list[str]:
+        """Rescue expired leases (see ``LeasingMixin.sweep``) and, at most every
+        ``TIDY_SECONDS`` per process, tidy up: silent runners are reported offline and
+        old events dropped. Every runner sweeps (and the API's ``/runner/sweep`` for
+        remote ones), so this needs no service of its own."""
+        rescued = super().sweep(now, actor=actor, limit=limit)
+        if time.monotonic() - self._tidied_at > TIDY_SECONDS:
+            self._tidied_at = time.monotonic()
+            self.tidy()
+        return rescued
+
+    # -- events ----------------------------------------------------------------------
+
+    def events_after(
+        self,
+        after: int,
+        *,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        types: frozenset[str] | None = None,
+        limit: int = 500,
+    ) -> list[EventRecord]:
+        """Events with an id above ``after``, oldest first, optionally of one task, one
+        run or some types (``GET /events``)."""
+        with self._read() as conn:
+            return _events.read_after(
+                conn, after, task_id=task_id, run_id=run_id, types=types, limit=limit
+            )
+
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none): where a new stream starts."""
+        with self._read() as conn:
+            return _events.last_id(conn)
 
     # -- audit -----------------------------------------------------------------------
 

@@ -151,6 +151,7 @@ class RunDetails:
     file_changes: list[dict[str, Any]] = field(default_factory=list)
     violations: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    diff: str | None = None  # the result against its base, unified (capped when stored)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class RunDetail(RunInfo):
     decisions: list[dict[str, Any]]
     escalations: list[dict[str, Any]]
     log_tail: str
+    diff: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,15 @@ __all__ = [
     "UTCDateTime",
     "api_tokens",
     "audit",
+    "context_entries",
     "decisions",
     "escalations",
+    "events",
     "file_changes",
     "metadata",
     "runners",
     "runs",
+    "secrets",
     "steps",
     "task_dependencies",
     "tasks",
@@ -99,6 +102,9 @@ sa.Index("ix_tasks_claim", tasks.c.status, tasks.c.priority.desc(), tasks.c.crea
 sa.Index("ix_tasks_run_after", tasks.c.run_after)
 # The sweeper: WHERE status = 'running' AND lease_expires_at < now.
 sa.Index("ix_tasks_lease", tasks.c.status, tasks.c.lease_expires_at)
+# Paged lists: oldest first, all or in one state.
+sa.Index("ix_tasks_created_at", tasks.c.created_at)
+sa.Index("ix_tasks_status_created_at", tasks.c.status, tasks.c.created_at)
 
 task_dependencies = sa.Table(
     "task_dependencies",
@@ -138,8 +144,18 @@ runs = sa.Table(
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("result_commit", sa.Text, nullable=True),
     sa.Column("landed_commit", sa.Text, nullable=True),
+    # The result's diff against its base (capped), kept so the panel can show it
+    # wherever the runner's repository is.
+    sa.Column("diff", sa.Text, nullable=True),
+    # A remote runner's claim request id: a claim retried after a lost response
+    # returns the run it already made instead of claiming a second task.
+    sa.Column("claim_key", sa.Text, nullable=True),
+    # The newest step/log record number a remote runner stored for the run (resent
+    # records at or below it are dropped).
+    sa.Column("record_seq", sa.BigInteger, nullable=True),
 )
 sa.Index("ix_runs_task_id", runs.c.task_id)
+sa.Index("ix_runs_claim_key", runs.c.claim_key)
 sa.Index("ix_runs_started_at", runs.c.started_at)
 
 steps = sa.Table(
@@ -166,6 +182,8 @@ runners = sa.Table(
     sa.Column("last_seen_at", UTCDateTime, nullable=False),
     sa.Column("concurrency", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Column("stopped_at", UTCDateTime, nullable=True),
+    # Set by a sweeper when the runner's heartbeats stopped (reported offline once).
+    sa.Column("silent_since", UTCDateTime, nullable=True),
 )
 
 decisions = sa.Table(
@@ -225,6 +243,8 @@ escalations = sa.Table(
     sa.Column("decided_by", sa.Text, nullable=True),
     sa.Column("answered_at", UTCDateTime, nullable=True),
     sa.Column("closed_at", UTCDateTime, nullable=True),
+    # What the human is asked to judge: violations, file changes and the diff.
+    sa.Column("details", sa.JSON, nullable=True),
 )
 sa.Index("ix_escalations_task_id", escalations.c.task_id)
 
@@ -257,3 +277,46 @@ audit = sa.Table(
     sa.Column("prev_hash", sa.Text, nullable=False),
     sa.Column("hash", sa.Text, nullable=False),
 )
+
+# The live event stream (``GET /events``), typed and versioned (see events.py). Ids are
+# assigned in commit order (inserts hold the same lock as audit appends), so a reader
+# that resumes after id N misses nothing. Old events are pruned by the sweeper.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=True),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("data", sa.JSON, nullable=False),
+)
+sa.Index("ix_events_task_id", events.c.task_id)
+sa.Index("ix_events_run_id", events.c.run_id)
+sa.Index("ix_events_at", events.c.at)
+
+# The vault: secret values encrypted with the master key (Fernet; see vault.py). Only
+# ciphertext is ever written; the name and who may use it are not secret.
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("rotated_at", UTCDateTime, nullable=True),
+    sa.Column("updated_by", sa.Text, nullable=False),
+)
+
+# The context store: values tasks publish for the tasks after them, encrypted like the
+# vault. ``task_id`` is the publishing task (None when set by hand).
+context_entries = sa.Table(
+    "context_entries",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("task_id", sa.Text, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+)
+sa.Index("ix_context_entries_task_id", context_entries.c.task_id)

@@ -1,0 +1,175 @@
+"""Masking secret values wherever text leaves capataz: ``***NAME***`` instead.
+
+A value is looked for as printed, and in the encodings an agent's output commonly puts
+it in: base64 (standard and URL-safe, at any of the three byte alignments, so a value
+inside a longer encoded text is found too), percent-encoding (``quote`` and
+``quote_plus``) and hex. Matching is one compiled alternation, longest form first, so
+a text is scanned once however many secrets there are. Values shorter than
+:data:`MIN_LENGTH` are not masked (masking "a" would shred every log) — the vault
+refuses to store them for agents, see ``Vault.set``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+__all__ = [
+    "MIN_LENGTH",
+    "Redactor",
+    "active",
+    "add",
+    "encoded_forms",
+    "install",
+    "redact",
+    "redact_data",
+]
+
+MIN_LENGTH = 6
+# A base64 core shorter than this could occur by chance in unrelated text.
+_MIN_ENCODED = 8
+
+
+def _base64_cores(raw: bytes) -> set[str]:
+    """The base64 text that ``raw`` produces wherever it sits in a longer input: for
+    each alignment, the characters that depend on ``raw``'s bytes alone."""
+    cores = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for offset in range(3):
+            text = encode(b"\0" * offset + raw).decode("ascii")
+            first = 4 if offset else 0  # the group holding the filler bytes
+            whole = (offset + len(raw)) // 3  # groups made of real bytes only
+            core = text[first : whole * 4]
+            if len(core) >= _MIN_ENCODED:
+                cores.add(core)
+        plain = encode(raw).decode("ascii")
+        cores.add(plain)  # the whole value encoded alone, padding included
+        cores.add(plain.rstrip("="))
+    return cores
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form of ``value`` the redactor masks."""
+    raw = value.encode("utf-8")
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+    forms |= {binascii.hexlify(raw).decode("ascii"), binascii.hexlify(raw).decode().upper()}
+    forms |= _base64_cores(raw)
+    return {form for form in forms if len(form) >= min(MIN_LENGTH, len(value))}
+
+
+class Redactor:
+    """Masks the values of ``secrets`` (name -> value) in text and in JSON-like data."""
+
+    def __init__(self, secrets: Mapping[str, str] | None = None) -> None:
+        self.values: dict[str, str] = dict(secrets or {})
+        self._names: dict[str, str] = {}
+        for name, value in sorted((secrets or {}).items()):
+            if len(value) < MIN_LENGTH:
+                continue
+            for form in encoded_forms(value):
+                self._names.setdefault(form, name)
+        forms = sorted(self._names, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, forms))) if forms else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    @property
+    def names(self) -> set[str]:
+        return set(self._names.values())
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(lambda m: f"***{self._names[m.group(0)]}***", text)
+
+    def redact_data(self, value: Any) -> Any:
+        """A copy of ``value`` (dicts, lists, strings; anything else as is) with every
+        string masked: for events, API answers and stored details."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return {key: self.redact_data(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.redact_data(item) for item in value]
+        return value
+
+    def leaks(self, text: str) -> list[str]:
+        """The names of secrets whose value (in any masked form) ``text`` contains."""
+        if self._pattern is None:
+            return []
+        return sorted({self._names[m.group(0)] for m in self._pattern.finditer(text)})
+
+    @classmethod
+    def merged(
+        cls, *mappings: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()
+    ) -> Redactor:
+        combined: dict[str, str] = {}
+        for mapping in mappings:
+            combined.update(mapping)
+        combined.update(dict(extra))
+        return cls(combined)
+
+
+# -- the process's redactor ----------------------------------------------------------
+#
+# Redaction is process-wide on purpose: every sink capataz writes through (sandbox
+# output lines, the run log, progress files, the store's logs, events, audit entries and
+# run details, API answers, CLI errors) asks :func:`redact`, so a value is masked
+# whichever agent or task printed it. The values come from a provider (the vault),
+# read again at most every ``refresh`` seconds so a secret set elsewhere (the panel, a
+# second machine) is masked soon after.
+
+_provider: Callable[[], Mapping[str, str]] | None = None
+_current = Redactor()
+_loaded_at = 0.0
+_refresh = 5.0
+_lock = threading.Lock()
+log = logging.getLogger("capataz.redaction")
+
+
+def install(provider: Callable[[], Mapping[str, str]] | None, *, refresh: float = 5.0) -> None:
+    """Mask the values ``provider`` returns (None: mask nothing). Loads them now, so a
+    wrong master key fails here, where the caller can report it."""
+    global _provider, _current, _loaded_at, _refresh  # noqa: PLW0603 - the one process-wide state
+    with _lock:
+        _provider, _refresh = provider, refresh
+        _current = Redactor(provider()) if provider is not None else Redactor()
+        _loaded_at = time.monotonic()
+
+
+def add(values: Mapping[str, str]) -> None:
+    """Mask these values too, at once (a secret this process just stored or fetched)."""
+    global _current  # noqa: PLW0603
+    with _lock:
+        _current = Redactor.merged(_current.values, values)
+
+
+def active() -> Redactor:
+    global _current, _loaded_at  # noqa: PLW0603
+    if _provider is not None and time.monotonic() - _loaded_at > _refresh:
+        with _lock:
+            if time.monotonic() - _loaded_at > _refresh:
+                _loaded_at = time.monotonic()
+                try:
+                    _current = Redactor.merged(_current.values, _provider())
+                except Exception as exc:  # noqa: BLE001 - keep masking what we know
+                    log.warning("cannot reload secrets to mask: %s", exc)
+    return _current
+
+
+def redact(text: str) -> str:
+    return active().redact(text)
+
+
+def redact_data(value: Any) -> Any:
+    return active().redact_data(value)

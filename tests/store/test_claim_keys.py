@@ -1,0 +1,101 @@
+"""Writes a remote runner may repeat after a lost answer, on both databases: claims with
+a claim key, claims of one named task (with the reason they are refused), and repeated
+complete/release reports."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from capataz.errors import TaskError
+from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store._sqlite_claims import _REPLAY
+from capataz.store.errors import ClaimConflictError
+from capataz.store.schema import runs
+
+from .conftest import Clock
+
+
+def _runs(store: Store) -> list[sa.Row[tuple[object, ...]]]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(runs.c.id, runs.c.task_id, runs.c.claim_key)).all())
+
+
+def test_a_claim_retried_with_its_key_returns_the_same_task(store: Store, clock: Clock) -> None:
+    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b")])
+    first = store.claim("runner-1", 30, claim_key="k1")
+    assert first is not None
+    clock.advance(10)
+    again = store.claim("runner-1", 30, claim_key="k1")
+    assert again is not None
+    assert (again.id, again.run_id, again.fencing_token) == (
+        first.id,
+        first.run_id,
+        first.fencing_token,
+    )
+    assert again.lease_expires_at > first.lease_expires_at  # the retry renews the lease
+    assert store.get_task(first.id).lease_expires_at == again.lease_expires_at
+    assert [(r.task_id, r.claim_key) for r in _runs(store)] == [(first.id, "k1")]
+    other = store.claim("runner-1", 30, claim_key="k2")  # a new key is a new claim
+    assert other is not None and other.id != first.id
+    assert store.claim("runner-2", 30, claim_key="k1") is None  # keys are per runner
+    assert store.verify_audit() is None
+
+
+def test_a_key_whose_lease_is_gone_claims_afresh(store: Store, clock: Clock) -> None:
+    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b", priority=-1)])
+    first = store.claim("runner-1", 5, claim_key="k1")
+    assert first is not None and first.id == "a"
+    assert store.complete("a", first.fencing_token, "done")
+    again = store.claim("runner-1", 5, claim_key="k1")
+    assert again is not None and again.id == "b"  # "a" ended: the key claims the next
+
+
+def test_claim_this_task_and_why_it_is_refused(store: Store, clock: Clock) -> None:
+    store.add_tasks(
+        [
+            TaskSpec("dep", "x", id="dep"),
+            TaskSpec("child", "x", id="child", depends_on=["dep"]),
+            TaskSpec("later", "x", id="later", run_after=clock.now + timedelta(hours=1)),
+            TaskSpec("low", "x", id="low", priority=-5),
+        ]
+    )
+    with pytest.raises(ClaimConflictError, match=r"child waits for .*: dep \(ready\)"):
+        store.claim_task("child", "runner-1")
+    with pytest.raises(ClaimConflictError, match="not due until"):
+        store.claim_task("later", "runner-1")
+    low = store.claim_task("low", "runner-1", 30, claim_key="k")  # not the most urgent
+    assert (low.id, low.attempt, low.fencing_token) == ("low", 1, 1)
+    assert store.claim_task("low", "runner-1", 30, claim_key="k").run_id == low.run_id
+    with pytest.raises(ClaimConflictError, match="low is taken: running on runner-1"):
+        store.claim_task("low", "runner-2")
+    assert store.complete("low", low.fencing_token, "done")
+    with pytest.raises(ClaimConflictError, match="already ended done"):
+        store.claim_task("low", "runner-1")
+    with pytest.raises(TaskError, match="no task nope"):
+        store.claim_task("nope", "runner-1")
+    assert store.get_task("child").status is TaskState.PENDING
+    assert store.verify_audit() is None
+
+
+def test_repeated_reports_are_accepted_once_written(store: Store) -> None:
+    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b")])
+    a = store.claim_task("a", "runner-1")
+    b = store.claim_task("b", "runner-1")
+    assert store.complete("a", a.fencing_token, "failed", "boom")
+    assert store.complete("a", a.fencing_token, "failed", "boom")  # the retry
+    task = store.get_task("a")
+    assert task.status is TaskState.READY and task.attempts == 1  # not counted twice
+    assert not store.complete("a", a.fencing_token, "done")  # not the ending it reported
+    assert store.release("b", b.fencing_token, "stopping")
+    assert store.release("b", b.fencing_token, "stopping")
+    assert not store.complete("b", b.fencing_token, "done")
+    assert [r.status for r in store.list_runs(task_id="a")] == [RunStatus.FINISHED.value]
+    assert store.verify_audit() is None
+
+
+def test_the_fast_sqlite_replay_uses_the_contract_state_names() -> None:
+    for state in (TaskState.RUNNING, TaskState.ESCALATED):
+        assert f"'{state.value}'" in _REPLAY

@@ -1,0 +1,98 @@
+"""Masking secret values: as printed, in common encodings, inside longer text, in
+nested data, and through the process-wide redactor every sink uses."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from capataz import redaction
+from capataz.redaction import Redactor
+
+SECRET = "sk-live-7Hq2Lr9TzW4xN8pV3mK6bY1cF5"
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    yield
+    redaction.install(None)
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        SECRET,
+        f"Authorization: Bearer {SECRET}",
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.b64encode((SECRET + "\n").encode()).decode(),  # `echo $KEY | base64`
+        base64.b64encode(f"user:{SECRET}".encode()).decode(),  # basic auth, offset 5
+        base64.b64encode(f"ab{SECRET}cd".encode()).decode(),
+        base64.urlsafe_b64encode(f"x{SECRET}".encode()).decode(),
+        quote(SECRET, safe=""),
+        quote_plus(f"key={SECRET}&x=1"),
+        binascii.hexlify(SECRET.encode()).decode(),
+    ],
+)
+def test_every_common_form_is_masked(printed: str) -> None:
+    masked = Redactor({"OPENAI_API_KEY": SECRET}).redact(printed)
+    assert "***OPENAI_API_KEY***" in masked
+    assert SECRET not in masked
+    # What is left cannot be decoded back into the secret.
+    assert SECRET not in _decodings(masked)
+
+
+def _decodings(text: str) -> str:
+    found = [text]
+    for chunk in text.replace("***", " ").split():
+        for decode in (base64.b64decode, base64.urlsafe_b64decode, binascii.unhexlify):
+            with contextlib.suppress(ValueError, binascii.Error):
+                found.append(decode(chunk + "==").decode("utf-8", "replace"))
+    return "\n".join(found)
+
+
+def test_unrelated_text_and_short_values_are_left_alone() -> None:
+    masker = Redactor({"PIN": "1234", "TOKEN": SECRET})
+    assert masker.redact("pin 1234 and nothing else") == "pin 1234 and nothing else"
+    assert masker.names == {"TOKEN"}
+    assert Redactor().redact(SECRET) == SECRET
+    assert not Redactor()
+
+
+def test_nested_data_is_masked_in_a_copy() -> None:
+    data = {"reason": f"saw {SECRET}", "items": [SECRET, 3, None], "n": 1.5}
+    masked = Redactor({"K": SECRET}).redact_data(data)
+    assert masked == {"reason": "saw ***K***", "items": ["***K***", 3, None], "n": 1.5}
+    assert data["reason"] == f"saw {SECRET}"
+    assert Redactor({"K": SECRET}).leaks(f"x {SECRET}") == ["K"]
+
+
+def test_the_process_redactor_reloads_from_its_provider() -> None:
+    values = {"A": SECRET}
+    redaction.install(lambda: dict(values), refresh=0.0)
+    assert redaction.redact(SECRET) == "***A***"
+    values["B"] = "another-secret-value-42"
+    assert redaction.redact("another-secret-value-42") == "***B***"
+    redaction.add({"C": "added-at-once-value"})
+    assert redaction.redact_data(["added-at-once-value"]) == ["***C***"]
+    redaction.install(None)
+    assert redaction.redact(SECRET) == SECRET
+
+
+def test_a_failing_provider_keeps_what_is_known() -> None:
+    calls = {"n": 0}
+
+    def provider() -> dict[str, str]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("database gone")
+        return {"A": SECRET}
+
+    redaction.install(provider, refresh=0.0)
+    assert redaction.redact(SECRET) == "***A***"
+    assert redaction.redact(SECRET) == "***A***"
+    assert calls["n"] >= 2
