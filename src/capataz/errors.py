@@ -8,6 +8,8 @@ __all__ = [
     "ConfigError",
     "EscalationError",
     "GitError",
+    "QueueRefusedError",
+    "QueueUnavailable",
     "SandboxError",
     "TaskError",
     "UnknownAgentError",
@@ -54,3 +56,13 @@ class EscalationError(CapatazError):
 
 class TaskError(CapatazError):
     """A task id or task state does not allow the requested operation."""
+
+
+class QueueUnavailable(CapatazError):
+    """The control plane a remote runner works through did not answer (network error,
+    timeout, server restarting, 5xx): transient, the runner retries with backoff."""
+
+
+class QueueRefusedError(CapatazError):
+    """The control plane refused the runner's credentials (401/403) or request (4xx):
+    retrying would not help; the runner stops with this one line."""

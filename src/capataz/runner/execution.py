@@ -3,8 +3,9 @@
 The runner hands each claimed task to a :class:`TaskExecution` on its own thread. The
 pipeline knows nothing of queues: it is steered through :class:`RunHooks` (stop when
 cancelled or the lease is lost, check the lease once more before landing, take
-escalation answers from the database) and observed through its listener (steps and
-log lines are recorded as they happen)."""
+escalation answers from the queue) and observed through its listener (steps and log
+lines are recorded as they happen). The queue is the database or the control plane
+(:class:`RunnerQueue`)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from capataz.config import Config
+from capataz.context_store import context_link
+from capataz.credentials import CredentialsWaitingError
 from capataz.errors import CapatazError
 from capataz.escalation import Answer
 from capataz.models import EscalationChoice, Outcome, ViolationType
 from capataz.pipeline import Event, RunHooks, RunReport, Supervisor, TaskSpec
 from capataz.repo import Repository
-from capataz.store import ClaimedTask, Store, TaskState
+from capataz.runner.queue import RunnerQueue
+from capataz.secrets_delivery import queue_source
+from capataz.store import ClaimedTask, TaskState
 from capataz.store.records import RunDetails
 
 __all__ = ["TaskExecution", "state_for"]
@@ -30,7 +35,7 @@ T = TypeVar("T")
 
 
 class Retry(Protocol):
-    """Calls the store, retrying through a database outage (the runner's ``retry``)."""
+    """Calls the queue, retrying through an outage (the runner's ``retry``)."""
 
     def __call__(self, call: Callable[[], T], what: str, *, give_up: float | None = ...) -> T: ...
 
@@ -67,7 +72,7 @@ class TaskExecution:
         self,
         claimed: ClaimedTask,
         *,
-        store: Store,
+        store: RunnerQueue,
         repo: Repository,
         config: Config,
         runner_id: str,
@@ -99,9 +104,15 @@ class TaskExecution:
     def run(self) -> None:
         claimed = self.claimed
         hooks = RunHooks(
-            should_stop=self.stopped.is_set, may_land=self._may_land, answers=self._answer
+            should_stop=self.stopped.is_set,
+            may_land=self._may_land,
+            answers=self._answer,
+            secrets=queue_source(self.store, self.repo.root, claimed.id, claimed.fencing_token),
         )
-        supervisor = Supervisor(self.repo, self.config, listener=self._observe, hooks=hooks)
+        context = context_link(self.store, self.repo.root)  # what dependents share
+        supervisor = Supervisor(
+            self.repo, self.config, listener=self._observe, hooks=hooks, context=context
+        )
         spec = TaskSpec(
             task_id=claimed.id,
             instruction=claimed.instruction,
@@ -113,6 +124,9 @@ class TaskExecution:
         log.info("task %s: attempt %d of %d", claimed.id, claimed.attempt, claimed.max_attempts)
         try:
             report = supervisor.execute(spec)
+        except CredentialsWaitingError as exc:  # not started: back to the queue, to wait
+            self._wait_for_credentials(str(exc))
+            return
         except CapatazError as exc:
             self._flush_log(force=True)
             self._report(TaskState.FAILED, f"capataz could not run it: {exc}", None)
@@ -129,6 +143,18 @@ class TaskExecution:
             return
         state = state_for(report)
         self._report(state, report.reason, report)
+
+    def _wait_for_credentials(self, why: str) -> None:
+        """Give the task back without counting the attempt; it is tried again after
+        ``[runner] credential_retry`` (the reason says which request blocks it)."""
+        delay = self.config.runner.credential_retry
+        self.retry(
+            lambda: self.store.release(
+                self.claimed.id, self.claimed.fencing_token, why, delay_seconds=delay
+            ),
+            "release",
+        )
+        log.info("task %s: %s", self.claimed.id, why)
 
     # -- pipeline hooks ---------------------------------------------------------------
 
@@ -171,8 +197,13 @@ class TaskExecution:
             elif event.kind == "step":
                 self.store.step_finished(run_id, event.name, event.detail)
             elif event.kind == "escalation" and event.status == "opened":
-                self.store.open_escalation(
-                    self.claimed.id, self.claimed.fencing_token, event.detail
+                # Retried: a question lost to an outage would leave the run waiting for
+                # an answer nobody was asked for (asking twice changes nothing).
+                self.retry(
+                    lambda: self.store.open_escalation(
+                        self.claimed.id, self.claimed.fencing_token, event.detail, event.data
+                    ),
+                    "escalation",
                 )
             elif event.kind == "output" and event.line is not None:
                 with self._lock:
@@ -209,6 +240,10 @@ class TaskExecution:
                 actor=self.runner_id,
             ),
             "report",
+            # Until the queue is back, however long: the result may already have landed,
+            # and giving up would leave the task to be run (and landed) again. Fencing
+            # refuses it if the lease expired meanwhile.
+            give_up=None,
         )
         if accepted:
             log.info("task %s: %s (%s)", self.claimed.id, state.value, reason)
@@ -237,4 +272,5 @@ def _details(report: RunReport) -> RunDetails:
         file_changes=[c.model_dump(mode="json") for c in report.file_changes],
         violations=[v.model_dump(mode="json") for v in report.violations],
         decisions=decisions,
+        diff=report.diff,
     )

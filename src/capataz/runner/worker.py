@@ -1,12 +1,13 @@
 """The runner daemon: claim, run, report — around a wait.
 
 The main loop fills free slots with claimed tasks and otherwise waits for work
-(LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite). Three side tasks run beside
+(LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite and over HTTP). Three side tasks run beside
 it, each a small named thread: the heartbeat (the runner's own, and every running
 task's lease), the canceller (notices within a second that a task was cancelled or
 rescued from under us), and the sweeper (rescues tasks of dead runners). Every store
-call goes through :meth:`Runner.retry`, so a database that goes away for a while
-delays work but loses none."""
+call goes through :meth:`Runner.retry`, so a database (or, for a remote runner, a
+control plane) that goes away for a while delays work but loses none. The queue is
+anything that satisfies :class:`RunnerQueue`: the Store, or a RemoteQueue over HTTP."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy.exc
 
 from capataz.config import Config
+from capataz.errors import QueueRefusedError, QueueUnavailable
 from capataz.repo import Repository
 from capataz.runner.execution import TaskExecution
-from capataz.store import ClaimedTask, Store
+from capataz.runner.queue import RunnerQueue
+from capataz.store import ClaimedTask
 
 __all__ = ["Runner"]
 
@@ -34,6 +38,7 @@ _TRANSIENT = (
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.DBAPIError,
     OSError,
+    QueueUnavailable,
 )
 
 
@@ -42,7 +47,7 @@ class Runner:
         self,
         repo: Repository,
         config: Config,
-        store: Store,
+        store: RunnerQueue,
         *,
         name: str | None = None,
         concurrency: int | None = None,
@@ -117,16 +122,23 @@ class Runner:
 
     def _claim_loop(self) -> None:
         idle_wait = 0.05
+        claim_key: str | None = None  # kept while a claim's answer is in doubt
         while not self.stopping.is_set():
             self._reap()
             if self.max_tasks is not None and self.claimed_count >= self.max_tasks:
                 if not self.running:
                     return
             elif len(self.running) < self.concurrency:
+                claim_key = claim_key or uuid.uuid4().hex
                 try:
-                    claimed = self.store.claim(self.id, self.settings.lease, self.labels or None)
+                    claimed = self.store.claim(
+                        self.id, self.settings.lease, self.labels or None, claim_key=claim_key
+                    )
+                    claim_key = None
                 except _TRANSIENT as exc:
-                    log.warning("claim: database unavailable (%s); retrying", _first_line(exc))
+                    # The claim may have happened with its answer lost: the retry sends
+                    # the same key and gets that task back instead of a second one.
+                    log.warning("claim: %s; retrying", _unavailable(exc))
                     claimed, idle_wait = None, max(idle_wait, 1.0)
                 if claimed is not None:
                     self._start(claimed)
@@ -142,13 +154,14 @@ class Runner:
             idle_wait = min(idle_wait * 2, self.settings.poll_interval)
 
     def _listen(self) -> bool:
-        """PostgreSQL: block on LISTEN until a task becomes ready (or a poll interval)."""
-        if self.store.engine.dialect.name != "postgresql" or self.running:
+        """Block until a task becomes ready (or a poll interval) when the queue can
+        (PostgreSQL's LISTEN); elsewhere the caller polls with backoff."""
+        if self.running or not self.store.waits_for_ready:
             return False
         try:
             return self.store.wait_for_ready(self.settings.poll_interval)
         except _TRANSIENT as exc:
-            log.warning("listen: database unavailable (%s)", _first_line(exc))
+            log.warning("listen: %s", _unavailable(exc))
             return False
 
     def _queue_idle(self) -> bool:
@@ -212,7 +225,9 @@ class Runner:
                 try:
                     step()
                 except _TRANSIENT as exc:
-                    log.warning("%s: database unavailable (%s); will retry", name, _first_line(exc))
+                    log.warning("%s: %s; will retry", name, _unavailable(exc))
+                except QueueRefusedError as exc:  # the claim loop stops the runner
+                    log.error("%s: %s", name, exc)
                 except Exception:
                     log.exception("%s failed; will retry", name)
 
@@ -249,7 +264,8 @@ class Runner:
     # -- resilience -------------------------------------------------------------------
 
     def retry(self, call: Callable[[], T], what: str, *, give_up: float | None = 300.0) -> T:
-        """Call the store, retrying through transient database errors with backoff.
+        """Call the queue, retrying through transient errors (database or control plane
+        unreachable) with backoff.
         After ``give_up`` seconds the error is raised (None: retry forever)."""
         delay, started = 0.2, time.monotonic()
         while True:
@@ -258,15 +274,17 @@ class Runner:
             except _TRANSIENT as exc:
                 if give_up is not None and time.monotonic() - started > give_up:
                     raise
-                log.warning(
-                    "%s: database unavailable (%s); retrying in %.1f s",
-                    what,
-                    _first_line(exc),
-                    delay,
-                )
+                log.warning("%s: %s; retrying in %.1f s", what, _unavailable(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _unavailable(exc: BaseException) -> str:
+    """What went away, for the log: the control plane or the database."""
+    if isinstance(exc, QueueUnavailable):
+        return f"server unavailable ({_first_line(exc)})"
+    return f"database unavailable ({_first_line(exc)})"

@@ -1,0 +1,212 @@
+"""Remote runners through the control plane, measured in one run:
+
+1. claim + heartbeat latency (p50/p99) seen by 8 concurrent remote runners: each is a
+   process with its own runner token that claims, heartbeats and completes trivial
+   tasks through ``capataz serve`` as fast as it can (no pipeline: the API alone);
+2. trivial tasks per minute through the whole pipeline with runner processes working
+   through the API (``runner run --server``) versus the same runners on the database.
+
+Goals (issue 4): p99 claim latency < 50 ms; remote throughput >= 80 % of the database
+runners'. Prints figures only.
+
+    python bench/remote_runners.py [--runners 8] [--claims 150] [--tasks 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from capataz.demo import create_demo_repo
+from capataz.runner.remote import RemoteQueue
+from capataz.store import Store, TaskSpec, TaskState
+
+CONFIG = """
+[project]
+target_branch = "main"
+[agents.shell]
+command = ["bash", "-c", "{instruction}"]
+[runner]
+poll_interval = "0.2s"
+[server]
+rate_limit = 100000
+rate_burst = 100000
+"""
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _project(tmp: Path, name: str) -> tuple[Path, str]:
+    repo = create_demo_repo(tmp / name)
+    (repo.root / "capataz.toml").write_text(CONFIG)
+    subprocess.run(
+        ["git", "-C", str(repo.root), "commit", "-qam", "bench config"],
+        check=True,
+        env={**os.environ, **GIT_ENV},
+    )
+    (repo.root / ".capataz").mkdir(exist_ok=True)
+    return repo.root, f"sqlite:///{repo.root / '.capataz' / 'capataz.db'}"
+
+
+def _serve(root: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
+        cwd=root,
+        env={**os.environ, "CAPATAZ_DATABASE_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("capataz serve did not start")
+
+
+def _api_worker(base: str, token: str, claims: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    queue = RemoteQueue(base, token)
+    runner = queue.register_runner("bench", hostname="bench", pid=os.getpid(), concurrency=1)
+    claim_ms: list[float] = []
+    beat_ms: list[float] = []
+    for _ in range(claims):
+        started = time.perf_counter()
+        claimed = queue.claim(runner, 30.0)
+        claim_ms.append((time.perf_counter() - started) * 1000)
+        if claimed is None:
+            break
+        started = time.perf_counter()
+        queue.heartbeat(claimed.id, claimed.fencing_token, 30.0)
+        beat_ms.append((time.perf_counter() - started) * 1000)
+        queue.complete(claimed.id, claimed.fencing_token, TaskState.DONE, "bench")
+    queue.close()
+    out.put((claim_ms, beat_ms))
+
+
+def _percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {statistics.median(ordered):6.1f} ms   p99 {p99:6.1f} ms   (n={len(ordered)})"
+
+
+def api_latency(tmp: Path, runners: int, claims: int) -> None:
+    root, url = _project(tmp, "latency")
+    store = Store.open(url)
+    store.add_tasks(
+        [TaskSpec(f"t{i}", "true", id=f"t{i:06}") for i in range(runners * claims + runners)]
+    )
+    tokens = [store.create_token("runner", f"bench-{i}") for i in range(runners)]
+    store.close()
+    server, base = _serve(root, url)
+    try:
+        out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        procs = [
+            multiprocessing.Process(target=_api_worker, args=(base, token, claims, out))
+            for token in tokens
+        ]
+        started = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        results = [out.get(timeout=600) for _ in procs]
+        for proc in procs:
+            proc.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    claim_ms = [v for c, _ in results for v in c]
+    beat_ms = [v for _, b in results for v in b]
+    print(f"API latency, {runners} concurrent remote runners (claim, heartbeat, complete loop)")
+    print(f"  claim      {_percentiles(claim_ms)}   goal p99 < 50 ms")
+    print(f"  heartbeat  {_percentiles(beat_ms)}")
+    print(f"  cycles/s   {len(beat_ms) / elapsed:8.0f}")
+
+
+def _throughput(tmp: Path, name: str, tasks: int, runners: int, remote: bool) -> float:
+    root, url = _project(tmp, name)
+    store = Store.open(url)
+    store.add_tasks(
+        [TaskSpec(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(tasks)]
+    )
+    token = store.create_token("runner", "bench") if remote else ""
+    server = None
+    env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
+    argv = [sys.executable, "-m", "capataz", "runner", "run", "--exit-when-idle"]
+    if remote:
+        server, base = _serve(root, url)
+        env = {**os.environ, "CAPATAZ_TOKEN": token}
+        env.pop("CAPATAZ_DATABASE_URL", None)
+        argv += ["--server", base]
+    try:
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [*argv, "--concurrency", "2"],
+                cwd=root,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(runners)
+        ]
+        for proc in procs:
+            proc.wait()
+        elapsed = time.perf_counter() - started
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    done = sum(t.status is TaskState.DONE for t in store.list_tasks())
+    store.close()
+    rate = tasks / elapsed * 60
+    kind = "remote (HTTP API)" if remote else "database (SQLite)"
+    print(f"  {kind:20} {rate:7.0f} tasks/min   done {done}/{tasks}   wall {elapsed:5.1f} s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runners", type=int, default=8)
+    parser.add_argument("--claims", type=int, default=150)
+    parser.add_argument("--tasks", type=int, default=120)
+    parser.add_argument("--pipeline-runners", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="capataz-bench-") as name:
+        tmp = Path(name)
+        api_latency(tmp, args.runners, args.claims)
+        print(
+            f"Trivial tasks through the pipeline, {args.pipeline_runners} runner processes "
+            "x concurrency 2, bubblewrap sandbox"
+        )
+        database = _throughput(tmp, "db", args.tasks, args.pipeline_runners, remote=False)
+        remote = _throughput(tmp, "remote", args.tasks, args.pipeline_runners, remote=True)
+        print(f"  remote / database    {remote / database:7.0%}   goal >= 80%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The runner's side of the control plane (``/runner``, runner or admin tokens): what a
+remote runner (``capataz runner run --server``) calls instead of the database. Thin on
+purpose: parse, call the Store, answer; the Store already enforces leases and fencing
+tokens, and makes the writes repeatable (claim keys, repeated reports accepted).
+
+Statuses a runner relies on: a stale fencing token is 409 (the runner stops that run);
+claiming a named task that is taken, waiting for dependencies, not due or ended is 409
+with the reason; an unknown task, run or runner is 404.
+
+Steps and log chunks carry the run's record number (``seq``); a number not above the
+last one stored for the run (``runs.record_seq``, advanced in the record's own
+transaction) is acknowledged and dropped, so a chunk resent after a lost answer is not
+appended twice, even across server restarts and several server processes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from capataz.api.auth import Access, requires
+from capataz.api.deps import ok, store_of
+from capataz.api.errors import ApiError
+from capataz.api.routes.tasks import get_task_or_404
+from capataz.errors import TaskError
+from capataz.store import RunDetails, TaskState, TokenInfo
+from capataz.store.errors import ClaimConflictError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/runner", tags=["runner"])
+Runner = Annotated[TokenInfo, Depends(requires(Access.RUNNER))]
+TaskId = Annotated[str, Path(max_length=200)]
+RunId = Annotated[str, Path(max_length=200)]
+RunnerId = Annotated[str, Path(max_length=200)]
+Token = Annotated[int, Query(ge=0, description="The fencing token of the runner's lease.")]
+Lease = Annotated[float, Field(gt=0, le=86_400)]
+Text = Annotated[str, Field(max_length=10_000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Register(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    labels: list[str] = Field(default_factory=list)
+    hostname: Annotated[str, Field(max_length=255)] = ""
+    pid: int = 0
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+
+
+class Claim(_Body):
+    runner_id: Annotated[str, Field(min_length=1, max_length=200)]
+    lease_seconds: Lease = 30.0
+    labels: list[str] | None = None
+    claim_key: Annotated[str | None, Field(max_length=200)] = None
+
+
+class ClaimThis(_Body):
+    runner_id: Annotated[str, Field(min_length=1, max_length=200)]
+    lease_seconds: Lease = 30.0
+    claim_key: Annotated[str | None, Field(max_length=200)] = None
+
+
+class Heartbeat(_Body):
+    fencing_token: int
+    lease_seconds: Lease = 30.0
+
+
+class Release(_Body):
+    fencing_token: int
+    reason: Text = "released by its runner"
+    delay_seconds: float = Field(default=0.0, ge=0, le=86400)  # e.g. waiting for a credential
+
+
+class Complete(_Body):
+    fencing_token: int
+    state: TaskState
+    reason: str | None = None
+    decision: str | None = None
+    actor: Annotated[str | None, Field(max_length=200)] = None
+    details: dict[str, Any] | None = Field(
+        default=None, description="RunDetails: outcome, exit_code, file_changes, ..."
+    )
+
+
+class Escalate(_Body):
+    fencing_token: int
+    reason: Text
+    details: dict[str, Any] | None = Field(
+        default=None, description="What the human judges: violations, file changes, diff."
+    )
+
+
+class Step(_Body):
+    phase: Annotated[str, Field(min_length=1, max_length=100)]
+    status: Literal["started", "finished"]
+    outcome: Text = ""
+    seq: Annotated[int | None, Field(ge=1)] = None
+
+
+class LogChunk(_Body):
+    text: str
+    seq: Annotated[int | None, Field(ge=1)] = None
+
+
+class Sweep(_Body):
+    actor: Annotated[str, Field(max_length=200)] = "sweeper"
+
+
+def _stale(task_id: str, fencing_token: int) -> ApiError:
+    return ApiError(
+        409,
+        f"task {task_id} is not held under fencing token {fencing_token} "
+        "(cancelled, rescued by the sweeper, or given to another runner)",
+    )
+
+
+# -- the runner itself ------------------------------------------------------------------
+
+
+@router.post("/register", summary="Register a starting runner; returns its id")
+def register(request: Request, _: Runner, body: Register) -> dict[str, Any]:
+    runner_id = store_of(request).register_runner(
+        body.name,
+        labels=body.labels,
+        hostname=body.hostname,
+        pid=body.pid,
+        concurrency=body.concurrency,
+    )
+    return ok({"runner_id": runner_id})
+
+
+@router.post("/{runner_id}/heartbeat", summary="The runner is alive")
+def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> dict[str, Any]:
+    try:
+        store_of(request).runner_heartbeat(runner_id)
+    except TaskError as exc:
+        raise ApiError(404, str(exc)) from None
+    return ok({"runner_id": runner_id})
+
+
+@router.post("/{runner_id}/stopped", summary="The runner shut down")
+def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> dict[str, Any]:
+    try:
+        store_of(request).runner_stopped(runner_id)
+    except TaskError as exc:
+        raise ApiError(404, str(exc)) from None
+    return ok({"runner_id": runner_id})
+
+
+@router.get("/metrics", summary="Queue figures (an idle runner checks whether work is left)")
+def metrics(request: Request, _: Runner) -> dict[str, Any]:
+    return ok(store_of(request).metrics())
+
+
+@router.post("/sweep", summary="Rescue tasks whose lease expired")
+def sweep(request: Request, _: Runner, body: Sweep) -> dict[str, Any]:
+    return ok({"rescued": store_of(request).sweep(actor=body.actor)})
+
+
+# -- leases -----------------------------------------------------------------------------
+
+
+@router.post("/claim", summary="Lease the most urgent ready task (data null when none)")
+def claim(request: Request, _: Runner, body: Claim) -> dict[str, Any]:
+    claimed = store_of(request).claim(
+        body.runner_id, body.lease_seconds, body.labels, claim_key=body.claim_key
+    )
+    return ok(claimed)
+
+
+@router.post("/tasks/{task_id}/claim", summary="Lease this task (409 when it cannot be)")
+def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) -> dict[str, Any]:
+    try:
+        claimed = store_of(request).claim_task(
+            task_id, body.runner_id, body.lease_seconds, claim_key=body.claim_key
+        )
+    except ClaimConflictError as exc:
+        raise ApiError(409, str(exc)) from None
+    except TaskError:
+        raise ApiError(404, f"no task {task_id}") from None
+    return ok(claimed)
+
+
+@router.post("/tasks/{task_id}/heartbeat", summary="Extend the lease (409 when stale)")
+def heartbeat(request: Request, _: Runner, task_id: TaskId, body: Heartbeat) -> dict[str, Any]:
+    if not store_of(request).heartbeat(task_id, body.fencing_token, body.lease_seconds):
+        raise _stale(task_id, body.fencing_token)
+    return ok({"current": True})
+
+
+@router.get("/tasks/{task_id}/current", summary="Is the lease still this runner's")
+def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> dict[str, Any]:
+    return ok({"current": store_of(request).is_current(task_id, token)})
+
+
+@router.post("/tasks/{task_id}/release", summary="Give the task back unfinished")
+def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    if not store.release(
+        task_id, body.fencing_token, body.reason, delay_seconds=body.delay_seconds
+    ):
+        raise _stale(task_id, body.fencing_token)
+    return ok({"released": True})
+
+
+@router.post("/tasks/{task_id}/complete", summary="Report how the attempt ended")
+def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    details = _run_details(body.details) if body.details is not None else None
+    try:
+        accepted = store.complete(
+            task_id,
+            body.fencing_token,
+            body.state,
+            body.reason,
+            decision=body.decision,
+            actor=body.actor,
+            details=details,
+        )
+    except TaskError as exc:
+        raise ApiError(422, str(exc)) from None
+    if not accepted:
+        raise _stale(task_id, body.fencing_token)
+    return ok({"accepted": True})
+
+
+@router.get("/tasks/{task_id}/escalation", summary="The answer to the run's question, if any")
+def poll_escalation(request: Request, _: Runner, task_id: TaskId, token: Token) -> dict[str, Any]:
+    return ok(store_of(request).poll_escalation(task_id, token))
+
+
+@router.post("/tasks/{task_id}/escalation", summary="Ask a human about the run")
+def open_escalation(request: Request, _: Runner, task_id: TaskId, body: Escalate) -> dict[str, Any]:
+    store = store_of(request)
+    get_task_or_404(store, task_id)
+    if not store.open_escalation(task_id, body.fencing_token, body.reason, body.details):
+        raise _stale(task_id, body.fencing_token)
+    return ok({"opened": True})
+
+
+# -- what a run records -----------------------------------------------------------------
+
+
+@router.post("/runs/{run_id}/steps", summary="A step of the run started or finished")
+def step(request: Request, _: Runner, run_id: RunId, body: Step) -> dict[str, Any]:
+    store = store_of(request)
+
+    def record() -> bool:
+        if body.status == "started":
+            return store.step_started(run_id, body.phase, seq=body.seq)
+        return store.step_finished(run_id, body.phase, body.outcome, seq=body.seq)
+
+    return ok({"recorded": _found(record)})
+
+
+@router.post("/runs/{run_id}/log", summary="Append a chunk to the run's log")
+def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> dict[str, Any]:
+    store = store_of(request)
+    recorded = _found(lambda: store.append_log(run_id, body.text, seq=body.seq))
+    return ok({"recorded": recorded})
+
+
+def _found(record: Callable[[], bool]) -> bool:
+    try:
+        return record()
+    except TaskError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _run_details(raw: dict[str, Any]) -> RunDetails:
+    """The reported details as the Store takes them; fields this server does not know
+    are ignored (a newer runner), a missing ``outcome`` is 422."""
+    known = {f.name for f in dataclasses.fields(RunDetails)}
+    try:
+        return RunDetails(**{key: value for key, value in raw.items() if key in known})
+    except TypeError as exc:
+        raise ApiError(422, f"body.details: {exc}") from None

@@ -1,0 +1,101 @@
+"""What a runner needs from its queue, and nothing more.
+
+A runner works either on the database directly (:class:`capataz.store.Store`) or
+through the HTTP control plane (:class:`capataz.runner.remote.RemoteQueue`). Both
+satisfy :class:`RunnerQueue` structurally, so the daemon (``worker``) and one run's
+execution (``execution``) are written once against this protocol and cannot grow a
+dependency on SQL that the remote runner could not honour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from capataz.store.records import ClaimedTask, EscalationAnswer, RunDetails
+from capataz.store.statuses import TaskState
+
+__all__ = ["RunnerQueue"]
+
+
+class RunnerQueue(Protocol):
+    """The Store methods a runner calls, with the Store's meaning: see each method
+    there. Transient failures raise what ``worker._TRANSIENT`` lists (database errors,
+    :class:`capataz.errors.QueueUnavailable`); everything else is fatal."""
+
+    # -- the runner itself --------------------------------------------------------------
+
+    def register_runner(
+        self,
+        name: str,
+        *,
+        labels: Sequence[str] = ...,
+        hostname: str,
+        pid: int,
+        concurrency: int,
+    ) -> str: ...
+
+    def runner_heartbeat(self, runner_id: str) -> None: ...
+
+    def runner_stopped(self, runner_id: str) -> None: ...
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        runner_id: str,
+        lease_seconds: float = ...,
+        labels: Iterable[str] | None = ...,
+        *,
+        claim_key: str | None = ...,
+    ) -> ClaimedTask | None: ...
+
+    def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = ...) -> bool: ...
+
+    def is_current(self, task_id: str, fencing_token: int) -> bool: ...
+
+    def release(
+        self, task_id: str, fencing_token: int, reason: str, *, delay_seconds: float = ...
+    ) -> bool: ...
+
+    def complete(
+        self,
+        task_id: str,
+        fencing_token: int,
+        state: TaskState | str,
+        reason: str | None = ...,
+        *,
+        decision: str | None = ...,
+        actor: str | None = ...,
+        details: RunDetails | None = ...,
+    ) -> bool: ...
+
+    def sweep(self, *, actor: str = ...) -> list[str]: ...
+
+    # -- what a run records -------------------------------------------------------------
+
+    def step_started(self, run_id: str, phase: str) -> object: ...
+
+    def step_finished(self, run_id: str, phase: str, outcome: str) -> object: ...
+
+    def append_log(self, run_id: str, text: str) -> object: ...
+
+    def open_escalation(
+        self,
+        task_id: str,
+        fencing_token: int,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> bool: ...
+
+    def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None: ...
+
+    # -- idling ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]: ...
+
+    @property
+    def waits_for_ready(self) -> bool:
+        """Whether :meth:`wait_for_ready` blocks until woken (worth calling when idle)."""
+        ...
+
+    def wait_for_ready(self, timeout: float) -> bool: ...

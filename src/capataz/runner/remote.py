@@ -1,0 +1,408 @@
+"""The runner's queue over HTTP: :class:`RemoteQueue` speaks the control plane's
+``/runner`` routes (``capataz serve``) with a runner token, so a runner on another
+machine needs the repository and ``capataz.toml`` but no database connection.
+
+Failures split in two. Anything that may go away by itself (connection refused or
+reset, a timeout, a server restarting, 429, 5xx) raises :class:`QueueUnavailable`,
+which the runner retries with backoff like a database outage. A refused token (401,
+403) or a request the server rejects (other 4xx) raises :class:`QueueRefusedError`:
+retrying would not help.
+
+Retries are safe because every write is idempotent on the server: a claim carries the
+runner's ``claim_key`` (a retried claim returns the task the lost answer held), a
+repeated complete or release of the same lease is accepted again, heartbeats and reads
+are naturally repeatable, and what a run records as it goes (steps and log chunks)
+leaves through a per-run *outbox*: numbered (``seq`` 1, 2, 3…), sent in order by a
+background sender thread, kept until the server acknowledges them and dropped by the
+server when it has already stored that number. So the pipeline never waits on the
+network to record a line, an outage delays the log instead of losing it, and the run's
+last lines are sent before its result (``complete`` empties the outbox first)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from capataz.errors import QueueRefusedError, QueueUnavailable, TaskError
+from capataz.store.records import ClaimedTask, EscalationAnswer, RunDetails
+from capataz.store.statuses import TaskState
+
+__all__ = ["NEEDS_RUNNER_ROLE", "RemoteQueue"]
+
+log = logging.getLogger("capataz.runner")
+
+NEEDS_RUNNER_ROLE = (
+    "needs a runner token: capataz token create --role runner, then pass it in "
+    "CAPATAZ_TOKEN (or --token-file)"
+)
+# Unsent steps and log chunks kept per run while the server is away; beyond this the
+# oldest go (the server keeps only a log tail anyway).
+OUTBOX_LIMIT = 5000
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclasses.dataclass
+class _Outbox:
+    """A run's unacknowledged records, oldest first. ``sending`` keeps sends in order
+    (one sender at a time); ``lock`` guards the queue itself and is never held across
+    a request, so recording never waits for the network."""
+
+    sending: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    seq: int = 0
+    pending: deque[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=deque)
+
+
+class RemoteQueue:
+    """A :class:`capataz.runner.queue.RunnerQueue` over the control plane at
+    ``server`` (``http://host:port``), authenticated with a runner ``token``. The
+    token goes only into the Authorization header; it is never logged."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.server,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+        )
+        self._outboxes: dict[str, _Outbox] = {}
+        self._runs: dict[tuple[str, int], str] = {}  # (task, token) -> run, for its outbox
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._sender: threading.Thread | None = None
+
+    def close(self) -> None:
+        """Stop the sender and close the connections (unsent records are dropped)."""
+        self._closed.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(timeout=5)
+        self._client.close()
+
+    # -- the runner itself --------------------------------------------------------------
+
+    def register_runner(
+        self,
+        name: str,
+        *,
+        labels: Sequence[str] = (),
+        hostname: str,
+        pid: int,
+        concurrency: int,
+    ) -> str:
+        body = {
+            "name": name,
+            "labels": list(labels),
+            "hostname": hostname,
+            "pid": pid,
+            "concurrency": concurrency,
+        }
+        return str(self._data("POST", "/runner/register", body)["runner_id"])
+
+    def runner_heartbeat(self, runner_id: str) -> None:
+        self._data("POST", f"/runner/{runner_id}/heartbeat", {})
+
+    def runner_stopped(self, runner_id: str) -> None:
+        self._data("POST", f"/runner/{runner_id}/stopped", {})
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(
+        self,
+        runner_id: str,
+        lease_seconds: float = 30.0,
+        labels: Iterable[str] | None = None,
+        *,
+        claim_key: str | None = None,
+    ) -> ClaimedTask | None:
+        body = {
+            "runner_id": runner_id,
+            "lease_seconds": lease_seconds,
+            "labels": None if labels is None else list(labels),
+            "claim_key": claim_key,
+        }
+        data = self._data("POST", "/runner/claim", body)
+        if data is None:
+            return None
+        known = {f.name for f in dataclasses.fields(ClaimedTask)}
+        claimed = ClaimedTask(
+            **{
+                **{key: value for key, value in data.items() if key in known},
+                "labels": tuple(data["labels"]),
+                "lease_expires_at": datetime.fromisoformat(data["lease_expires_at"]),
+            }
+        )
+        with self._lock:
+            self._runs[(claimed.id, claimed.fencing_token)] = claimed.run_id
+        return claimed
+
+    def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
+        body = {"fencing_token": fencing_token, "lease_seconds": lease_seconds}
+        return self._held("POST", f"/runner/tasks/{task_id}/heartbeat", body)
+
+    def is_current(self, task_id: str, fencing_token: int) -> bool:
+        params = {"token": fencing_token}
+        data = self._data("GET", f"/runner/tasks/{task_id}/current", params=params)
+        return bool(data["current"])
+
+    def task_secrets(self, task_id: str, fencing_token: int) -> dict[str, str]:
+        """The claimed task's secrets, which the server picks from its configuration
+        and hands out only under the current lease (used by the pipeline, through
+        :func:`capataz.secrets_delivery.remote_source`). Never logged."""
+        params = {"token": fencing_token}
+        data = self._data("GET", f"/runner/tasks/{task_id}/secrets", params=params)
+        return {str(name): str(value) for name, value in (data.get("values") or {}).items()}
+
+    def release(
+        self, task_id: str, fencing_token: int, reason: str, *, delay_seconds: float = 0.0
+    ) -> bool:
+        self._flush_run(task_id, fencing_token)
+        body = {"fencing_token": fencing_token, "reason": reason, "delay_seconds": delay_seconds}
+        released = self._held("POST", f"/runner/tasks/{task_id}/release", body)
+        self._forget(task_id, fencing_token)
+        return released
+
+    def complete(
+        self,
+        task_id: str,
+        fencing_token: int,
+        state: TaskState | str,
+        reason: str | None = None,
+        *,
+        decision: str | None = None,
+        actor: str | None = None,
+        details: RunDetails | None = None,
+    ) -> bool:
+        """Report the result after the run's last steps and log lines are in."""
+        self._flush_run(task_id, fencing_token)
+        body = {
+            "fencing_token": fencing_token,
+            "state": TaskState(state).value,
+            "reason": reason,
+            "decision": decision,
+            "actor": actor,
+            "details": dataclasses.asdict(details) if details is not None else None,
+        }
+        accepted = self._held("POST", f"/runner/tasks/{task_id}/complete", body)
+        self._forget(task_id, fencing_token)
+        return accepted
+
+    def sweep(self, *, actor: str = "sweeper") -> list[str]:
+        return [str(t) for t in self._data("POST", "/runner/sweep", {"actor": actor})["rescued"]]
+
+    # -- what a run records -------------------------------------------------------------
+
+    def step_started(self, run_id: str, phase: str) -> None:
+        self._record(run_id, "steps", {"phase": phase, "status": "started"})
+
+    def step_finished(self, run_id: str, phase: str, outcome: str) -> None:
+        self._record(run_id, "steps", {"phase": phase, "status": "finished", "outcome": outcome})
+
+    def append_log(self, run_id: str, text: str) -> None:
+        if text:
+            self._record(run_id, "log", {"text": text})
+
+    def open_escalation(
+        self,
+        task_id: str,
+        fencing_token: int,
+        reason: str,
+        details: dict[str, Any] | None = None,
+    ) -> bool:
+        body = {"fencing_token": fencing_token, "reason": reason, "details": details}
+        return self._held("POST", f"/runner/tasks/{task_id}/escalation", body)
+
+    def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
+        params = {"token": fencing_token}
+        data = self._data("GET", f"/runner/tasks/{task_id}/escalation", params=params)
+        if data is None:
+            return None
+        return EscalationAnswer(
+            decision=data["decision"],
+            note=data["note"],
+            decided_by=data["decided_by"],
+            answered_at=datetime.fromisoformat(data["answered_at"]),
+        )
+
+    # -- idling ---------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._data("GET", "/runner/metrics")
+        return data
+
+    @property
+    def waits_for_ready(self) -> bool:
+        """No: an idle remote runner polls ``claim`` with the runner's adaptive backoff."""
+        return False
+
+    def wait_for_ready(self, timeout: float) -> bool:
+        return False
+
+    # -- the outbox -----------------------------------------------------------------------
+
+    def _record(self, run_id: str, kind: str, body: dict[str, Any]) -> None:
+        """Queue a step or log chunk of ``run_id`` with the run's next number and let
+        the sender deliver it: never blocks on the network."""
+        with self._lock:
+            box = self._outboxes.setdefault(run_id, _Outbox())
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="outbox", daemon=True)
+                self._sender.start()
+        with box.lock:
+            box.seq += 1
+            box.pending.append((kind, {**body, "seq": box.seq}))
+            if len(box.pending) > OUTBOX_LIMIT:
+                box.pending.popleft()
+                log.warning("run %s: server away too long; dropped its oldest record", run_id)
+        self._wake.set()
+
+    def _send_loop(self) -> None:
+        """Deliver every run's outbox, in order; after a failure wait (doubling up to
+        5 s) before the next try."""
+        delay = 0.0
+        while not self._closed.is_set():
+            if delay:
+                self._closed.wait(delay)
+            else:
+                self._wake.wait(1.0)
+            self._wake.clear()
+            with self._lock:
+                runs = list(self._outboxes)
+            try:
+                for run_id in runs:
+                    self._flush(run_id)
+                delay = 0.0
+            except QueueUnavailable as exc:
+                log.debug("outbox: server unavailable (%s); will retry", exc)
+                delay = min(max(delay * 2, 0.2), 5.0)
+            except Exception:
+                log.exception("outbox: could not deliver records; will retry")
+                delay = 1.0
+
+    def _flush(self, run_id: str) -> None:
+        """Send ``run_id``'s pending records in order; QueueUnavailable leaves the rest
+        for the next try. A record the server refuses (its run is unknown) is dropped."""
+        with self._lock:
+            box = self._outboxes.get(run_id)
+        if box is None:
+            return
+        with box.sending:
+            while True:
+                with box.lock:
+                    if not box.pending:
+                        return
+                    item = box.pending[0]
+                kind, body = item
+                try:
+                    self._data("POST", f"/runner/runs/{run_id}/{kind}", body)
+                except TaskError as exc:
+                    log.warning("run %s: %s record refused: %s", run_id, kind, exc)
+                with box.lock:
+                    if box.pending and box.pending[0] is item:  # not dropped meanwhile
+                        box.pending.popleft()
+
+    def _flush_run(self, task_id: str, fencing_token: int) -> None:
+        with self._lock:
+            run_id = self._runs.get((task_id, fencing_token))
+        if run_id is not None:
+            self._flush(run_id)
+
+    def _forget(self, task_id: str, fencing_token: int) -> None:
+        with self._lock:
+            run_id = self._runs.pop((task_id, fencing_token), None)
+            if run_id is not None:
+                self._outboxes.pop(run_id, None)
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _held(self, method: str, path: str, body: dict[str, Any]) -> bool:
+        """A write under a lease: True when done, False when the lease is not (or no
+        longer) this runner's (409, the runner treats it as lost)."""
+        try:
+            self._data(method, path, body, conflict_ok=True)
+        except _Conflict:
+            return False
+        return True
+
+    def _data(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        params: dict[str, Any] | None = None,
+        conflict_ok: bool = False,
+    ) -> Any:
+        """``data`` of the answer to one request, or the error its status means."""
+        content = None if body is None else json.dumps(body, default=str).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            response = self._client.request(
+                method, path, content=content, headers=headers, params=params
+            )
+        except httpx.TransportError as exc:
+            raise QueueUnavailable(
+                f"control plane {self.server}: {type(exc).__name__}: {exc}",
+                fix="is `capataz serve` running and reachable? the runner keeps retrying",
+            ) from None
+        status = response.status_code
+        if status < 300:
+            return _payload(response).get("data")
+        message = _error_message(response)
+        if status == 409 and conflict_ok:
+            raise _Conflict(message)
+        if status in _TRANSIENT_STATUS:
+            raise QueueUnavailable(
+                f"control plane {self.server} answered {status}: {message}",
+                fix="the runner keeps retrying",
+            )
+        if status in (401, 403):
+            raise QueueRefusedError(
+                f"control plane {self.server} refused the runner ({status}): {message}",
+                fix=NEEDS_RUNNER_ROLE,
+            )
+        if status in (404, 409):
+            raise TaskError(f"{method} {path}: {message}")
+        raise QueueRefusedError(f"{method} {path} refused ({status}): {message}")
+
+
+class _Conflict(Exception):
+    """409 on a write under a lease: the fencing token is stale."""
+
+
+def _payload(response: httpx.Response) -> dict[str, Any]:
+    try:
+        found = response.json()
+    except ValueError:
+        raise QueueUnavailable(
+            f"{response.request.url.path} answered {response.status_code} without JSON",
+            fix="is the URL that of `capataz serve`?",
+        ) from None
+    if not isinstance(found, dict):
+        raise QueueUnavailable(f"{response.request.url.path}: not a capataz answer")
+    return found
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error") or {}
+        return str(error.get("message") or response.reason_phrase)
+    except (ValueError, AttributeError):
+        return response.reason_phrase or str(response.status_code)

@@ -1,0 +1,115 @@
+"""The runner routes (``/runner``) over a real server on SQLite and PostgreSQL: claims
+and their 409s, fencing, and every write a runner may repeat after a lost answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tests.api.conftest import Server
+
+from capataz.store import TaskSpec
+
+
+def _data(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()["data"] if status < 300 else response.json()["error"]
+
+
+def test_claim_fencing_and_repeated_writes(server: Server) -> None:
+    store = server.store()
+    try:
+        store.add_tasks(
+            [TaskSpec("dep", "x", id="dep"), TaskSpec("child", "x", id="child", depends_on=["dep"])]
+        )
+        with server.client("runner") as api:
+            runner = _data(api.post("/runner/register", json={"name": "r", "concurrency": 2}))
+            rid = runner["runner_id"]
+
+            error = _data(api.post("/runner/tasks/child/claim", json={"runner_id": rid}), 409)
+            assert "waits for dependencies that are not done: dep (ready)" in error["message"]
+            assert _data(api.post("/runner/tasks/nope/claim", json={"runner_id": rid}), 404)
+
+            ask = {"runner_id": rid, "lease_seconds": 30, "claim_key": "k-1"}
+            claimed = _data(api.post("/runner/claim", json=ask))
+            assert claimed["id"] == "dep" and claimed["fencing_token"] == 1
+            again = _data(api.post("/runner/claim", json=ask))  # the answer was "lost"
+            assert again["run_id"] == claimed["run_id"]
+            assert len(store.list_runs(task_id="dep")) == 1
+            assert _data(api.post("/runner/claim", json={**ask, "claim_key": "k-2"})) is None
+
+            taken = _data(api.post("/runner/tasks/dep/claim", json={"runner_id": "other"}), 409)
+            assert "dep is taken: running on " + rid in taken["message"]
+
+            beat = {"fencing_token": 1, "lease_seconds": 30}
+            assert _data(api.post("/runner/tasks/dep/heartbeat", json=beat)) == {"current": True}
+            stale = {"fencing_token": 2, "lease_seconds": 30}
+            assert (
+                "fencing token 2"
+                in _data(api.post("/runner/tasks/dep/heartbeat", json=stale), 409)["message"]
+            )
+            assert _data(api.get("/runner/tasks/dep/current", params={"token": 2})) == {
+                "current": False
+            }
+            assert _data(api.get("/runner/tasks/dep/escalation", params={"token": 1})) is None
+
+            run = claimed["run_id"]
+            records = [
+                ("steps", {"phase": "prepare", "status": "started", "seq": 1}, True),
+                ("steps", {"phase": "prepare", "status": "started", "seq": 1}, False),
+                ("log", {"text": "hello\n", "seq": 2}, True),
+                ("log", {"text": "hello\n", "seq": 2}, False),  # resent: dropped
+                (
+                    "steps",
+                    {"phase": "prepare", "status": "finished", "outcome": "ok", "seq": 3},
+                    True,
+                ),
+                ("log", {"text": "world\n", "seq": 4}, True),
+            ]
+            for kind, body, recorded in records:
+                answer = _data(api.post(f"/runner/runs/{run}/{kind}", json=body))
+                assert answer == {"recorded": recorded}, (kind, body)
+            assert _data(api.post("/runner/runs/run-nope/log", json={"text": "x", "seq": 1}), 404)
+
+            report = {
+                "fencing_token": 1,
+                "state": "done",
+                "reason": "landed",
+                "decision": "COMPLETED",
+                "actor": rid,
+                "details": {"outcome": "landed", "exit_code": 0, "from_a_newer_runner": 1},
+            }
+            assert _data(api.post("/runner/tasks/dep/complete", json=report)) == {"accepted": True}
+            assert _data(api.post("/runner/tasks/dep/complete", json=report)) == {"accepted": True}
+            failed = {**report, "state": "failed"}
+            assert _data(api.post("/runner/tasks/dep/complete", json=failed), 409)
+
+            child = _data(api.post("/runner/tasks/child/claim", json={"runner_id": rid}))
+            release = {"fencing_token": child["fencing_token"], "reason": "stopping"}
+            for _ in range(2):  # the second is the retry of a lost answer
+                assert _data(api.post("/runner/tasks/child/release", json=release)) == {
+                    "released": True
+                }
+            assert _data(api.post(f"/runner/{rid}/stopped"))
+            assert _data(api.post("/runner/sweep", json={})) == {"rescued": []}
+
+        detail = store.get_run(run)
+        assert detail.log_tail == "hello\nworld\n"
+        assert [(s.phase, s.outcome) for s in detail.steps] == [("prepare", "ok")]
+        assert (detail.status, detail.result, detail.exit_code) == ("finished", "landed", 0)
+        task = store.get_task("dep")
+        assert task.status.value == "done" and task.attempts == 1
+        assert store.get_task("child").status.value == "ready"
+        assert store.verify_audit() is None
+    finally:
+        store.close()
+
+
+def test_runner_routes_need_a_runner_token(server: Server) -> None:
+    for role, status in (("viewer", 403), ("operator", 403), (None, 401)):
+        with server.client(role) as api:
+            response = api.post("/runner/claim", json={"runner_id": "r"})
+        assert response.status_code == status, (role, response.text)
+    with server.client("viewer") as api:
+        message = api.post("/runner/claim", json={"runner_id": "r"}).json()["error"]["message"]
+    assert message == "role viewer cannot POST /runner/claim; needs runner"
