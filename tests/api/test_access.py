@@ -4,6 +4,7 @@ role it does not serve (403, naming the role, the route and the role it needs)."
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from tests.api.conftest import ROLES, Server
 READ = {"viewer", "operator", "admin"}
 OPERATE = {"operator", "admin"}
 ADMIN = {"admin"}
+RUNNER = {"runner", "admin"}
+_TOKEN = {"fencing_token": 1}
 
 # method, path as called, path as the route names it, who may call it, body
 ROUTES: list[tuple[str, str, str, set[str], dict[str, Any] | None]] = [
@@ -24,6 +27,9 @@ ROUTES: list[tuple[str, str, str, set[str], dict[str, Any] | None]] = [
     ("POST", "/ops/tasks/t-x/cancel", "/ops/tasks/{task_id}/cancel", OPERATE, {}),
     ("GET", "/runs", "/runs", READ, None),
     ("GET", "/runs/r-x", "/runs/{run_id}", READ, None),
+    ("GET", "/ops/escalations", "/ops/escalations", READ, None),
+    # An unknown type makes allowed roles get a 422 instead of an endless stream.
+    ("GET", "/events?types=nope", "/events", READ, None),
     (
         "POST",
         "/ops/escalations/t-x/decision",
@@ -32,7 +38,62 @@ ROUTES: list[tuple[str, str, str, set[str], dict[str, Any] | None]] = [
         {"decision": "approve"},
     ),
     ("DELETE", "/ops/runners/r-x", "/ops/runners/{runner_id}", ADMIN, None),
+    ("GET", "/ops/requests", "/ops/requests", READ, None),
+    (
+        "POST",
+        "/ops/requests/REQ-x/value",
+        "/ops/requests/{request_id}/value",
+        OPERATE,
+        {"value": "v"},
+    ),
     ("GET", "/metrics", "/metrics", READ, None),
+    # remote runners (routes/runner.py)
+    ("POST", "/runner/register", "/runner/register", RUNNER, {"name": "access-test"}),
+    ("POST", "/runner/r-x/heartbeat", "/runner/{runner_id}/heartbeat", RUNNER, None),
+    ("POST", "/runner/r-x/stopped", "/runner/{runner_id}/stopped", RUNNER, None),
+    ("GET", "/runner/metrics", "/runner/metrics", RUNNER, None),
+    ("POST", "/runner/sweep", "/runner/sweep", RUNNER, {}),
+    ("POST", "/runner/claim", "/runner/claim", RUNNER, {"runner_id": "r-x"}),
+    (
+        "POST",
+        "/runner/tasks/t-x/claim",
+        "/runner/tasks/{task_id}/claim",
+        RUNNER,
+        {"runner_id": "r"},
+    ),
+    ("POST", "/runner/tasks/t-x/heartbeat", "/runner/tasks/{task_id}/heartbeat", RUNNER, _TOKEN),
+    ("GET", "/runner/tasks/t-x/current?token=1", "/runner/tasks/{task_id}/current", RUNNER, None),
+    ("GET", "/runner/tasks/t-x/secrets?token=1", "/runner/tasks/{task_id}/secrets", RUNNER, None),
+    ("POST", "/runner/tasks/t-x/release", "/runner/tasks/{task_id}/release", RUNNER, _TOKEN),
+    (
+        "POST",
+        "/runner/tasks/t-x/complete",
+        "/runner/tasks/{task_id}/complete",
+        RUNNER,
+        {**_TOKEN, "state": "done"},
+    ),
+    (
+        "GET",
+        "/runner/tasks/t-x/escalation?token=1",
+        "/runner/tasks/{task_id}/escalation",
+        RUNNER,
+        None,
+    ),
+    (
+        "POST",
+        "/runner/tasks/t-x/escalation",
+        "/runner/tasks/{task_id}/escalation",
+        RUNNER,
+        {**_TOKEN, "reason": "why"},
+    ),
+    (
+        "POST",
+        "/runner/runs/r-x/steps",
+        "/runner/runs/{run_id}/steps",
+        RUNNER,
+        {"phase": "p", "status": "started"},
+    ),
+    ("POST", "/runner/runs/r-x/log", "/runner/runs/{run_id}/log", RUNNER, {"text": "x"}),
 ]
 
 
@@ -70,7 +131,7 @@ def test_every_endpoint_checks_token_and_role(server: Server) -> None:
                     failures.append((method, path, role, response.status_code, response.text))
                 continue
             payload = response.json()
-            needs = min(allowed, key=["viewer", "operator", "admin"].index)
+            needs = min(allowed, key=["viewer", "operator", "runner", "admin"].index)
             expected = f"role {role} cannot {method} {route}; needs {needs}"
             if response.status_code != 403 or payload["error"]["message"] != expected:
                 failures.append((method, path, role, response.status_code, response.text))
@@ -135,6 +196,7 @@ def test_revoked_token_is_refused(server: Server, role: str) -> None:
     assert ours["last_used_at"] is not None
     revoked = server.cli("token", "revoke", str(ours["id"]))
     assert revoked.returncode == 0, revoked.stderr
+    time.sleep(1.1)  # the server remembers a token for at most a second
     with server.client(token=token) as client:
         response = client.get("/ops/tasks")
     assert response.status_code == 401

@@ -3,15 +3,19 @@ anything embedding the API build it the same way."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from capataz.api.auth import RateLimiter
+from capataz.api.auth import RateLimiter, TokenCache
 from capataz.api.deps import capataz_version
 from capataz.api.errors import install_handlers
-from capataz.api.routes import escalations, health, metrics, ops, runs, tasks
+from capataz.api.routes import escalations, events, health, metrics, ops, runs, tasks
+from capataz.api.routes import panel as panel_routes
+from capataz.api.routes import requests as requests_routes
+from capataz.api.routes import runner as runner_routes
 from capataz.config import Config
 from capataz.store import Store
 
@@ -74,7 +78,7 @@ class FormAsJson:
         await self.app(scope, receive, send)
 
 
-def create_app(store: Store, config: Config) -> FastAPI:
+def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -> FastAPI:
     """The control plane over ``store``; ``config.server`` sets its rate limits and
     guardrails. The caller owns the store (opens and closes it)."""
     app = FastAPI(
@@ -89,10 +93,15 @@ def create_app(store: Store, config: Config) -> FastAPI:
     )
     app.state.store = store
     app.state.config = config
+    app.state.state_dir = state_dir  # the vault's key file lives there (or $CAPATAZ_MASTER_KEY)
     app.state.limiter = RateLimiter(config.server.rate_limit, config.server.rate_burst)
+    app.state.tokens = TokenCache()
     install_handlers(app)
     app.add_middleware(FormAsJson)
     app.include_router(health.router)
-    for module in (ops, tasks, runs, escalations, metrics):
+    app.include_router(panel_routes.router)  # the web panel at /, outside the schema
+    for module in (ops, tasks, runs, escalations, metrics, events):
         app.include_router(module.router, responses=API_ERRORS)
+    app.include_router(runner_routes.router, responses=API_ERRORS)  # remote runners
+    app.include_router(requests_routes.router, responses=API_ERRORS)  # credential requests
     return app

@@ -22,7 +22,7 @@ from capataz.api.errors import ApiError
 from capataz.config import Config
 from capataz.store import Store, TokenInfo
 
-__all__ = ["Access", "RateLimiter", "destructive", "requires"]
+__all__ = ["Access", "RateLimiter", "TokenCache", "destructive", "requires"]
 
 bearer = HTTPBearer(auto_error=False, description="A token from `capataz token create`.")
 
@@ -32,7 +32,7 @@ class Access(StrEnum):
 
     READ = "read"  # viewer, operator, admin
     OPERATE = "operate"  # operator, admin: tasks and escalations
-    RUNNER = "runner"  # runner, admin: claim, heartbeat, report (none served yet)
+    RUNNER = "runner"  # runner, admin: claim, heartbeat, report (/runner, remote runners)
     ADMIN = "admin"  # admin only
 
 
@@ -74,6 +74,31 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
 
 
+class TokenCache:
+    """Who a bearer token is, remembered for ``ttl`` seconds: a runner calls several
+    times a second, and looking the token up each time was the largest single cost of
+    a heartbeat. The price: a revoked token keeps working for at most ``ttl``."""
+
+    def __init__(self, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._known: dict[str, tuple[TokenInfo | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, store: Store, token: str) -> TokenInfo | None:
+        now = self.clock()
+        with self._lock:
+            found = self._known.get(token)
+        if found is not None and found[1] > now:
+            return found[0]
+        info = store.authenticate(token)
+        with self._lock:
+            if len(self._known) > 10_000:  # a flood of made-up tokens: start over
+                self._known.clear()
+            self._known[token] = (info, now + self.ttl)
+        return info
+
+
 def _route_path(request: Request) -> str:
     route = request.scope.get("route")
     return str(getattr(route, "path", request.url.path))
@@ -89,8 +114,8 @@ def requires(access: Access) -> Callable[..., TokenInfo]:
     ) -> TokenInfo:
         if credentials is None or not credentials.credentials:
             raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        store: Store = request.app.state.store
-        token = store.authenticate(credentials.credentials)
+        cache: TokenCache = request.app.state.tokens
+        token = cache.authenticate(request.app.state.store, credentials.credentials)
         if token is None:
             raise ApiError(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
         limiter: RateLimiter = request.app.state.limiter

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Query, Request
 from fastapi.encoders import jsonable_encoder
 
 from capataz.config import Config
+from capataz.redaction import redact_data
 from capataz.store import Store
 
-__all__ = ["capataz_version", "config_of", "ok", "store_of"]
+__all__ = ["MAX_OFFSET", "Offset", "capataz_version", "config_of", "has_nul", "ok", "store_of"]
+
+# PostgreSQL binds LIMIT/OFFSET as a 32-bit INTEGER and SQLite's integers stop at 2**63:
+# a bigger offset is refused as input (422) instead of failing in the database (5xx).
+MAX_OFFSET = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")]
+
+
+def has_nul(*values: str | None) -> bool:
+    """PostgreSQL text cannot hold NUL characters (SQLite can): an id with one names
+    nothing on either database, and routes answer so before asking the database."""
+    return any(value is not None and "\x00" in value for value in values)
 
 
 def ok(data: Any) -> dict[str, Any]:
-    """``{"ok": true, "data": ...}`` with dataclasses, enums and times made JSON."""
-    return {"ok": True, "data": jsonable_encoder(data)}
+    """``{"ok": true, "data": ...}`` with dataclasses, enums and times made JSON, and
+    secret values masked (whatever a run printed or a human typed)."""
+    return {"ok": True, "data": redact_data(jsonable_encoder(data))}
 
 
 def store_of(request: Request) -> Store:

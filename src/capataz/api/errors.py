@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capataz.errors import CapatazError
+from capataz.redaction import redact
 
 __all__ = ["ApiError", "error_response", "install_handlers"]
 
@@ -54,7 +55,7 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    body = {"ok": False, "error": {"code": code, "message": message}}
+    body = {"ok": False, "error": {"code": code, "message": redact(message)}}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -80,6 +81,10 @@ def install_handlers(app: FastAPI) -> None:
             message = f"no route {request.method} {request.url.path}"
         elif status == 405:
             message = f"method {request.method} not allowed on {request.url.path}"
+        elif status == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not even text with a bare 400; malformed
+            # JSON is a 422 naming the body, and so is this (the schema declares 422).
+            return error_response(422, "invalid", "body: JSON decode error (not UTF-8 text)")
         return error_response(status, _CODES.get(status, "error"), message, exc.headers)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -96,6 +101,16 @@ def install_handlers(app: FastAPI) -> None:
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return error_response(503, "unavailable", "the database is unavailable; retry later")
 
+    async def on_unfit_value(request: Request, exc: Exception) -> JSONResponse:
+        # A value the route let through but the database cannot hold: a number beyond
+        # its column (PostgreSQL's DataError, SQLite's OverflowError at bind time), a NUL
+        # in PostgreSQL text, a time past year 9999. The input is wrong, not the server;
+        # routes validate what they know, and this keeps the rest from becoming a 5xx.
+        orig = getattr(exc, "orig", None) or exc
+        reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        log.info("value refused on %s %s: %s", request.method, request.url.path, reason)
+        return error_response(422, "invalid", f"a value in the request does not fit: {reason}")
+
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal", "internal error; the server log has the details")
@@ -105,4 +120,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(CapatazError, on_capataz)
     app.add_exception_handler(sa.exc.DBAPIError, on_database)
+    app.add_exception_handler(sa.exc.DataError, on_unfit_value)
+    app.add_exception_handler(OverflowError, on_unfit_value)
     app.add_exception_handler(Exception, on_anything)

@@ -1,11 +1,12 @@
-"""Answering an escalation: a human approves, rejects, modifies or aborts a run that
-stopped to ask; the runner waiting on it picks the answer up."""
+"""Escalations: the list a reviewer works through (open ones by default, with what
+they are asked to judge), and answering one: a human approves, rejects, modifies or
+aborts a run that stopped to ask; the runner waiting on it picks the answer up."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
@@ -18,6 +19,7 @@ from capataz.store import TokenInfo
 __all__ = ["router"]
 
 router = APIRouter(prefix="/ops/escalations", tags=["escalations"])
+Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
 Operator = Annotated[TokenInfo, Depends(requires(Access.OPERATE))]
 
 
@@ -26,6 +28,21 @@ class Decision(BaseModel):
 
     decision: Literal["approve", "reject", "modify", "abort"]
     note: str = Field(default="", max_length=10_000)
+
+
+@router.get("", summary="Escalations, newest first; open ones unless open=false")
+def list_escalations(
+    request: Request,
+    _: Reader,
+    open_only: Annotated[
+        bool,
+        Query(alias="open", description="true: only those waiting for an answer; false: all."),
+    ] = True,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    found = store_of(request).list_escalations(open_only=open_only, limit=limit, offset=offset)
+    return ok(found)
 
 
 @router.post("/{task_id}/decision", summary="Answer the task's open escalation")

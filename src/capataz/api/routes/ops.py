@@ -22,14 +22,18 @@ Admin = Annotated[TokenInfo, Depends(requires(Access.ADMIN))]
 # here with requires(Access.RUNNER) when remote runners arrive; none are served yet.
 
 
-def runner_json(runner: RunnerInfo) -> dict[str, Any]:
-    """A runner with the runbook's ``status`` ("online"/"offline") and ``last_seen_at``."""
+def runner_json(
+    runner: RunnerInfo, current_runs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A runner with the runbook's ``status`` ("online"/"offline") and ``last_seen_at``,
+    and the runs it is working on now (task, title, run id)."""
     return {
         "id": runner.id,
         "name": runner.name,
         "status": "online" if runner.online else "offline",
         "last_seen_at": runner.last_seen_at,
         "current_tasks": list(runner.current_tasks),
+        "current_runs": list(current_runs or []),
         "labels": list(runner.labels),
         "hostname": runner.hostname,
         "pid": runner.pid,
@@ -46,7 +50,10 @@ def get_metrics(request: Request, _: Reader) -> dict[str, Any]:
 
 @router.get("/runner/status", summary="Every runner, online or offline, with last_seen_at")
 def runner_status(request: Request, _: Reader) -> dict[str, Any]:
-    return ok([runner_json(r) for r in store_of(request).list_runners()])
+    store = store_of(request)
+    runners = store.list_runners()
+    current = store.current_runs()
+    return ok([runner_json(r, current.get(r.id)) for r in runners])
 
 
 @router.delete(

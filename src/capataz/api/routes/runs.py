@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import ok, store_of
+from capataz.api.deps import Offset, has_nul, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.errors import TaskError
 from capataz.store import RunStatus, TokenInfo
@@ -19,18 +19,23 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
 
 
-@router.get("", summary="Runs, newest first")
+@router.get("", summary="Runs, newest first; X-Total-Count has the total")
 def list_runs(
     request: Request,
+    response: Response,
     _: Reader,
+    *,
     task_id: Annotated[str | None, Query(max_length=200)] = None,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    found = store_of(request).list_runs(
-        task_id=task_id, status=status.value if status else None, limit=limit, offset=offset
-    )
+    if has_nul(task_id):
+        raise ApiError(422, "query.task_id: text cannot contain NUL (\\x00) characters")
+    store = store_of(request)
+    wanted = status.value if status else None
+    found = store.list_runs(task_id=task_id, status=wanted, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(store.count_runs(task_id=task_id, status=wanted))
     return ok(found)
 
 
@@ -38,6 +43,8 @@ def list_runs(
 def get_run(
     request: Request, _: Reader, run_id: Annotated[str, Path(max_length=200)]
 ) -> dict[str, Any]:
+    if has_nul(run_id):  # no run id has one; PostgreSQL could not even compare it
+        raise ApiError(404, f"no run {run_id}")
     try:
         return ok(store_of(request).get_run(run_id))
     except TaskError:

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from capataz.agents import resolve_agent
 from capataz.api.auth import Access, requires
-from capataz.api.deps import config_of, ok, store_of
+from capataz.api.deps import Offset, config_of, has_nul, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.errors import CapatazError, TaskError
 from capataz.models import utcnow
@@ -25,10 +28,22 @@ Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
 Operator = Annotated[TokenInfo, Depends(requires(Access.OPERATE))]
 TaskId = Annotated[str, Path(max_length=200)]
 MAX_PAGE = 10_000
+# The columns are 32-bit on PostgreSQL: a bigger number is refused here, by name.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """PostgreSQL text cannot hold NUL characters (SQLite can): refuse them in
+        every text field, on both databases, naming the field."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and has_nul(text) for text in texts):
+            raise ValueError("text cannot contain NUL (\\x00) characters")
+        return value
 
 
 class NewTask(_Body):
@@ -39,8 +54,8 @@ class NewTask(_Body):
     agent: str | None = Field(default=None, description="Agent name from capataz.toml.")
     id: str | None = None
     depends_on: list[str] = Field(default_factory=list)
-    priority: int = 0
-    max_attempts: int = Field(default=3, ge=1)
+    priority: Int32 = 0
+    max_attempts: Annotated[int, Field(ge=1, le=2**31 - 1)] = 3
     labels: list[str] = Field(default_factory=list)
     run_after: str | None = Field(default=None, description="ISO time or a delay (10m, 2h).")
     idempotency_key: str | None = None
@@ -56,10 +71,31 @@ class Cancel(_Body):
 
 
 def get_task_or_404(store: Store, task_id: str) -> Task:
+    if has_nul(task_id):  # no task id has one; PostgreSQL could not even compare it
+        raise ApiError(404, f"no task {task_id}")
     try:
         return store.get_task(task_id)
     except TaskError:
         raise ApiError(404, f"no task {task_id}") from None
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """``task`` as JSON values, the way ``ok`` would encode it but several times faster:
+    FastAPI's generic encoder spends half a second on a page of 1,000 dataclasses."""
+    found: dict[str, Any] = {}
+    for name in _TASK_FIELDS:
+        value = getattr(task, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        found[name] = value
+    return found
+
+
+_TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 
 @router.get("", summary="Tasks, oldest first; filter by status, page with limit/offset")
@@ -69,11 +105,11 @@ def list_tasks(
     _: Reader,
     status: TaskState | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    found = store_of(request).list_tasks(status)
-    response.headers["X-Total-Count"] = str(len(found))
-    return ok(found[offset : offset + limit])
+    found, total = store_of(request).page_tasks(status, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return ok([task_json(task) for task in found])
 
 
 @router.post("", status_code=201, summary="Queue a task")
@@ -90,7 +126,7 @@ def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]
     for name, check in checks:
         try:
             checked[name] = check()
-        except (CapatazError, ValueError) as exc:
+        except (CapatazError, ValueError, OverflowError) as exc:  # a delay past year 9999
             message = exc.message if isinstance(exc, CapatazError) else str(exc)
             raise ApiError(422, f"body.{name}: {message}") from None
     when, task_id = checked["run_after"], checked["id"]
