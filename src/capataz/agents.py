@@ -15,7 +15,7 @@ from capataz.errors import UnknownAgentError
 
 __all__ = ["agent_env", "render_command", "resolve_agent"]
 
-_PLACEHOLDER = re.compile(r"\{(instruction|workspace|task_id)\}")
+_PLACEHOLDER = re.compile(r"\{(instruction|workspace|task_id|context)\}")
 
 
 def resolve_agent(config: Config, name: str) -> AgentConfig:
@@ -30,9 +30,15 @@ def resolve_agent(config: Config, name: str) -> AgentConfig:
 
 
 def render_command(
-    agent: AgentConfig, *, instruction: str, workspace: Path, task_id: str
+    agent: AgentConfig, *, instruction: str, workspace: Path, task_id: str, context: str = "{}"
 ) -> list[str]:
-    values = {"instruction": instruction, "workspace": str(workspace), "task_id": task_id}
+    """``{context}`` is the JSON the task's dependencies published (``{}`` if none)."""
+    values = {
+        "instruction": instruction,
+        "workspace": str(workspace),
+        "task_id": task_id,
+        "context": context,
+    }
     return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in agent.command]
 
 

@@ -28,6 +28,7 @@ class ChangeSet:
     root: Path  # the workspace tree holding the result
     files: tuple[FileDiff, ...] = field(default_factory=tuple)
     gitlinks: tuple[str, ...] = ()  # paths turned into embedded repositories (mode 160000)
+    patch: str = ""  # the unified diff, for people to read
 
     @property
     def changes(self) -> list[FileChange]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +30,7 @@ __all__ = [
     "CONFIG_FILE",
     "AgentConfig",
     "Config",
+    "CredentialRequest",
     "GateConfig",
     "Limits",
     "PolicyConfig",
@@ -48,6 +50,37 @@ Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_names(names: list[str]) -> list[str]:
+    """Secrets become environment variables, so their names must be valid ones; the
+    vault's own check says so (imported here: the vault pulls in the store)."""
+    from capataz.vault import VaultError, check_secret_name
+
+    for name in names:
+        try:
+            check_secret_name(name)
+        except VaultError as exc:
+            raise ValueError(f"{exc.message}: {exc.fix}" if exc.fix else exc.message) from None
+    return names
+
+
+SecretNames = Annotated[list[str], AfterValidator(_secret_names)]
+
+
+def _context_patterns(patterns: list[str]) -> list[str]:
+    """Globs over context keys (``build.*``): a pattern with characters no key can hold
+    would silently match nothing, so it is refused here."""
+    for pattern in patterns:
+        if not re.fullmatch(r"[A-Za-z0-9_.:/*?\[\]!-]{1,200}", pattern):
+            raise ValueError(
+                f"{pattern!r} is not a context key pattern; use key characters (letters, "
+                "digits, _ . : / -) and the wildcards * ? [ ] (e.g. 'build.*')"
+            )
+    return patterns
+
+
+ContextPatterns = Annotated[list[str], AfterValidator(_context_patterns)]
 
 
 class Limits(_Strict):
@@ -71,6 +104,14 @@ class AgentConfig(Limits):
     network: bool = False
     env: dict[str, str] = Field(default_factory=dict)
     env_passthrough: list[str] = Field(default_factory=list)
+    # Vault secrets this agent may see, and how: environment variables, or files on a
+    # private tmpfs (NAME_FILE points at each) for agents that log their environment.
+    secrets: SecretNames = Field(default_factory=list)
+    secrets_as: Literal["env", "files"] = "env"
+    # Context keys (globs) this agent receives from the tasks it depends on, and those
+    # it may publish for its dependents (see capataz.context_flow).
+    context_read: ContextPatterns = Field(default_factory=lambda: ["*"])
+    context_write: ContextPatterns = Field(default_factory=lambda: ["*"])
 
     @field_validator("network", mode="before")
     @classmethod
@@ -93,6 +134,7 @@ class GateConfig(Limits):
     network: bool = False
     timeout: Seconds = 600.0
     idle_timeout: Seconds | None = None
+    secrets: SecretNames = Field(default_factory=list)  # none unless listed here
 
     @property
     def argv(self) -> list[str]:
@@ -108,6 +150,7 @@ DEFAULT_POLICY_SEVERITY: dict[ViolationType, Severity] = {
     ViolationType.ENCODING: Severity.LOW,
     ViolationType.LINE_ENDINGS: Severity.LOW,
     ViolationType.EMBEDDED_REPOSITORY: Severity.HIGH,
+    ViolationType.CONTEXT: Severity.MEDIUM,
 }
 
 
@@ -181,6 +224,7 @@ class RunnerConfig(_Strict):
     grace: Seconds = 30.0  # on SIGTERM: how long running tasks may finish before being killed
     sweep_interval: Seconds = 5.0
     poll_interval: Seconds = 1.0  # SQLite: the longest wait between claim attempts when idle
+    credential_retry: Seconds = 30.0  # a task waiting for a credential is retried this often
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> RunnerConfig:
@@ -201,6 +245,30 @@ class ServerConfig(_Strict):
     allow_destructive: bool = False
 
 
+class _RequestError(ValueError):
+    """A problem found across tables (a request naming an agent): carries where it is,
+    since a whole-config check has no location of its own."""
+
+    def __init__(self, index: int, key: str, message: str) -> None:
+        super().__init__(message)
+        self.loc = ("requests", index, key)
+
+
+class CredentialRequest(_Strict):
+    """A credential the project needs before some agents can work (``REQ-009
+    OPENAI_API_KEY``): WAITING until its secret is in the vault, then PROVIDED."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    secret: str
+    description: str = ""
+    agents: list[str] = Field(default_factory=list)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        return _secret_names([value])[0]
+
+
 BUILTIN_AGENTS: dict[str, dict[str, Any]] = {
     "shell": {
         "command": ["bash", "-c", "{instruction}"],
@@ -217,6 +285,7 @@ class Config(_Strict):
     sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    requests: list[CredentialRequest] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +304,34 @@ class Config(_Strict):
             if gate.name in seen:
                 raise ValueError(f"two gates are named {gate.name!r}; give each gate its own name")
             seen.add(gate.name)
+        return self
+
+    @model_validator(mode="after")
+    def _requests_make_sense(self) -> Config:
+        ids: set[str] = set()
+        for index, request in enumerate(self.requests):
+            if request.id in ids:
+                raise _RequestError(
+                    index, "id", f"two requests have the id {request.id!r}; give each its own"
+                )
+            ids.add(request.id)
+            unknown = [name for name in request.agents if name not in self.agents]
+            if unknown:
+                known = ", ".join(sorted(self.agents))
+                raise _RequestError(
+                    index,
+                    "agents",
+                    f"request {request.id} names unknown agent {unknown[0]!r} "
+                    f"(known agents: {known})",
+                )
+            for name in request.agents:  # one place grants access: the agent's own list
+                if request.secret not in self.agents[name].secrets:
+                    raise _RequestError(
+                        index,
+                        "agents",
+                        f"agent {name!r} is named by request {request.id} but does not list "
+                        f"{request.secret}; add it to [agents.{name}] secrets",
+                    )
         return self
 
 
@@ -276,6 +373,9 @@ def parse_config(text: str, *, source: Path | str = CONFIG_FILE) -> Config:
 def _explain(exc: ValidationError, text: str, source: Path | str) -> ConfigError:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _RequestError):
+        loc = cause.loc
     key = ".".join(str(part) for part in loc) or "(top level)"
     line = locate_key(text, loc)
     where = f"{source}:{line}" if line else str(source)

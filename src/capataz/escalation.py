@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from capataz.errors import EscalationError
 from capataz.models import EscalationChoice, FileChange, Violation, utcnow
 from capataz.progress import ProgressDir, write_json_atomic
+from capataz.redaction import redact
 
 __all__ = ["Answer", "open_escalation", "submit_decision", "wait_for_answer"]
 
@@ -78,7 +79,7 @@ def open_escalation(
         f"Without an answer by {record['timeoutAt']} the task is aborted.",
     ]
     (progress.path / "ESCALATION-INSTRUCTIONS.txt").write_text(
-        "\n".join(lines) + "\n", encoding="utf-8"
+        redact("\n".join(lines)) + "\n", encoding="utf-8"
     )
     return record
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from capataz.errors import GitError
 from capataz.git import Git
 from capataz.models import Outcome, utcnow
+from capataz.redaction import redact, redact_data
 from capataz.repo import Repository
 from capataz.workspace import Workspace
 
@@ -169,10 +170,10 @@ def rollback(
     if artifacts is None:  # the evidence directory belongs to a newer attempt now
         return RollbackResult(rejected_ref=rejected_ref, steps=steps)
     artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "rollback-state.json").write_text(json.dumps(state, indent=2) + "\n")
+    (artifacts / "rollback-state.json").write_text(json.dumps(redact_data(state), indent=2) + "\n")
     with (artifacts / "rollback-log.txt").open("a", encoding="utf-8") as log:
-        log.write(f"{state['timestamp']} rollback of {ws.task_id}: {reason}\n")
-        log.writelines(f"  - {step}\n" for step in steps)
+        log.write(redact(f"{state['timestamp']} rollback of {ws.task_id}: {reason}\n"))
+        log.writelines(f"  - {redact(step)}\n" for step in steps)
     return RollbackResult(rejected_ref=rejected_ref, steps=steps)
 
 

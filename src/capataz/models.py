@@ -118,6 +118,8 @@ class ViolationType(StrEnum):
     AGENT_HUNG = "AGENT_HUNG"
     AGENT_LEFT_PROCESSES = "AGENT_LEFT_PROCESSES"
     OUTPUT_LIMIT = "OUTPUT_LIMIT"
+    CONTEXT = "CONTEXT"  # a context publication refused (bad file, key, value, rule)
+    SECRET_LEAK = "SECRET_LEAK"  # noqa: S105 - an added line holds a vault value
 
 
 class Violation(BaseModel):

@@ -14,17 +14,18 @@ from typing import Any, TextIO
 from capataz.agents import agent_env, render_command, resolve_agent
 from capataz.changes import ChangeSet
 from capataz.config import Config
+from capataz.context_flow import ContextLink, Publication
 from capataz.decision import Verdict, decide
 from capataz.errors import CapatazError, TaskError
 from capataz.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.gates import GateReport, run_gates
 from capataz.gates.agent import agent_violations
 from capataz.gates.protected import protected_path_violations, protected_patterns
+from capataz.gates.secrets import secret_leak_violations
 from capataz.landing import land, rollback
 from capataz.models import (
     Decision,
     EscalationChoice,
-    FileChange,
     GatePhase,
     Outcome,
     Severity,
@@ -35,52 +36,15 @@ from capataz.models import (
 )
 from capataz.progress import ProgressDir
 from capataz.repo import Repository, validate_task_id
+from capataz.run_types import Event, Listener, RunHooks, RunReport, TaskSpec
 from capataz.runlog import RunLog
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.secrets_delivery import SecretDelivery
 from capataz.statedir import state_dir
 from capataz.workspace import Workspace
 
-__all__ = ["Event", "RunReport", "Supervisor", "TaskSpec"]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    task_id: str
-    instruction: str
-    agent: str
-    title: str = ""
-    allow_high: bool | None = None  # None: the project's default
-    attempt: int | None = None  # queued runs: each attempt gets its own workspace
-
-
-@dataclass(frozen=True)
-class Event:
-    """What the pipeline tells its observer (the CLI's live view, later the event stream)."""
-
-    kind: str  # "step", "output", "escalation"
-    name: str = ""  # the step, or the output's source ("agent", "gate:tests")
-    status: str = ""  # "started" / "finished" for steps
-    detail: str = ""
-    line: OutputLine | None = None
-
-
-@dataclass
-class RunReport:
-    task_id: str
-    outcome: Outcome
-    decision: Decision
-    reason: str
-    message: str
-    base: str
-    result_commit: str | None = None
-    landed_commit: str | None = None
-    branch: str | None = None
-    file_changes: list[FileChange] = field(default_factory=list)
-    violations: list[Violation] = field(default_factory=list)
-    agent: ExecResult | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    progress_dir: Path | None = None
+__all__ = ["Event", "Listener", "RunHooks", "RunReport", "Supervisor", "TaskSpec"]
 
 
 @dataclass
@@ -97,18 +61,7 @@ class _Run:
     violations: list[Violation] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     nested_git: list[str] = field(default_factory=list)
-
-
-Listener = Callable[[Event], None]
-
-
-@dataclass(frozen=True)
-class RunHooks:
-    """How the owner of a queued task (a runner) steers a run from outside."""
-
-    should_stop: Callable[[], bool] | None = None  # cancelled or lease lost: kill, roll back
-    may_land: Callable[[], bool] | None = None  # last check before landing (the fencing token)
-    answers: Callable[[], Answer | None] | None = None  # another escalation channel
+    published: Publication = field(default_factory=Publication)
 
 
 class Supervisor:
@@ -121,8 +74,10 @@ class Supervisor:
         listener: Listener | None = None,
         terminal: TextIO | None = None,
         hooks: RunHooks | None = None,
+        context: ContextLink | None = None,
     ) -> None:
         self.hooks = hooks or RunHooks()
+        self.context = context or ContextLink()  # context between tasks (context_flow)
         self.repo = repo
         self.config = config
         self.sandbox = sandbox or get_sandbox(config.project.sandbox, config.sandbox)
@@ -130,10 +85,12 @@ class Supervisor:
         self.terminal = terminal
         self.progress_root = repo.root / config.project.progress_dir
         self.workspaces = repo.root / ".capataz" / "workspaces"
+        self.secrets = SecretDelivery(config, repo.root, self.hooks.secrets)
 
     # -- the pipeline -------------------------------------------------------------
 
     def execute(self, spec: TaskSpec) -> RunReport:
+        self.secrets.prepare(spec.agent)  # a missing credential: refused before anything
         run = self._prepare(spec)
         try:
             pre = self._step(run, "pre-gates", lambda: self._gates(run, GatePhase.PRE))
@@ -199,6 +156,7 @@ class Supervisor:
             title=state.get("title", ""),
             allow_high=state.get("allowHigh"),
         )
+        self.secrets.prepare(spec.agent)  # the post-gates may need theirs
         ws = Workspace.existing(
             self.repo, task_id, self.workspaces, state["baseCommit"], Path(state["workspace"]).name
         )
@@ -308,6 +266,7 @@ class Supervisor:
             extra=extra,
             skip_commands=fatal,
             should_stop=self.hooks.should_stop,
+            prepare=self.secrets.for_gate,
         )
         if any(g.get("outcome") for g in report.gates):  # a command gate ran in the tree
             self._clean_tree(run)
@@ -350,7 +309,8 @@ class Supervisor:
         if run.changes is not None:
             protected = protected_patterns(self.config.project.progress_dir)
             found += protected_path_violations(run.changes, protected)
-        return found
+            found += secret_leak_violations(run.changes)
+        return found + run.published.violations
 
     def _execute(self, run: _Run) -> ExecResult:
         run.progress.set(status=TaskStatus.IN_PROGRESS.value)
@@ -360,6 +320,7 @@ class Supervisor:
             instruction=run.spec.instruction,
             workspace=run.workspace.tree,
             task_id=run.spec.task_id,
+            context=self.context.deliver(run.workspace.tree, run.spec.task_id, agent, run.log),
         )
         spec = SandboxSpec(
             argv=argv,
@@ -371,6 +332,7 @@ class Supervisor:
             env=agent_env(agent),
             network=agent.network,
         )
+        spec = self.secrets.for_agent(agent, spec)
         run.agent = self.sandbox.run(
             spec, lambda line: self._output(run, "agent", line), self.hooks.should_stop
         )
@@ -395,6 +357,7 @@ class Supervisor:
         title = run.spec.title or first_line or run.spec.task_id
         suffix = f" ({message})" if message else ""
         run.nested_git += run.workspace.remove_nested_git()
+        run.published = self.context.take(run.workspace.tree, self.config, run.spec.agent)
         run.workspace.commit(
             f"{title}{suffix}\n\n"
             f"capataz-task: {run.spec.task_id}\ncapataz-agent: {run.spec.agent}\n"
@@ -430,7 +393,12 @@ class Supervisor:
             timeout=timeout,
             workspace=run.workspace.tree,
         )
-        self.listener(Event("escalation", "escalation", "opened", verdict.reason))
+        details = {
+            "violations": record["violations"],
+            "file_changes": record["fileChanges"],
+            "diff": run.changes.patch if run.changes else "",
+        }
+        self.listener(Event("escalation", "escalation", "opened", verdict.reason, data=details))
         answer = wait_for_answer(
             run.progress, timeout=timeout, terminal=self.terminal, other=self.hooks.answers
         )
@@ -471,6 +439,7 @@ class Supervisor:
 
     def _finalize(self, run: _Run, verdict: Verdict) -> RunReport:
         if run.result is None:
+            self.context.publish(run.spec.task_id, run.published, run.log)
             run.workspace.discard()
             run.progress.record_decision(
                 "completion", Decision.COMPLETED, "the agent changed nothing"
@@ -495,6 +464,7 @@ class Supervisor:
                 self.config.project.land,
             ),
         )
+        self.context.publish(run.spec.task_id, run.published, run.log)
         run.workspace.discard()
         run.progress.record_decision("completion", Decision.COMPLETED, landed.message)
         run.progress.update(
@@ -569,6 +539,7 @@ class Supervisor:
             agent=run.agent,
             steps=run.steps,
             progress_dir=run.progress.path,
+            diff=run.changes.patch if run.changes and run.result else None,
         )
 
     def _step(self, run: _Run, name: str, action: Callable[[], Any]) -> Any:

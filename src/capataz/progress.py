@@ -21,6 +21,7 @@ from typing import Any
 
 from capataz.errors import TaskError
 from capataz.models import Decision, DecisionRecord, GatePhase, Violation, utcnow
+from capataz.redaction import redact_data
 
 __all__ = ["ProgressDir", "refuse_symlink", "write_json_atomic"]
 
@@ -40,7 +41,8 @@ def refuse_symlink(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(redact_data(data), indent=2, default=str)
+    tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
@@ -140,7 +142,9 @@ class ProgressDir:
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
         if not rows or not self.owned:
             return
-        text = "".join(json.dumps(row, separators=(",", ":"), default=str) + "\n" for row in rows)
+        text = "".join(
+            json.dumps(redact_data(row), separators=(",", ":"), default=str) + "\n" for row in rows
+        )
         with (self.path / name).open("a", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
+from capataz.redaction import redact
 from capataz.sandbox.base import OutputLine
 
 __all__ = ["RunLog"]
@@ -26,7 +27,8 @@ class RunLog:
 
     def write(self, source: str, line: OutputLine) -> None:
         stamp = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        self._handle.write(f"{stamp} [{source}:{line.stream}] {_visible(line.text)}\n")
+        text = _visible(redact(line.text))
+        self._handle.write(f"{stamp} [{source}:{line.stream}] {text}\n")
         self._handle.flush()
 
     def note(self, source: str, text: str) -> None:

@@ -111,14 +111,15 @@ class Workspace:
         return self.head()
 
     def changes(self, head: str | None = None) -> ChangeSet:
-        """Two git calls: raw + numstat (kinds, modes, counts), then the zero-context patch."""
+        """Two git calls: raw + numstat (kinds, modes, counts), then the patch (kept
+        whole for people: the run record, the panel, escalations)."""
         head = head or self.head()
         git = self.git
         listing = git.out("diff", "-z", "--raw", "--numstat", "--no-renames", self.base, head)
         kinds, counts, gitlinks = _parse_listing(listing)
         patch = git.run(
             "diff",
-            "--unified=0",
+            "--unified=3",
             "--no-renames",
             "--no-color",
             "--no-ext-diff",
@@ -134,7 +135,7 @@ class Workspace:
                 path=path, kind=kind, lines_added=plus, lines_removed=minus, binary=binary
             )
             files.append(FileDiff(change=change, added=tuple(added.get(path, ()))))
-        return ChangeSet(root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks))
+        return ChangeSet(root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks), patch=patch)
 
     def remove_nested_git(self) -> list[str]:
         """Delete every ``.git`` below the tree's root (files, directories, FIFOs) before
@@ -205,7 +206,7 @@ def _unquote(path: str) -> str:
 
 
 def _added_lines(patch: str) -> dict[str, list[tuple[int, str]]]:
-    """Added lines per new path from a ``--unified=0`` patch. File headers are only
+    """Added lines per new path from a unified patch. File headers are only
     recognised between ``diff --git`` and the first hunk, so an added line that itself
     starts with ``++`` is never mistaken for one."""
     added: dict[str, list[tuple[int, str]]] = {}
@@ -225,4 +226,6 @@ def _added_lines(patch: str) -> dict[str, list[tuple[int, str]]]:
         elif not in_header and line.startswith("+") and current is not None:
             current.append((number, line[1:]))
             number += 1
+        elif not in_header and line.startswith(" "):
+            number += 1  # a context line
     return added

@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from capataz.cli.console import err
 from capataz.errors import CapatazError
+from capataz.redaction import redact
 
 __all__ = ["app", "main"]
 
@@ -23,15 +24,18 @@ app = typer.Typer(
 # Commands register themselves on import.
 from capataz.cli import (  # noqa: E402
     admin_cmds,
+    context_cmds,
     run_cmds,
     run_views,
     runner_cmds,
+    secret_cmds,
     server_cmds,
     setup_cmds,
     task_cmds,
 )
 
-del admin_cmds, run_cmds, run_views, runner_cmds, server_cmds, setup_cmds, task_cmds
+del admin_cmds, context_cmds, run_cmds, run_views, runner_cmds, secret_cmds, server_cmds
+del setup_cmds, task_cmds
 
 
 def main() -> None:
@@ -44,6 +48,8 @@ def main() -> None:
     except CapatazError as exc:
         fix = f" — {exc.fix}" if exc.fix else ""
         err.print(
-            f"[bold red]error:[/] {escape(exc.message + fix)}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(redact(exc.message + fix))}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(exc.exit_code)

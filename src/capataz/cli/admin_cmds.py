@@ -23,8 +23,10 @@ from capataz.cli import app
 from capataz.cli.console import out
 from capataz.errors import CapatazError
 from capataz.repo import Repository
+from capataz.statedir import state_dir
 from capataz.store import Store, StoreError, create_engine_for, database_url, upgrade
 from capataz.store.migrate import current_revision
+from capataz.vault import install_redaction
 
 __all__ = ["cli_actor", "discover_repo", "opened_store"]
 
@@ -82,15 +84,18 @@ def _database_errors() -> tuple[type[Exception], ...]:
 
 
 @contextmanager
-def opened_store(repo: Repository) -> Iterator[Store]:
+def opened_store(repo: Repository, *, strict_vault: bool = False) -> Iterator[Store]:
     """The store of ``repo`` ($CAPATAZ_DATABASE_URL, else .capataz/capataz.db), migrated
-    to the newest schema, closed afterwards. Database failures become one StoreError."""
+    to the newest schema, closed afterwards. Database failures become one StoreError.
+    Secret values are masked in all this process writes (``strict_vault``: a master key
+    that does not open the vault is an error, for commands that run agents)."""
     url = database_url(repo.root)
     try:
         store = Store.open(url)
     except _database_errors() as exc:
         raise _database_problem(url, exc) from None
     try:
+        install_redaction(store, state_dir(repo.root), strict=strict_vault)
         yield store
     except sa.exc.DBAPIError as exc:
         raise _database_problem(url, exc) from None

@@ -21,6 +21,7 @@ from capataz.escalation import submit_decision
 from capataz.pipeline import RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
 from capataz.repo import Repository, validate_task_id
+from capataz.secrets_delivery import SecretDelivery
 
 RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -61,6 +62,7 @@ def exec_command(
         allow_high=allow_high,
     )
     resolve_agent(config, spec.agent)  # before the live view starts: errors stay one line
+    SecretDelivery(config, repo.root).prepare(spec.agent)  # a credential still WAITING
     _run(f"{spec.task_id} · {spec.agent}", as_json, lambda s: s.execute(spec), repo, config)
 
 

@@ -1,10 +1,17 @@
-"""`capataz runner run|start|stop|status|logs`."""
+"""`capataz runner run|start|stop|status|logs`.
+
+A runner works on the database (``CAPATAZ_DATABASE_URL`` or ``.capataz/capataz.db``)
+or, with ``--server URL``, through the control plane of ``capataz serve`` with a runner
+token. The token is read from ``CAPATAZ_TOKEN`` or ``--token-file`` (``--token`` works
+too, but arguments are visible to every user in ``ps``); it is never printed or logged,
+and ``runner start`` hands it to the daemon through its environment, not its arguments."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -19,10 +26,14 @@ from capataz.cli import app
 from capataz.cli.admin_cmds import opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
+from capataz.errors import CapatazError, QueueUnavailable
 from capataz.runner import Runner
 from capataz.runner.daemon import daemon_files, is_alive, read_pid, start_daemon, stop_daemon, tail
+from capataz.runner.remote import NEEDS_RUNNER_ROLE, RemoteQueue
+from capataz.statedir import state_dir
 from capataz.store import Store, database_url
 from capataz.store.records import RunnerInfo
+from capataz.vault import install_redaction
 
 runner_app = typer.Typer(
     help="Runner daemons: claim queued tasks and run them.", no_args_is_help=True
@@ -32,6 +43,29 @@ app.add_typer(runner_app, name="runner")
 RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 NameOption = Annotated[
     str | None, typer.Option("--name", help="Runner name (and pid-file suffix).")
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="CAPATAZ_SERVER",
+        help="Work through this control plane (`capataz serve`, http://host:port) "
+        "instead of the database.",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CAPATAZ_TOKEN",
+        show_default=False,
+        help="Runner token for --server. Prefer the CAPATAZ_TOKEN variable or "
+        "--token-file: arguments are visible in ps.",
+    ),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option("--token-file", help="Read the runner token for --server from this file."),
 ]
 
 
@@ -48,6 +82,9 @@ def run_command(
     exit_when_idle: Annotated[
         bool, typer.Option("--exit-when-idle", help="Stop when nothing is left.")
     ] = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     repo_path: RepoOption = Path(),
 ) -> None:
     """Run in the foreground until SIGTERM/SIGINT (which lets running tasks finish)."""
@@ -58,7 +95,15 @@ def run_command(
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
-    store = _open_with_retry(database_url(repo.root))
+    store: Store | RemoteQueue
+    if server is not None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
+        store = RemoteQueue(_server_url(server), _runner_token(token, token_file))
+        logging.getLogger("capataz.runner").info("working through %s", store.server)
+    else:
+        store = _open_with_retry(database_url(repo.root))
+        # Mask every vault value in what this runner writes (a wrong key stops it here).
+        install_redaction(store, state_dir(repo.root), strict=True)
     runner = Runner(
         repo,
         config,
@@ -82,6 +127,9 @@ def start_command(
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=64)] = None,
     label: Annotated[list[str] | None, typer.Option("--label")] = None,
     name: NameOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     repo_path: RepoOption = Path(),
 ) -> None:
     """Start a runner in the background (pid and log files under .capataz/)."""
@@ -91,10 +139,22 @@ def start_command(
         *[part for value in label or [] for part in ("--label", value)],
         *(["--name", name] if name else []),
     ]
+    if server is not None:
+        url = _server_url(server)
+        secret = _runner_token(token, token_file)
+        _check_server(url, secret)
+        args += ["--server", url]
+        if token_file is not None:
+            args += ["--token-file", str(token_file.resolve())]
+        else:
+            os.environ["CAPATAZ_TOKEN"] = secret  # the daemon inherits it; argv is public
     files = daemon_files(repo.root, name)
     pid = start_daemon(repo.root, files, args)
     out.print(f"Runner daemon started (PID {pid})")
-    out.print(f"  DB:   {_redacted(database_url(repo.root))}")
+    if server is not None:
+        out.print(f"  Server: {_server_url(server)}")
+    else:
+        out.print(f"  DB:   {_redacted(database_url(repo.root))}")
     out.print(f"  Logs: {files.log}")
     out.print(f"  PID:  {files.pid}")
 
@@ -192,6 +252,45 @@ def _open_with_retry(url: str, patience: float = 120.0) -> Store:
             )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _server_url(server: str) -> str:
+    """``--server`` as a base URL, refused at once when it cannot be one."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CapatazError(
+            f"--server {server!r} is not an http(s) URL",
+            fix="give the address of `capataz serve`, e.g. http://10.0.0.5:8765",
+        )
+    return server.strip().rstrip("/")
+
+
+def _runner_token(token: str | None, token_file: Path | None) -> str:
+    """The runner token from --token-file, else --token / CAPATAZ_TOKEN."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise CapatazError(
+                f"cannot read --token-file {token_file}: {exc.strerror}", fix=NEEDS_RUNNER_ROLE
+            ) from None
+    if not token:
+        raise CapatazError("--server needs a runner token", fix=NEEDS_RUNNER_ROLE)
+    return token.strip()
+
+
+def _check_server(url: str, token: str) -> None:
+    """Before starting a daemon: a refused token is an error now (one line, exit 2);
+    a server that does not answer yet is only a warning (the daemon keeps trying)."""
+    queue = RemoteQueue(url, token, timeout=5.0)
+    try:
+        queue.metrics()
+    except QueueUnavailable as exc:
+        err.print(f"warning: {exc.message}; the runner will keep trying", highlight=False)
+    finally:
+        queue.close()
 
 
 def _runner_json(r: RunnerInfo) -> dict[str, object]:

@@ -16,6 +16,7 @@ from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project
 from capataz.errors import CapatazError
+from capataz.statedir import state_dir
 
 RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -106,7 +107,14 @@ def serve_command(
     if not 0 < chosen < 65536:
         raise CapatazError(f"--port {chosen}: not a port", fix="use 1-65535")
     with opened_store(repo) as store:
-        api = create_app(store, config)
+        api = create_app(store, config, state_dir=state_dir(repo.root))
         shown = f"[{bind}]" if ":" in bind else bind
         out.print(f"capataz API on http://{shown}:{chosen}", markup=False, highlight=False)
-        uvicorn.run(api, host=bind, port=chosen, log_level="warning", access_log=False)
+        uvicorn.run(
+            api,
+            host=bind,
+            port=chosen,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=3,  # open event streams must not hold a restart
+        )

@@ -32,6 +32,7 @@ def run_command_gate(
     read_only: list[Path],
     on_output: OutputSink,
     should_stop: Callable[[], bool] | None = None,
+    prepare: Callable[[GateConfig, SandboxSpec], SandboxSpec] | None = None,
 ) -> tuple[ExecResult, list[Violation]]:
     tail: deque[str] = deque(maxlen=8)
 
@@ -48,6 +49,8 @@ def run_command_gate(
         hide=hide,
         network=gate.network,
     )
+    if prepare is not None:  # the gate's secrets, if it lists any
+        spec = prepare(gate, spec)
     result = sandbox.run(spec, sink, should_stop)
     if result.ok:
         return result, []

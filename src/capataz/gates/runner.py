@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from capataz.changes import ChangeSet
-from capataz.config import Config
+from capataz.config import Config, GateConfig
 from capataz.gates.command import run_command_gate
 from capataz.gates.policy import check_policy
 from capataz.models import GatePhase, Violation, utcnow
-from capataz.sandbox.base import OutputLine, Sandbox
+from capataz.sandbox.base import OutputLine, Sandbox, SandboxSpec
 
 __all__ = ["GateReport", "run_gates"]
 
@@ -43,7 +43,10 @@ def run_gates(
     extra: list[Violation] | None = None,
     skip_commands: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    prepare: Callable[[GateConfig, SandboxSpec], SandboxSpec] | None = None,
 ) -> GateReport:
+    """Run ``phase``'s checks; ``prepare`` has the last word on each command gate's
+    sandbox spec (the pipeline adds the secrets that gate may see)."""
     report = GateReport(phase=phase, violations=list(extra or []))
     if phase is GatePhase.POST and changes is not None:
         found = check_policy(changes, config.policy)
@@ -65,6 +68,7 @@ def run_gates(
             read_only=read_only,
             on_output=functools.partial(on_output, f"gate:{gate.name}"),
             should_stop=should_stop,
+            prepare=prepare,
         )
         report.violations += found
         report.gates.append(

@@ -50,8 +50,12 @@ class SandboxSpec:
     git_dir: Path | None = None  # mounted read-only at <workspace>/.git when given
     read_only: list[Path] = field(default_factory=list)  # extra host paths visible read-only
     hide: list[Path] = field(default_factory=list)  # host dirs replaced by an empty tmpfs
-    env: dict[str, str] = field(default_factory=dict)  # added to the clean environment
+    # added to the clean environment; may carry secrets, so kept out of repr()
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     network: bool = False
+    # secrets delivered as files (name -> value): each backend writes them where only
+    # the command can read them and sets NAME_FILE to the path; never on disk or argv
+    secret_files: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,9 @@ HOME = "/tmp/home"
 # Searched for bwrap and setpriv instead of PATH, which may name a workspace directory.
 SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
 UID_BASE = 200_000
+# Secrets delivered as files: a private tmpfs of their own inside the masked /run.
+SECRETS_DIR = "/run/capataz/secrets"
+_SECRETS_SIZE = 8 * 1024 * 1024
 UID_SPAN = 100_000
 _LEFTOVER = re.compile(r"^leftover (\d+) ?(.*)$")
 
@@ -212,6 +215,19 @@ def _parents_inside(path: str, masks: Sequence[str]) -> list[str]:
     return []
 
 
+def _secret_mounts(secret_fds: Sequence[tuple[str, int]], options: frozenset[str]) -> list[str]:
+    """A private tmpfs at :data:`SECRETS_DIR` (0700) with one 0400 file per secret,
+    copied by bwrap from its pipe."""
+    if not secret_fds:
+        return []
+    small = ["--size", str(_SECRETS_SIZE)] if "--size" in options else []
+    argv = ["--perms", "0755", "--dir", str(Path(SECRETS_DIR).parent)]
+    argv += [*small, "--perms", "0700", "--tmpfs", SECRETS_DIR]
+    for name, fd in secret_fds:
+        argv += ["--perms", "0400", "--file", str(fd), f"{SECRETS_DIR}/{name}"]
+    return argv
+
+
 def build_argv(
     bwrap: Path,
     spec: SandboxSpec,
@@ -222,13 +238,16 @@ def build_argv(
     setpriv: Path | None = None,
     options: frozenset[str] = frozenset(),
     rlimits: Sequence[tuple[int, int, int]] = (),
+    secret_fds: Sequence[tuple[str, int]] = (),
 ) -> list[str]:
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
     Mount order matters: the tmpfs masks come first so that binds made afterwards (a
     workspace under /tmp, a toolchain under /root) show through them. The environment is
     deliberately not on this command line (no --setenv): argv is world-readable in
-    /proc, and the environment carries the agent's secrets.
+    /proc, and the environment carries the agent's secrets. Secret files arrive the same
+    way: ``secret_fds`` are (name, fd) pairs whose pipes bwrap copies into files 0400 on
+    a private tmpfs at :data:`SECRETS_DIR`; only fd numbers are on the command line.
     """
     as_root = uid is not None
     argv = [str(bwrap), "--die-with-parent", "--new-session", "--as-pid-1"]
@@ -251,6 +270,7 @@ def build_argv(
         argv += [*size, "--perms", "0755", "--tmpfs", hidden]
         masks.append(hidden)
     argv += ["--perms", "0777" if as_root else "0700", "--dir", HOME]
+    argv += _secret_mounts(secret_fds, options)
 
     binds: list[tuple[str, str]] = [("--bind", str(workspace))]
     for extra in [*map(str, spec.read_only), *expose]:
@@ -273,12 +293,17 @@ def build_argv(
         argv += ["--ro-bind", str(Path(spec.git_dir).resolve()), str(workspace / ".git")]
     argv += ["--cap-drop", "ALL"]
     command = list(spec.argv)
+    script = init_script(rlimits)
     if as_root:
-        for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_READ_SEARCH"):
+        caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_READ_SEARCH"]
+        if secret_fds:  # bwrap (root) made them: the init hands them to the command's uid
+            caps.append("CAP_CHOWN")
+            script = f"chown -R {uid}:{uid} {SECRETS_DIR} || exit 125\n{script}"
+        for cap in caps:
             argv += ["--cap-add", cap]
         drop = [str(setpriv or "/usr/bin/setpriv"), f"--reuid={uid}", f"--regid={uid}"]
         command = [*drop, "--clear-groups", "--inh-caps=-all", "--", *command]
-    argv += ["--", "/bin/sh", "-c", init_script(rlimits), "sh", str(workspace), *command]
+    argv += ["--", "/bin/sh", "-c", script, "sh", str(workspace), *command]
     return argv
 
 
@@ -363,6 +388,37 @@ def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
                     stack.append(entry.path)
 
 
+@contextmanager
+def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
+    """One pipe per secret file, filled and closed for writing, its read end inheritable
+    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
+    sandbox, so the value never touches a disk or a command line. The read ends are
+    closed on the way out when the spawn did not take them."""
+    fds: list[tuple[str, int]] = []
+    try:
+        for name, value in files.items():
+            data = value.encode("utf-8")
+            read_end, write_end = os.pipe()
+            try:
+                if len(data) > 65536:
+                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
+                os.write(write_end, data)
+                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
+            except OSError as exc:
+                raise SandboxError(
+                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
+                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
+                ) from exc
+            finally:
+                os.close(read_end)
+                os.close(write_end)
+        yield fds
+    finally:
+        for _, fd in fds:
+            with suppress(OSError):
+                os.close(fd)
+
+
 def _git_env(spec: SandboxSpec) -> dict[str, str]:
     """Let git trust a repository owned by someone else, and never take its locks."""
     if spec.git_dir is None:
@@ -426,7 +482,10 @@ class BwrapSandbox:
         processes = spec.limits.processes
         if processes is not None and not as_root:
             processes += processes_in_use(os.getuid())
-        with uid_lease(self.options.uid) if as_root else nullcontext(None) as uid:
+        with (
+            uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
+            secret_pipes(spec.secret_files) as secret_fds,
+        ):
             if uid is not None:
                 blocked = unreachable_ancestor(workspace, spec.hide)
                 if blocked is not None:
@@ -451,7 +510,9 @@ class BwrapSandbox:
                 setpriv=setpriv,
                 options=options,
                 rlimits=rlimits_for(spec.limits, processes=processes),
+                secret_fds=secret_fds,
             )
+            files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
             errors: list[str] = []
 
             def sink(line: OutputLine) -> None:
@@ -463,12 +524,13 @@ class BwrapSandbox:
             try:
                 run = supervise_spawned(
                     argv,
-                    env=clean_env(HOME, {**_git_env(spec), **spec.env}),
+                    env=clean_env(HOME, {**_git_env(spec), **spec.env, **files}),
                     limits=spec.limits,
                     on_output=sink,
                     should_stop=should_stop,
                     report_fd=write_fd,
                     side_fd=read_fd,
+                    pass_fds=[fd for _, fd in secret_fds],
                 )
             except OSError as exc:
                 raise SandboxError(

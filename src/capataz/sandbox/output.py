@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from capataz.redaction import redact
 from capataz.sandbox.base import OutputLine, OutputSink
 
 __all__ = ["LineSplitter"]
@@ -62,6 +63,8 @@ class LineSplitter:
             self.pending = {"out": b"", "err": b""}
             return False
         self.delivered += len(raw) + newline
-        text = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        # Masked here, at the source: the live view, the run log, the store and the
+        # event stream only ever see the masked line.
+        text = redact(raw.decode("utf-8", errors="replace").removesuffix("\r"))
         self.sink(OutputLine(at, stream, text))
         return True

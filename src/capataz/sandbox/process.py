@@ -169,6 +169,7 @@ def supervise_spawned(
     should_stop: Callable[[], bool] | None = None,
     report_fd: int | None = None,
     side_fd: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> Supervised:
     """Start ``argv`` with posix_spawn (vfork-fast) for a command that limits itself.
 
@@ -177,8 +178,9 @@ def supervise_spawned(
     can only name fds 0-9) and is closed here; ``side_fd``, the read end of that pipe, is
     read alongside the output, so a long report cannot block its writer, and closed
     here. Inheritable descriptors of this process are closed in the child: nothing of
-    capataz's leaks into the command by accident. Raises OSError when ``argv`` cannot be
-    started at all.
+    capataz's leaks into the command by accident, except ``pass_fds`` (inheritable, kept
+    at their numbers: secrets bwrap copies into the sandbox; the caller closes them).
+    Raises OSError when ``argv`` cannot be started at all.
     """
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
@@ -191,7 +193,7 @@ def supervise_spawned(
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_CLOSE, fd)
         for fd in _inheritable_fds()
-        if fd > 2 and fd not in ours and fd != side_fd
+        if fd > 2 and fd not in ours and fd != side_fd and fd not in pass_fds
     ]
     actions += [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

@@ -28,6 +28,26 @@ from capataz.sandbox.process import clean_env, processes_in_use, supervise
 __all__ = ["UnsandboxedSandbox"]
 
 
+def _write_secret_files(files: dict[str, str]) -> str:
+    """A private directory (0700, in RAM under /dev/shm when there is one) with one 0400
+    file per secret; removed when the run ends. Without a sandbox this is the most
+    privacy there is: only the runner's own user can read it, for the run's length."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    directory = tempfile.mkdtemp(prefix="capataz-secrets-", dir=where)
+    try:
+        for name, value in files.items():
+            fd = os.open(Path(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            try:
+                os.write(fd, value.encode("utf-8"))
+            finally:
+                os.close(fd)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
+
+
 class UnsandboxedSandbox:
     """Runs commands directly on the host, supervised but not isolated."""
 
@@ -52,11 +72,13 @@ class UnsandboxedSandbox:
         if processes is not None and os.geteuid() != 0:
             processes += processes_in_use(os.getuid())  # the limit counts the whole uid
         home = tempfile.mkdtemp(prefix="capataz-home-")
+        secrets = _write_secret_files(spec.secret_files) if spec.secret_files else None
         try:
+            files = {f"{n}_FILE": str(Path(secrets, n)) for n in spec.secret_files if secrets}
             run = supervise(
                 spec.argv,
                 cwd=workspace,
-                env=clean_env(home, spec.env),
+                env=clean_env(home, {**spec.env, **files}),
                 limits=spec.limits,
                 on_output=on_output,
                 should_stop=should_stop,
@@ -81,6 +103,8 @@ class UnsandboxedSandbox:
             )
         finally:
             shutil.rmtree(home, ignore_errors=True)
+            if secrets is not None:
+                shutil.rmtree(secrets, ignore_errors=True)
         return build_result(run, spec.limits)
 
     def check(self) -> list[str]:
