@@ -96,3 +96,22 @@ def test_a_failing_provider_keeps_what_is_known() -> None:
     assert redaction.redact(SECRET) == "***A***"
     assert redaction.redact(SECRET) == "***A***"
     assert calls["n"] >= 2
+
+
+def test_many_secrets_are_masked_the_same_way_by_the_scanner() -> None:
+    """Past a few dozen secrets the redactor scans instead of using one big regular
+    expression; what it masks must not change."""
+    many = {f"KEY_{i:03}": f"value-{i:03}-{i * 7919:08x}-tail" for i in range(200)}
+    many["OPENAI_API_KEY"] = SECRET
+    scanner, regex = Redactor(many), Redactor({"OPENAI_API_KEY": SECRET})
+    assert scanner._pattern is None and regex._pattern is not None  # the two paths
+    for printed in (
+        SECRET,
+        f"x{SECRET}y and again {SECRET}",
+        base64.b64encode(f"user:{SECRET}".encode()).decode(),
+        quote_plus(f"key={SECRET}&x=1"),
+        "nothing secret here at all",
+    ):
+        assert scanner.redact(printed) == regex.redact(printed)
+    assert scanner.redact(f"value-007-{7 * 7919:08x}-tail!") == "***KEY_007***!"
+    assert scanner.leaks(f"{SECRET} value-001-{7919:08x}-tail") == ["KEY_001", "OPENAI_API_KEY"]

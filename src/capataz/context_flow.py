@@ -73,7 +73,9 @@ class Publication:
 class ContextLink:
     """How one Supervisor reaches the context store.
 
-    ``store`` None: no store (``capataz exec``, a remote runner). ``sources``: the tasks
+    ``store`` None: no store (``capataz exec``; a remote runner's link,
+    :class:`capataz.context_store.RemoteContextLink`, overrides :meth:`inputs` and
+    :meth:`save` to go through the control plane). ``sources``: the tasks
     whose context a run receives; None means the task's own dependencies, read from the
     store. What a run should know (what it received, published) goes to its log."""
 
@@ -127,6 +129,17 @@ class ContextLink:
 
     # -- publishing -----------------------------------------------------------------
 
+    @property
+    def stores(self) -> bool:
+        """Whether :meth:`publish` stores entries (a subclass may store them elsewhere:
+        a remote runner's go to the control plane)."""
+        return self.store is not None
+
+    def save(self, task_id: str, publication: Publication) -> None:
+        """Store a publication's entries in one go (raises when that fails)."""
+        assert self.store is not None
+        self.store.set_many(publication.entries, task_id=task_id, ttl=publication.ttl)
+
     def take(self, tree: Path, config: Config, agent_name: str) -> Publication:
         """Take both context files out of the workspace (before the commit) and check
         what the agent published against its ``context_write`` globs."""
@@ -151,11 +164,11 @@ class ContextLink:
             log.note("capataz", text)
 
         keys = ", ".join(sorted(publication.entries))
-        if self.store is None:
+        if not self.stores:
             note(f"context not stored (no context store for this run): {keys}")
             return
         try:
-            self.store.set_many(publication.entries, task_id=task_id, ttl=publication.ttl)
+            self.save(task_id, publication)
         except Exception as exc:  # noqa: BLE001 - the run has landed; say so, go on
             note(f"context NOT published ({keys}): {exc}")
             return

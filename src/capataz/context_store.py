@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-from capataz.context_flow import ContextLink
+from capataz.config import AgentConfig
+from capataz.context_flow import ContextLink, Publication
 from capataz.context_keys import ContextError, NoContextEntry, allowed, check_key, encode_value
 from capataz.statedir import state_dir
 from capataz.store import Store
@@ -34,6 +35,7 @@ __all__ = [
     "ContextInfo",
     "ContextStore",
     "NoContextEntry",
+    "RemoteContextLink",
     "context_link",
     "open_context_store",
 ]
@@ -168,11 +170,70 @@ def open_context_store(store: Store, repo_root: Path) -> ContextStore:
     return ContextStore(store, lambda: Vault(store, MasterKey.load(state_dir(repo_root))))
 
 
-def context_link(queue: object, repo_root: Path) -> ContextLink:
+class _RemoteContext(Protocol):
+    """What a remote runner's queue offers (:class:`capataz.runner.remote.RemoteQueue`)."""
+
+    def task_context(self, task_id: str, fencing_token: int) -> dict[str, Any]: ...
+
+    def publish_context(
+        self,
+        task_id: str,
+        fencing_token: int,
+        entries: Mapping[str, Any],
+        ttl_seconds: float | None = None,
+    ) -> None: ...
+
+
+Retry = Callable[[Callable[[], Any], str], Any]
+"""Calls the queue, retrying through an outage (the runner's ``retry``)."""
+
+
+class RemoteContextLink(ContextLink):
+    """A remote runner's link: the control plane picks what the task receives (its own
+    configuration's ``context_read``) and stores what it publishes (checking
+    ``context_write`` again), both only under the run's lease. ``retry`` carries the
+    calls through a server that is away for a while, like the runner's other calls."""
+
+    def __init__(
+        self, queue: _RemoteContext, fencing_token: int, retry: Retry | None = None
+    ) -> None:
+        super().__init__()
+        self.queue = queue
+        self.fencing_token = fencing_token
+        self.retry: Retry = retry or (lambda call, _what: call())
+
+    def inputs(self, task_id: str, agent: AgentConfig) -> dict[str, Any]:
+        received: dict[str, Any] = self.retry(
+            lambda: self.queue.task_context(task_id, self.fencing_token), "context"
+        )
+        return received
+
+    @property
+    def stores(self) -> bool:
+        return True
+
+    def save(self, task_id: str, publication: Publication) -> None:
+        self.retry(
+            lambda: self.queue.publish_context(
+                task_id, self.fencing_token, publication.entries, publication.ttl
+            ),
+            "context publication",
+        )
+
+
+def context_link(
+    queue: object,
+    repo_root: Path,
+    fencing_token: int | None = None,
+    retry: Retry | None = None,
+) -> ContextLink:
     """What a runner's runs use to receive and publish context: the store itself when
-    the runner works on the database; nothing (``{context}`` is ``{}``, publications
-    are reported but not stored) when it works through the control plane, which has no
-    context endpoints yet."""
+    the runner works on the database; the control plane's context routes when it
+    works through one (the queue has ``task_context``, and the run's lease is
+    ``fencing_token``); else nothing (``{context}`` is ``{}``, publications are
+    reported but not stored)."""
     if isinstance(queue, Store):
         return ContextLink(open_context_store(queue, repo_root))
+    if fencing_token is not None and hasattr(queue, "task_context"):
+        return RemoteContextLink(cast(_RemoteContext, queue), fencing_token, retry)
     return ContextLink()

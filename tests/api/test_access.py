@@ -94,6 +94,15 @@ ROUTES: list[tuple[str, str, str, set[str], dict[str, Any] | None]] = [
         {"phase": "p", "status": "started"},
     ),
     ("POST", "/runner/runs/r-x/log", "/runner/runs/{run_id}/log", RUNNER, {"text": "x"}),
+    ("POST", "/runner/runs/r-x/records", "/runner/runs/{run_id}/records", RUNNER, {"records": []}),
+    ("GET", "/runner/tasks/t-x/context?token=1", "/runner/tasks/{task_id}/context", RUNNER, None),
+    (
+        "POST",
+        "/runner/tasks/t-x/context",
+        "/runner/tasks/{task_id}/context",
+        RUNNER,
+        {**_TOKEN, "entries": {}},
+    ),
 ]
 
 

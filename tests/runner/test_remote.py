@@ -204,7 +204,9 @@ def test_lost_answers_neither_lose_nor_duplicate_anything(plane: Plane) -> None:
     store = Store.open(plane.url)
     store.add_task("only", "echo hello; echo x > x.txt", id="only")
     store.add_task("other", "echo y > y.txt", id="other", priority=-1)
-    transport = LoseAnswers("/claim", "/log", "/steps", "/complete")
+    # /records: an outbox batch of steps and log lines, resent whole; /context: what
+    # the task receives, asked again.
+    transport = LoseAnswers("/claim", "/records", "/context", "/complete")
     queue = RemoteQueue(plane.base, plane.tokens["runner"], transport=transport)
     config = parse_config(REMOTE_CONFIG)
     runner = Runner(Repository.discover(plane.repo), config, queue, exit_when_idle=True)

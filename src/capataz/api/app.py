@@ -12,7 +12,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capataz.api.auth import RateLimiter, TokenCache
 from capataz.api.deps import capataz_version
 from capataz.api.errors import install_handlers
-from capataz.api.routes import escalations, events, health, metrics, ops, runs, tasks
+from capataz.api.routes import (
+    escalations,
+    events,
+    health,
+    metrics,
+    ops,
+    runner_context,
+    runs,
+    tasks,
+)
 from capataz.api.routes import panel as panel_routes
 from capataz.api.routes import requests as requests_routes
 from capataz.api.routes import runner as runner_routes
@@ -103,5 +112,6 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     for module in (ops, tasks, runs, escalations, metrics, events):
         app.include_router(module.router, responses=API_ERRORS)
     app.include_router(runner_routes.router, responses=API_ERRORS)  # remote runners
+    app.include_router(runner_context.router, responses=API_ERRORS)  # their tasks' context
     app.include_router(requests_routes.router, responses=API_ERRORS)  # credential requests
     return app

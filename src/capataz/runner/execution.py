@@ -109,7 +109,8 @@ class TaskExecution:
             answers=self._answer,
             secrets=queue_source(self.store, self.repo.root, claimed.id, claimed.fencing_token),
         )
-        context = context_link(self.store, self.repo.root)  # what dependents share
+        # What dependents share; a remote runner's goes through the control plane.
+        context = context_link(self.store, self.repo.root, claimed.fencing_token, self.retry)
         supervisor = Supervisor(
             self.repo, self.config, listener=self._observe, hooks=hooks, context=context
         )

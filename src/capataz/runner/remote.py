@@ -13,19 +13,27 @@ runner's ``claim_key`` (a retried claim returns the task the lost answer held), 
 repeated complete or release of the same lease is accepted again, heartbeats and reads
 are naturally repeatable, and what a run records as it goes (steps and log chunks)
 leaves through a per-run *outbox*: numbered (``seq`` 1, 2, 3…), sent in order by a
-background sender thread, kept until the server acknowledges them and dropped by the
-server when it has already stored that number. So the pipeline never waits on the
-network to record a line, an outage delays the log instead of losing it, and the run's
-last lines are sent before its result (``complete`` empties the outbox first)."""
+background sender thread, everything pending in one request (one transaction on the
+server), kept until the server acknowledges them and dropped by the server when it has
+already stored that number. So the pipeline never waits on the network to record a
+line, an outage delays the log instead of losing it, and the run's last lines are sent
+before its result (``complete`` empties the outbox first).
+
+Requests per task are kept few, since the server's throughput bounds the runners':
+the outbox's answer (and every heartbeat's) says whether the lease is still held, and
+:meth:`RemoteQueue.is_current`, which the canceller asks every second, uses an answer
+younger than ``CONFIRMED_FOR`` instead of asking again."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +54,10 @@ NEEDS_RUNNER_ROLE = (
 # Unsent steps and log chunks kept per run while the server is away; beyond this the
 # oldest go (the server keeps only a log tail anyway).
 OUTBOX_LIMIT = 5000
+# Records sent in one request (the server takes up to 5000).
+BATCH_LIMIT = 1000
+# How long the server's word that a lease is held stands in for an is_current request.
+CONFIRMED_FOR = 0.75
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -58,7 +70,7 @@ class _Outbox:
     sending: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     seq: int = 0
-    pending: deque[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=deque)
+    pending: deque[dict[str, Any]] = dataclasses.field(default_factory=deque)
 
 
 class RemoteQueue:
@@ -83,6 +95,9 @@ class RemoteQueue:
         )
         self._outboxes: dict[str, _Outbox] = {}
         self._runs: dict[tuple[str, int], str] = {}  # (task, token) -> run, for its outbox
+        self._leases: dict[str, tuple[str, int]] = {}  # run -> (task, token)
+        # (task, token) -> (when the server was asked, whether the lease was current)
+        self._confirmed: dict[tuple[str, int], tuple[float, bool]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -138,6 +153,7 @@ class RemoteQueue:
             "labels": None if labels is None else list(labels),
             "claim_key": claim_key,
         }
+        asked = time.monotonic()
         data = self._data("POST", "/runner/claim", body)
         if data is None:
             return None
@@ -151,16 +167,43 @@ class RemoteQueue:
         )
         with self._lock:
             self._runs[(claimed.id, claimed.fencing_token)] = claimed.run_id
+            self._leases[claimed.run_id] = (claimed.id, claimed.fencing_token)
+        self._confirm((claimed.id, claimed.fencing_token), True, asked)
         return claimed
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
         body = {"fencing_token": fencing_token, "lease_seconds": lease_seconds}
-        return self._held("POST", f"/runner/tasks/{task_id}/heartbeat", body)
+        asked = time.monotonic()
+        held = self._held("POST", f"/runner/tasks/{task_id}/heartbeat", body)
+        self._confirm((task_id, fencing_token), held, asked)
+        return held
 
     def is_current(self, task_id: str, fencing_token: int) -> bool:
+        """Whether the lease is still held. The canceller asks every second per running
+        task; an answer the server gave about this lease less than ``CONFIRMED_FOR``
+        ago (to a heartbeat or to the outbox, which a busy run flushes twice a second)
+        is used instead of a request, so a cancel is still noticed within about
+        ``1 s + CONFIRMED_FOR``. A lease once lost stays lost (tokens only grow)."""
+        lease = (task_id, fencing_token)
+        with self._lock:
+            known = self._confirmed.get(lease)
+        if known is not None and (not known[1] or time.monotonic() - known[0] < CONFIRMED_FOR):
+            return known[1]
+        asked = time.monotonic()
         params = {"token": fencing_token}
         data = self._data("GET", f"/runner/tasks/{task_id}/current", params=params)
+        self._confirm(lease, bool(data["current"]), asked)
         return bool(data["current"])
+
+    def _confirm(self, lease: tuple[str, int], current: bool, asked: float) -> None:
+        """Note the server's answer about ``lease`` to a request sent at ``asked``
+        (the request's start, so the answer is never taken as fresher than it is)."""
+        with self._lock:
+            known = self._confirmed.get(lease)
+            if known is not None and not known[1]:
+                return  # lost is final
+            if known is None or asked >= known[0] or not current:
+                self._confirmed[lease] = (asked, current)
 
     def task_secrets(self, task_id: str, fencing_token: int) -> dict[str, str]:
         """The claimed task's secrets, which the server picks from its configuration
@@ -169,6 +212,30 @@ class RemoteQueue:
         params = {"token": fencing_token}
         data = self._data("GET", f"/runner/tasks/{task_id}/secrets", params=params)
         return {str(name): str(value) for name, value in (data.get("values") or {}).items()}
+
+    def task_context(self, task_id: str, fencing_token: int) -> dict[str, Any]:
+        """What the claimed task receives from its dependencies (``{context}``), picked
+        by the server under the current lease (used through
+        :class:`capataz.context_store.RemoteContextLink`)."""
+        params = {"token": fencing_token}
+        data = self._data("GET", f"/runner/tasks/{task_id}/context", params=params)
+        return dict(data.get("entries") or {})
+
+    def publish_context(
+        self,
+        task_id: str,
+        fencing_token: int,
+        entries: Mapping[str, Any],
+        ttl_seconds: float | None = None,
+    ) -> None:
+        """Store what a landed run published; repeatable (the same entries again only
+        rewrite them), so a retry after a lost answer is safe."""
+        body = {
+            "fencing_token": fencing_token,
+            "entries": dict(entries),
+            "ttl_seconds": ttl_seconds,
+        }
+        self._data("POST", f"/runner/tasks/{task_id}/context", body)
 
     def release(
         self, task_id: str, fencing_token: int, reason: str, *, delay_seconds: float = 0.0
@@ -210,14 +277,15 @@ class RemoteQueue:
     # -- what a run records -------------------------------------------------------------
 
     def step_started(self, run_id: str, phase: str) -> None:
-        self._record(run_id, "steps", {"phase": phase, "status": "started"})
+        self._record(run_id, {"kind": "step", "phase": phase, "status": "started"})
 
     def step_finished(self, run_id: str, phase: str, outcome: str) -> None:
-        self._record(run_id, "steps", {"phase": phase, "status": "finished", "outcome": outcome})
+        record = {"kind": "step", "phase": phase, "status": "finished", "outcome": outcome}
+        self._record(run_id, record)
 
     def append_log(self, run_id: str, text: str) -> None:
         if text:
-            self._record(run_id, "log", {"text": text})
+            self._record(run_id, {"kind": "log", "text": text})
 
     def open_escalation(
         self,
@@ -257,7 +325,7 @@ class RemoteQueue:
 
     # -- the outbox -----------------------------------------------------------------------
 
-    def _record(self, run_id: str, kind: str, body: dict[str, Any]) -> None:
+    def _record(self, run_id: str, body: dict[str, Any]) -> None:
         """Queue a step or log chunk of ``run_id`` with the run's next number and let
         the sender deliver it: never blocks on the network."""
         with self._lock:
@@ -267,7 +335,7 @@ class RemoteQueue:
                 self._sender.start()
         with box.lock:
             box.seq += 1
-            box.pending.append((kind, {**body, "seq": box.seq}))
+            box.pending.append({**body, "seq": box.seq})
             if len(box.pending) > OUTBOX_LIMIT:
                 box.pending.popleft()
                 log.warning("run %s: server away too long; dropped its oldest record", run_id)
@@ -297,10 +365,14 @@ class RemoteQueue:
                 delay = 1.0
 
     def _flush(self, run_id: str) -> None:
-        """Send ``run_id``'s pending records in order; QueueUnavailable leaves the rest
-        for the next try. A record the server refuses (its run is unknown) is dropped."""
+        """Send ``run_id``'s pending records, all of them in one request (up to
+        ``BATCH_LIMIT``), in order; QueueUnavailable leaves them for the next try. A
+        batch the server refuses (its run is unknown) is dropped. The answer says
+        whether the run's lease is still held, which spares :meth:`is_current` a
+        request."""
         with self._lock:
             box = self._outboxes.get(run_id)
+            lease = self._leases.get(run_id)
         if box is None:
             return
         with box.sending:
@@ -308,14 +380,18 @@ class RemoteQueue:
                 with box.lock:
                     if not box.pending:
                         return
-                    item = box.pending[0]
-                kind, body = item
+                    batch = list(itertools.islice(box.pending, BATCH_LIMIT))
+                asked = time.monotonic()
                 try:
-                    self._data("POST", f"/runner/runs/{run_id}/{kind}", body)
+                    data = self._data("POST", f"/runner/runs/{run_id}/records", {"records": batch})
                 except TaskError as exc:
-                    log.warning("run %s: %s record refused: %s", run_id, kind, exc)
-                with box.lock:
-                    if box.pending and box.pending[0] is item:  # not dropped meanwhile
+                    log.warning("run %s: %d records refused: %s", run_id, len(batch), exc)
+                else:
+                    if lease is not None and isinstance(data, dict) and "current" in data:
+                        self._confirm(lease, bool(data["current"]), asked)
+                last = batch[-1]["seq"]
+                with box.lock:  # drop what was sent (unless the limit dropped it meanwhile)
+                    while box.pending and box.pending[0]["seq"] <= last:
                         box.pending.popleft()
 
     def _flush_run(self, task_id: str, fencing_token: int) -> None:
@@ -327,8 +403,10 @@ class RemoteQueue:
     def _forget(self, task_id: str, fencing_token: int) -> None:
         with self._lock:
             run_id = self._runs.pop((task_id, fencing_token), None)
+            self._confirmed.pop((task_id, fencing_token), None)
             if run_id is not None:
                 self._outboxes.pop(run_id, None)
+                self._leases.pop(run_id, None)
 
     # -- HTTP -------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ back. Part of :class:`capataz.store.manager.Store` (see ``_base``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact, redact_data
-from capataz.store import _events
+from capataz.store import _events, _leases
 from capataz.store._base import StoreBase
-from capataz.store.records import RunDetail, RunDetails, RunInfo, StepInfo
+from capataz.store.records import RunDetail, RunDetails, RunInfo, RunRecord, StepInfo
 from capataz.store.schema import (
     UTCDateTime,
     decisions,
@@ -73,11 +73,7 @@ class RunsMixin(StoreBase):
         with self._write() as conn:
             if not self._first_time(conn, run_id, seq):
                 return False
-            if not _insert_step(conn, run_id, phase, now, ended=False):
-                raise _no_run(run_id)
-            _events.emit_for_run(
-                conn, EventType.RUN_STEP, at=now, run_id=run_id, step=phase, status="started"
-            )
+            _start_step(conn, run_id, phase, now)
         return True
 
     def step_finished(
@@ -86,33 +82,10 @@ class RunsMixin(StoreBase):
         """Finish the newest unfinished step of ``phase`` with ``outcome``; a phase that
         was never started is recorded as a step that began and ended now."""
         now = self.clock()
-        outcome = redact(outcome)
-        newest_open = (
-            sa.select(sa.func.max(steps.c.id))
-            .where(steps.c.run_id == run_id, steps.c.phase == phase, steps.c.ended_at.is_(None))
-            .scalar_subquery()
-        )
         with self._write() as conn:
             if not self._first_time(conn, run_id, seq):
                 return False
-            finished = conn.execute(
-                sa.update(steps)
-                .where(steps.c.id == newest_open)
-                .values(ended_at=now, outcome=outcome)
-            )
-            if finished.rowcount == 0 and not _insert_step(
-                conn, run_id, phase, now, ended=True, outcome=outcome
-            ):
-                raise _no_run(run_id)
-            _events.emit_for_run(
-                conn,
-                EventType.RUN_STEP,
-                at=now,
-                run_id=run_id,
-                step=phase,
-                status="finished",
-                outcome=outcome,
-            )
+            _finish_step(conn, run_id, phase, redact(outcome), now)
         return True
 
     def append_log(self, run_id: str, text: str, *, seq: int | None = None) -> bool:
@@ -122,14 +95,70 @@ class RunsMixin(StoreBase):
         if not text:
             return False
         text = redact(text)
-        params = {"run_id": run_id, "text": text[-LOG_TAIL_CHARS:]}
         with self._write() as conn:
             if not self._first_time(conn, run_id, seq):
                 return False
-            if conn.execute(_APPEND_LOG[self._postgres], params).rowcount == 0:
-                raise _no_run(run_id)
+            self._append_text(conn, run_id, text)
             _events.emit_for_run(conn, EventType.RUN_LOG, at=self.clock(), run_id=run_id, text=text)
         return True
+
+    def record_batch(self, run_id: str, records: Sequence[RunRecord]) -> tuple[int, bool]:
+        """Store a run's numbered steps and log chunks in ONE transaction (a remote
+        runner's outbox sends all it holds at once: one request and one commit instead
+        of one per record). Records numbered at or below the run's ``record_seq`` were
+        stored already and are dropped, like :meth:`_first_time` does one by one; the
+        run's number advances once, to the highest stored. Events are emitted per
+        record, in ``seq`` order. Returns how many records were stored and whether the
+        run's lease is still current (read in the same query, so a remote runner learns
+        of a cancel from its outbox's answer without polling); TaskError when the run is
+        unknown."""
+        current = sa.and_(
+            tasks.c.fencing_token == runs.c.fencing_token,
+            tasks.c.status.in_(_leases.LEASED),
+            tasks.c.lease_owner.is_not(None),
+        )
+        query = (
+            sa.select(runs.c.record_seq, sa.case((current, True), else_=False).label("current"))
+            .select_from(_RUNS_WITH_TASKS)
+            .where(runs.c.id == run_id)
+        )
+        if self._postgres:  # two batches of one run apply one after the other
+            query = query.with_for_update(of=runs)
+        with self._write() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                raise _no_run(run_id)
+            last, held = row.record_seq or 0, bool(row.current)
+            fresh: dict[int, RunRecord] = {}
+            for record in records:
+                if record.seq > last:
+                    fresh.setdefault(record.seq, record)
+            if not fresh:
+                return 0, held
+            now = self.clock()
+            log_text: list[str] = []
+            for seq in sorted(fresh):
+                record = fresh[seq]
+                if record.kind == "log":
+                    if record.text:
+                        text = redact(record.text)
+                        log_text.append(text)
+                        _events.emit_for_run(
+                            conn, EventType.RUN_LOG, at=now, run_id=run_id, text=text
+                        )
+                elif record.status == "started":
+                    _start_step(conn, run_id, record.phase, now)
+                else:
+                    _finish_step(conn, run_id, record.phase, redact(record.outcome), now)
+            if log_text:  # the tail is one column: one UPDATE for every chunk
+                self._append_text(conn, run_id, "".join(log_text))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(record_seq=max(fresh)))
+        return len(fresh), held
+
+    def _append_text(self, conn: sa.Connection, run_id: str, text: str) -> None:
+        params = {"run_id": run_id, "text": text[-LOG_TAIL_CHARS:]}
+        if conn.execute(_APPEND_LOG[self._postgres], params).rowcount == 0:
+            raise _no_run(run_id)
 
     def _first_time(self, conn: sa.Connection, run_id: str, seq: int | None) -> bool:
         """A remote runner numbers a run's steps and log chunks 1, 2, 3… and resends
@@ -262,6 +291,39 @@ class RunsMixin(StoreBase):
                 for e in found["escalations"]
             ],
         )
+
+
+def _start_step(conn: sa.Connection, run_id: str, phase: str, now: datetime) -> None:
+    if not _insert_step(conn, run_id, phase, now, ended=False):
+        raise _no_run(run_id)
+    _events.emit_for_run(
+        conn, EventType.RUN_STEP, at=now, run_id=run_id, step=phase, status="started"
+    )
+
+
+def _finish_step(conn: sa.Connection, run_id: str, phase: str, outcome: str, now: datetime) -> None:
+    """Finish the newest open step of ``phase`` (``outcome`` already redacted)."""
+    newest_open = (
+        sa.select(sa.func.max(steps.c.id))
+        .where(steps.c.run_id == run_id, steps.c.phase == phase, steps.c.ended_at.is_(None))
+        .scalar_subquery()
+    )
+    finished = conn.execute(
+        sa.update(steps).where(steps.c.id == newest_open).values(ended_at=now, outcome=outcome)
+    )
+    if finished.rowcount == 0 and not _insert_step(
+        conn, run_id, phase, now, ended=True, outcome=outcome
+    ):
+        raise _no_run(run_id)
+    _events.emit_for_run(
+        conn,
+        EventType.RUN_STEP,
+        at=now,
+        run_id=run_id,
+        step=phase,
+        status="finished",
+        outcome=outcome,
+    )
 
 
 def _insert_step(

@@ -17,6 +17,7 @@ __all__ = [
     "RunDetail",
     "RunDetails",
     "RunInfo",
+    "RunRecord",
     "RunnerInfo",
     "StepInfo",
     "Task",
@@ -128,6 +129,20 @@ class RunnerInfo:
     stopped_at: datetime | None
     online: bool
     current_tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One numbered record of a run, as a remote runner's outbox sends it in a batch
+    (:meth:`Store.record_batch`): a step that started or finished (``phase``,
+    ``status``, ``outcome``) or a log chunk (``text``)."""
+
+    seq: int
+    kind: str  # "step" or "log"
+    phase: str = ""
+    status: str = ""  # "started" or "finished"
+    outcome: str = ""
+    text: str = ""
 
 
 @dataclass(frozen=True)

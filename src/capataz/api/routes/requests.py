@@ -24,7 +24,7 @@ from capataz.errors import TaskError
 from capataz.store import Store, TokenInfo
 from capataz.vault import KEY_ENV, KEY_FILE, MasterKey, Vault, VaultError
 
-__all__ = ["router"]
+__all__ = ["router", "server_vault"]
 
 router = APIRouter(tags=["requests"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
@@ -48,7 +48,7 @@ def _states(request: Request) -> list[RequestState]:
     return request_states(config, provided)
 
 
-def _vault(request: Request, store: Store) -> Vault:
+def server_vault(request: Request, store: Store) -> Vault:
     """The vault under the server's master key, checked before anything is written: a
     wrong key answers 503 naming the fix, never a row under a second key. A key file is
     created only while the vault is empty (like `capataz secret set`)."""
@@ -89,7 +89,7 @@ def provide_value(
     if declared is None:
         raise ApiError(404, f"no credential request {request_id}")
     store = store_of(request)
-    _vault(request, store).set(declared.secret, body.value, actor=f"api:{token.name}")
+    server_vault(request, store).set(declared.secret, body.value, actor=f"api:{token.name}")
     state = next(s for s in _states(request) if s.id == request_id)
     return ok(state.as_json())
 
@@ -117,6 +117,7 @@ def task_secrets(
     if not store.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
     names = needed_secrets(config_of(request), task.agent)
-    values = _vault(request, store).values(names) if names and store.secret_rows(names) else {}
+    vault_has = bool(names) and bool(store.secret_rows(names))
+    values = server_vault(request, store).values(names) if vault_has else {}
     # The one answer that must carry values: built without ok(), which masks them.
     return {"ok": True, "data": {"values": values}}

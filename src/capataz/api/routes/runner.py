@@ -10,7 +10,9 @@ with the reason; an unknown task, run or runner is 404.
 Steps and log chunks carry the run's record number (``seq``); a number not above the
 last one stored for the run (``runs.record_seq``, advanced in the record's own
 transaction) is acknowledged and dropped, so a chunk resent after a lost answer is not
-appended twice, even across server restarts and several server processes."""
+appended twice, even across server restarts and several server processes. A runner
+sends everything its outbox holds in one request (``POST /runs/{id}/records``, one
+transaction); the one-record routes stay for older runners."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from capataz.api.deps import ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.tasks import get_task_or_404
 from capataz.errors import TaskError
-from capataz.store import RunDetails, TaskState, TokenInfo
+from capataz.store import RunDetails, RunRecord, TaskState, TokenInfo
 from capataz.store.errors import ClaimConflictError
 
 __all__ = ["router"]
@@ -39,6 +41,7 @@ RunnerId = Annotated[str, Path(max_length=200)]
 Token = Annotated[int, Query(ge=0, description="The fencing token of the runner's lease.")]
 Lease = Annotated[float, Field(gt=0, le=86_400)]
 Text = Annotated[str, Field(max_length=10_000)]
+MAX_BATCH = 5000  # records in one batch: a remote runner's whole outbox (OUTBOX_LIMIT)
 
 
 class _Body(BaseModel):
@@ -106,6 +109,29 @@ class Step(_Body):
 class LogChunk(_Body):
     text: str
     seq: Annotated[int | None, Field(ge=1)] = None
+
+
+class StepRecord(_Body):
+    kind: Literal["step"]
+    seq: Annotated[int, Field(ge=1)]
+    phase: Annotated[str, Field(min_length=1, max_length=100)]
+    status: Literal["started", "finished"]
+    outcome: Text = ""
+
+
+class LogRecord(_Body):
+    kind: Literal["log"]
+    seq: Annotated[int, Field(ge=1)]
+    text: str
+
+
+class Records(_Body):
+    """A run's pending records, as a remote runner's outbox sends them all at once."""
+
+    records: Annotated[
+        list[Annotated[StepRecord | LogRecord, Field(discriminator="kind")]],
+        Field(max_length=MAX_BATCH),
+    ]
 
 
 class Sweep(_Body):
@@ -266,6 +292,22 @@ def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> di
     store = store_of(request)
     recorded = _found(lambda: store.append_log(run_id, body.text, seq=body.seq))
     return ok({"recorded": recorded})
+
+
+@router.post(
+    "/runs/{run_id}/records",
+    summary="Several numbered steps and log chunks of the run, in one transaction",
+)
+def records(request: Request, _: Runner, run_id: RunId, body: Records) -> dict[str, Any]:
+    """What a remote runner's outbox holds, sent in one request; records already stored
+    (by ``seq``) are dropped. ``current`` says whether the run's lease is still held,
+    so the runner learns of a cancel without asking separately."""
+    batch = [RunRecord(**item.model_dump()) for item in body.records]
+    try:
+        stored, current = store_of(request).record_batch(run_id, batch)
+    except TaskError as exc:
+        raise ApiError(404, str(exc)) from None
+    return ok({"recorded": stored, "current": current})
 
 
 def _found(record: Callable[[], bool]) -> bool:
