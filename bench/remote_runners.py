@@ -1,8 +1,11 @@
 """Remote runners through the control plane, measured in one run:
 
 1. claim + heartbeat latency (p50/p99) seen by 8 concurrent remote runners: each is a
-   process with its own runner token that claims, heartbeats and completes trivial
-   tasks through ``capataz serve`` as fast as it can (no pipeline: the API alone);
+   process with its own runner token that claims, heartbeats, works ``--think``
+   seconds and completes trivial tasks through ``capataz serve`` (no pipeline: the
+   API alone). With 100 ms of work the runners keep the API busy as a fleet of short
+   tasks would; with 0 they saturate it (all on the same 2 cores as the server), which
+   measures queueing more than the API;
 2. trivial tasks per minute through the whole pipeline with runner processes working
    through the API (``runner run --server``) versus the same runners on the database.
 
@@ -89,7 +92,13 @@ def _serve(root: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("capataz serve did not start")
 
 
-def _api_worker(base: str, token: str, claims: int, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _api_worker(
+    base: str,
+    token: str,
+    claims: int,
+    think: float,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     queue = RemoteQueue(base, token)
     runner = queue.register_runner("bench", hostname="bench", pid=os.getpid(), concurrency=1)
     claim_ms: list[float] = []
@@ -103,6 +112,7 @@ def _api_worker(base: str, token: str, claims: int, out: multiprocessing.Queue) 
         started = time.perf_counter()
         queue.heartbeat(claimed.id, claimed.fencing_token, 30.0)
         beat_ms.append((time.perf_counter() - started) * 1000)
+        time.sleep(think)  # the task's own work
         queue.complete(claimed.id, claimed.fencing_token, TaskState.DONE, "bench")
     queue.close()
     out.put((claim_ms, beat_ms))
@@ -114,8 +124,8 @@ def _percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):6.1f} ms   p99 {p99:6.1f} ms   (n={len(ordered)})"
 
 
-def api_latency(tmp: Path, runners: int, claims: int) -> None:
-    root, url = _project(tmp, "latency")
+def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
+    root, url = _project(tmp, f"latency-{think}")
     store = Store.open(url)
     store.add_tasks(
         [TaskSpec(f"t{i}", "true", id=f"t{i:06}") for i in range(runners * claims + runners)]
@@ -126,7 +136,7 @@ def api_latency(tmp: Path, runners: int, claims: int) -> None:
     try:
         out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         procs = [
-            multiprocessing.Process(target=_api_worker, args=(base, token, claims, out))
+            multiprocessing.Process(target=_api_worker, args=(base, token, claims, think, out))
             for token in tokens
         ]
         started = time.perf_counter()
@@ -141,7 +151,10 @@ def api_latency(tmp: Path, runners: int, claims: int) -> None:
         server.wait(timeout=30)
     claim_ms = [v for c, _ in results for v in c]
     beat_ms = [v for _, b in results for v in b]
-    print(f"API latency, {runners} concurrent remote runners (claim, heartbeat, complete loop)")
+    print(
+        f"API latency, {runners} concurrent remote runners: claim, heartbeat, "
+        f"{think * 1000:.0f} ms of work, complete"
+    )
     print(f"  claim      {_percentiles(claim_ms)}   goal p99 < 50 ms")
     print(f"  heartbeat  {_percentiles(beat_ms)}")
     print(f"  cycles/s   {len(beat_ms) / elapsed:8.0f}")
@@ -195,10 +208,18 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=150)
     parser.add_argument("--tasks", type=int, default=120)
     parser.add_argument("--pipeline-runners", type=int, default=2)
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.0],
+        help="seconds of work per task between heartbeat and complete (0: saturate the API)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capataz-bench-") as name:
         tmp = Path(name)
-        api_latency(tmp, args.runners, args.claims)
+        for think in args.think:
+            api_latency(tmp, args.runners, args.claims, think)
         print(
             f"Trivial tasks through the pipeline, {args.pipeline_runners} runner processes "
             "x concurrency 2, bubblewrap sandbox"
