@@ -207,6 +207,20 @@ def test_high_violation_escalates_only_when_allowed(make_repo: Callable[..., Pat
     assert ("post-task", "ESCALATE") in decisions(report)
 
 
+def test_the_report_files_say_what_was_decided(make_repo: Callable[..., Path]) -> None:
+    """A high violation on a task that allows high ones escalates: the post-task report
+    must say ESCALATE too, not what the same violations would mean without the allowance."""
+    repo_path = make_repo()
+    report = run_task(repo_path, "echo 'api_key = 1' > k.py", allow_high=True, answer="approve")
+    assert report.outcome is Outcome.LANDED
+    assert ("post-task", "ESCALATE") in decisions(report)
+    assert report.progress_dir is not None
+    post = json.loads((report.progress_dir / "artifacts" / "post-task-report.json").read_text())
+    assert post["status"] == "ESCALATE"
+    state = json.loads((report.progress_dir / "progress.json").read_text())
+    assert state["status"] == "completed"
+
+
 def test_modify_then_resume(make_repo: Callable[..., Path]) -> None:
     repo_path = make_repo()
     report = run_task(repo_path, "for i in 1 2 3 4 5; do echo $i > f$i.txt; done", answer="modify")

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 MAX_VALUE_BYTES = 64 * 1024  # per value, JSON-encoded: context is for results, not files
-_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
+_KEY = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
 _KEY_RULE = "1 to 200 letters, digits and _ . : / - (e.g. build.version)"
 
 

@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "EscalationError",
     "GitError",
+    "Interrupted",
     "QueueRefusedError",
     "QueueUnavailable",
     "SandboxError",
@@ -66,3 +67,15 @@ class QueueUnavailable(CapatazError):
 class QueueRefusedError(CapatazError):
     """The control plane refused the runner's credentials (401/403) or request (4xx):
     retrying would not help; the runner stops with this one line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached a command that runs a task in the foreground.
+
+    A KeyboardInterrupt on purpose: the pipeline rolls back on it exactly as on Ctrl-C
+    (a closed terminal or a ``kill`` must not leave a half-run task behind)."""
+
+    def __init__(self, signal_name: str, signal_number: int) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = 128 + signal_number

@@ -16,7 +16,7 @@ from capataz.changes import ChangeSet
 from capataz.config import Config
 from capataz.context_flow import ContextLink, Publication
 from capataz.decision import Verdict, decide
-from capataz.errors import CapatazError, TaskError
+from capataz.errors import CapatazError, Interrupted, TaskError
 from capataz.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.gates import GateReport, run_gates
 from capataz.gates.agent import agent_violations
@@ -93,8 +93,7 @@ class Supervisor:
         self.secrets.prepare(spec.agent)  # a missing credential: refused before anything
         run = self._prepare(spec)
         try:
-            pre = self._step(run, "pre-gates", lambda: self._gates(run, GatePhase.PRE))
-            verdict = decide(GatePhase.PRE, pre.violations)
+            pre, verdict = self._step(run, "pre-gates", lambda: self._gates(run, GatePhase.PRE))
             run.progress.record_decision("pre-task", verdict.decision, verdict.reason)
             if verdict.decision is Decision.BLOCK:
                 run.violations = pre.violations
@@ -107,8 +106,9 @@ class Supervisor:
         except CapatazError as exc:
             self._abandon(run, str(exc))
             raise
-        except KeyboardInterrupt:
-            self._abandon(run, "interrupted by the user")
+        except KeyboardInterrupt as exc:
+            why = f"{exc.signal_name} received" if isinstance(exc, Interrupted) else "interrupted"
+            self._abandon(run, f"{why} (by the user or the system)")
             raise
         finally:
             run.log.close()
@@ -179,16 +179,10 @@ class Supervisor:
         return self._roll_back(run, verdict, Outcome.CANCELLED, TaskStatus.ROLLED_BACK)
 
     def _judge(self, run: _Run) -> RunReport:
-        post = self._step(run, "post-gates", lambda: self._gates(run, GatePhase.POST))
+        post, verdict = self._step(run, "post-gates", lambda: self._gates(run, GatePhase.POST))
         if self.hooks.should_stop is not None and self.hooks.should_stop():
             return self._cancelled(run, "stopped from outside during the post-gates")
         run.violations = post.violations
-        allow_high = (
-            run.spec.allow_high
-            if run.spec.allow_high is not None
-            else self.config.project.allow_high
-        )
-        verdict = decide(GatePhase.POST, post.violations, allow_high=allow_high)
         run.progress.record_decision("post-task", verdict.decision, verdict.reason)
         if verdict.decision is Decision.ESCALATE:
             answer = self._step(run, "escalation", lambda: self._escalate(run, verdict))
@@ -248,7 +242,9 @@ class Supervisor:
         )
         return run
 
-    def _gates(self, run: _Run, phase: GatePhase) -> GateReport:
+    def _gates(self, run: _Run, phase: GatePhase) -> tuple[GateReport, Verdict]:
+        """Run one phase's gates and decide on them, once: the report file and the
+        decision log are both written from this one verdict, so they never disagree."""
         status = TaskStatus.VALIDATING_PRE if phase is GatePhase.PRE else TaskStatus.VALIDATING_POST
         run.progress.set(status=status.value)
         extra = self._collected_violations(run) if phase is GatePhase.POST else []
@@ -278,7 +274,10 @@ class Supervisor:
             "violations": [v.model_dump(mode="json") for v in report.violations],
         }
         run.progress.state.setdefault("validation", {})[key] = summary
-        verdict = decide(phase, report.violations)
+        allow_high = run.spec.allow_high
+        if allow_high is None:
+            allow_high = self.config.project.allow_high
+        verdict = decide(phase, report.violations, allow_high=allow_high)
         run.progress.write_report(
             phase,
             {
@@ -290,7 +289,7 @@ class Supervisor:
                 "message": verdict.reason,
             },
         )
-        return report
+        return report, verdict
 
     def _collected_violations(self, run: _Run) -> list[Violation]:
         """What the agent's run and the collect step found, before any gate looks."""

@@ -13,12 +13,12 @@ from capataz.git import Git, find_git
 
 __all__ = ["Repository", "Worktree", "validate_task_id"]
 
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def validate_task_id(task_id: str) -> str:
     """Task ids name directories and git refs, so they are kept to a safe alphabet."""
-    if not _TASK_ID.match(task_id):
+    if not _TASK_ID.fullmatch(task_id):
         raise TaskError(
             f"invalid task id {task_id!r}",
             fix="use 1-64 letters, digits, '-' or '_', starting with a letter or digit",

@@ -7,6 +7,7 @@ from typing import TextIO
 
 from capataz.redaction import redact
 from capataz.sandbox.base import OutputLine
+from capataz.statedir import private_file
 
 __all__ = ["RunLog"]
 
@@ -23,7 +24,7 @@ def _visible(text: str) -> str:
 class RunLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: TextIO = path.open("a", encoding="utf-8")
+        self._handle: TextIO = private_file(path).open("a", encoding="utf-8")
 
     def write(self, source: str, line: OutputLine) -> None:
         stamp = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -40,7 +40,7 @@ __all__ = [
 
 KEY_ENV = "CAPATAZ_MASTER_KEY"
 KEY_FILE = "master.key"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class VaultError(CapatazError):
@@ -49,7 +49,7 @@ class VaultError(CapatazError):
 
 def check_secret_name(name: str) -> str:
     """Secrets become environment variables: their names must be valid ones."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise VaultError(
             f"{name!r} is not a secret name",
             fix="use letters, digits and underscores, not starting with a digit "

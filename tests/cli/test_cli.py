@@ -202,7 +202,9 @@ def test_usage_errors_exit_two_without_traceback(repo: Path) -> None:
     assert "Missing argument" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ctrl_c_rolls_back_and_leaves_nothing_running(repo: Path) -> None:
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_rolls_back_and_leaves_nothing_running(repo: Path, signal_name: str) -> None:
+    """Ctrl-C, a `kill` and a closed terminal all roll back the same way."""
     import signal
 
     running = subprocess.Popen(
@@ -226,11 +228,14 @@ def test_ctrl_c_rolls_back_and_leaves_nothing_running(repo: Path) -> None:
     deadline = time.monotonic() + 30
     while (not log.exists() or "go" not in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    running.send_signal(signal.SIGINT)
-    running.communicate(timeout=30)
-    assert running.returncode != 0
+    running.send_signal(getattr(signal, signal_name))
+    _, stderr = running.communicate(timeout=30)
+    assert running.returncode == 128 + getattr(signal, signal_name), stderr
+    assert "Traceback" not in stderr
     progress = json.loads((repo / ".capataz" / "progress" / "int-1" / "progress.json").read_text())
-    assert progress["status"] == "rolled-back" and "interrupted" in progress["reason"]
+    assert progress["status"] == "rolled-back", progress
+    expected = "interrupted" if signal_name == "SIGINT" else f"{signal_name} received"
+    assert expected in progress["reason"]
     assert not (repo / ".capataz" / "workspaces" / "int-1").exists()
     assert "half.txt" not in git(repo, "ls-tree", "--name-only", "main")
     alive = subprocess.run(["pgrep", "-f", "sleep 3007"], capture_output=True, text=True)

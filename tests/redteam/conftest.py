@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,9 +50,14 @@ class Attacker:
         return self.run([shutil.which("git") or "/usr/bin/git", *args]).stdout.strip()
 
     def capataz(
-        self, *args: str, check: bool = False, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return self.run([str(CAPATAZ), *args], check=check, env=env)
+        command = CAPATAZ if self.user == "root" else unprivileged_capataz()
+        return self.run([str(command), *args], check=check, env=env, stdin=stdin)
 
     def exec(self, instruction: str, task_id: str = "t1", *extra: str) -> dict[str, object]:
         """``capataz exec --json``: the report a script would read."""
@@ -67,6 +74,7 @@ class Attacker:
         *,
         check: bool = True,
         env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         full_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -97,10 +105,45 @@ class Attacker:
             text=True,
             check=False,
             timeout=600,
+            input=stdin if stdin is not None else "",
         )
         if check and done.returncode != 0:
             raise AssertionError(f"{argv} failed ({done.returncode}): {done.stderr}")
         return done
+
+
+def _world_executable(path: Path) -> bool:
+    """Whether every directory up to ``path`` lets others through, and it runs for them."""
+    real = path.resolve()
+    return all(p.stat().st_mode & 0o001 for p in [real, *real.parents])
+
+
+def unprivileged_capataz() -> Path:
+    """A ``capataz`` command the unprivileged user can start.
+
+    The test environment's Python often lives in root's home (pyenv), which others may not
+    enter. Then a venv of the system's Python of the same version stands in, seeing the
+    very same site-packages (an import hook, not a copy): the same capataz under test."""
+    if _world_executable(Path(sys.executable)):
+        return CAPATAZ
+    shim = Path(tempfile.gettempdir(), f"capataz-redteam-python-{os.getpid()}")
+    command = shim / "bin" / "capataz"
+    if command.exists():
+        return command
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = Path("/usr/bin", version)
+    if not _world_executable(base):
+        pytest.fail(f"no {version} the unprivileged user may run (install {version})")
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(shim)], check=True)
+    purelib = Path(sysconfig.get_paths(vars={"base": str(shim)})["purelib"])
+    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in ours]
+    (purelib / "capataz-under-test.pth").write_text("\n".join(lines) + "\n")
+    command.write_text(f"#!{shim}/bin/python\nfrom capataz.cli import main\nmain()\n")
+    command.chmod(0o755)
+    for path in [shim, *shim.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o005 | (0o050 if path.is_dir() else 0))
+    return command
 
 
 @pytest.fixture(params=["root", "unprivileged"])

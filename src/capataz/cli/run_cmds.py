@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +15,11 @@ import typer
 
 from capataz.agents import resolve_agent
 from capataz.cli import app
-from capataz.cli.console import out
+from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
 from capataz.config import Config
+from capataz.errors import Interrupted
 from capataz.escalation import submit_decision
 from capataz.pipeline import RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
@@ -92,6 +95,31 @@ def decide_command(
     out.print(f"[green]recorded[/] {choice.lower()} for {task_id}; the waiting run picks it up.")
 
 
+@contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP interrupt the run like Ctrl-C, so it rolls back the same way.
+
+    Only the first one interrupts: a second signal arriving while the rollback runs is
+    ignored, so the rollback itself is never cut short."""
+    received: list[str] = []
+
+    def interrupt(number: int, _frame: object) -> None:
+        if received:
+            return
+        received.append(signal.Signals(number).name)
+        raise Interrupted(received[0], number)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except Interrupted as exc:  # the pipeline rolled back; say so in one line
+        err.print(f"[bold red]{exc.signal_name}:[/] stopped; the task was rolled back")
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _run(
     title: str,
     as_json: bool,
@@ -103,12 +131,13 @@ def _run(
     The terminal answers escalations only when a person is at it."""
     interactive = sys.stdin.isatty() and not as_json
     terminal = sys.stdin if interactive else None
-    if as_json:
-        report = action(Supervisor(repo, config, terminal=terminal))
-        out.print_json(report_json(report))
-    else:
-        with LiveView(title, interactive=interactive) as view:
-            report = action(Supervisor(repo, config, listener=view, terminal=terminal))
-        render_summary(report)
+    with interrupted_by_signals():
+        if as_json:
+            report = action(Supervisor(repo, config, terminal=terminal))
+            out.print_json(report_json(report))
+        else:
+            with LiveView(title, interactive=interactive) as view:
+                report = action(Supervisor(repo, config, listener=view, terminal=terminal))
+            render_summary(report)
     if report.outcome.exit_code:
         raise typer.Exit(report.outcome.exit_code)

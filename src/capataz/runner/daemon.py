@@ -3,6 +3,7 @@ file and a log file, the way the runbook's operators already run theirs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,8 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import capataz
 from capataz.errors import TaskError
-from capataz.statedir import state_dir
+from capataz.statedir import private_file, state_dir
 
 __all__ = [
     "DaemonFiles",
@@ -58,6 +60,39 @@ def is_alive(pid: int | None) -> bool:
     return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
 
 
+# Run by ``python -I -c``: isolated mode ignores PYTHON* variables and never puts the
+# working directory (the repository, which agents write) on sys.path; the import path is
+# then the one this process used, minus anything inside the repository.
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv.pop(1)); sys.argv[0] = 'capataz'; "
+    "from capataz.cli import main; main()"
+)
+
+
+def capataz_argv(repo_root: Path) -> list[str]:
+    """The command that starts capataz again, importing it from where this process did.
+
+    ``python -m capataz`` with the repository as working directory would import a
+    ``capataz/__main__.py`` an agent landed there, on the host, as whoever runs the
+    runner. Not by a list of tricks but by construction, no file of the repository can
+    be imported by the new process: its path is fixed here, and the repository is not
+    on it."""
+    root = repo_root.resolve()
+
+    def inside(entry: Path) -> bool:
+        return entry == root or root in entry.parents
+
+    package = Path(capataz.__file__).resolve().parent
+    if inside(package):
+        raise TaskError(
+            f"capataz itself is imported from {package}, inside the repository it supervises: "
+            "a runner would run code agents can change",
+            fix="install capataz outside this repository (pip install ., not pip install -e .)",
+        )
+    path = [str(Path(e).resolve()) for e in sys.path if e and not inside(Path(e).resolve())]
+    return [sys.executable, "-I", "-c", _BOOT, json.dumps(path)]
+
+
 def start_daemon(repo_root: Path, files: DaemonFiles, run_args: list[str]) -> int:
     """Start `capataz runner run <run_args>` detached; returns its pid."""
     pid = read_pid(files)
@@ -67,9 +102,9 @@ def start_daemon(repo_root: Path, files: DaemonFiles, run_args: list[str]) -> in
             fix="`capataz runner stop` first, or start another with --name",
         )
     files.log.parent.mkdir(parents=True, exist_ok=True)
-    with files.log.open("ab") as log, Path(os.devnull).open("rb") as devnull:
+    with private_file(files.log).open("ab") as log, Path(os.devnull).open("rb") as devnull:
         process = subprocess.Popen(
-            [sys.executable, "-m", "capataz", "runner", "run", *run_args],
+            [*capataz_argv(repo_root), "runner", "run", *run_args],
             cwd=repo_root,
             stdin=devnull,
             stdout=log,

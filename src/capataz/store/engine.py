@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from capataz.statedir import state_dir
+from capataz.statedir import private_file, state_dir
 from capataz.store.errors import DatabaseUrlError
 
 __all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url"]
@@ -98,8 +98,11 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
     connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     connect_args.update(kwargs.pop("connect_args", {}))
-    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
     in_memory = url.database in (None, "", ":memory:")
+    if not in_memory and url.database and not url.database.startswith("file:"):
+        # SQLite gives its -wal and -shm files the database file's mode.
+        private_file(Path(url.database))
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
