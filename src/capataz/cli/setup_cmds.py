@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -11,14 +12,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from capataz.agents import resolve_agent
 from capataz.cli import app
-from capataz.cli.console import out
+from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary
 from capataz.config import Config, load_config
 from capataz.demo import DEMO_TASKS, create_demo_repo, run_demo_task
 from capataz.doctor import run_doctor
 from capataz.errors import CapatazError, GitError
 from capataz.initialize import init_project
+from capataz.probes import ProbeResult, run_probes
 from capataz.repo import Repository
 
 
@@ -39,6 +42,13 @@ def init_command(
 @app.command("doctor")
 def doctor_command(
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Also run the escape probes in your sandbox and print a containment table.",
+        ),
+    ] = False,
     repo_path: Annotated[Path, typer.Option("--repo", "-C")] = Path(),
 ) -> None:
     """Check git, Python and that the sandbox really starts and really has no network."""
@@ -50,8 +60,10 @@ def doctor_command(
     except CapatazError as exc:
         problem = str(exc)
     checks = run_doctor(config, problem)
+    probes = _probe(config) if probe and all(c.ok for c in checks) else []
     if as_json:
-        out.print_json(json.dumps([c.__dict__ for c in checks]))
+        found = [c.__dict__ for c in checks]
+        out.print_json(json.dumps({"checks": found, "probes": [p.__dict__ for p in probes]}))
     else:
         table = Table(show_header=True, header_style="bold")
         for column in ("", "check", "result", "fix"):
@@ -64,8 +76,32 @@ def doctor_command(
                 Text(check.fix),
             )
         out.print(table)
-    if not all(c.ok for c in checks):
+        if probes:
+            out.print(_containment_table(probes))
+    if not all(c.ok for c in checks) or not all(p.contained for p in probes):
         raise typer.Exit(1)
+
+
+def _probe(config: Config) -> list[ProbeResult]:
+    agent = resolve_agent(config, config.project.default_agent)
+    if sys.stderr.isatty():
+        with err.status("running the escape probes in your sandbox…"):
+            return run_probes(config, agent)
+    return run_probes(config, agent)
+
+
+def _containment_table(probes: list[ProbeResult]) -> Table:
+    table = Table(title="containment", title_justify="left", header_style="bold")
+    for column in ("", "probe", "what an agent tried", "result"):
+        table.add_column(column)
+    for found in probes:
+        table.add_row(
+            "[green]✓[/]" if found.contained else "[red]ESCAPED[/]",
+            found.name,
+            Text(found.attempt),
+            Text(found.detail),
+        )
+    return table
 
 
 @app.command("demo")
