@@ -103,7 +103,7 @@ def directory_bytes(path: Path) -> int:
 class RejectedRef:
     ref: str
     commit: str
-    rejected_at: float  # seconds since the epoch (the commit capataz made of the result)
+    rejected_at: float  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -173,17 +173,20 @@ class RejectedStore:
         return max(numbers, default=0) + 1
 
     def refs(self) -> list[RejectedRef]:
+        """Every rejected result, dated by its ref file (written when it was rejected;
+        capataz never packs these refs), else by its commit."""
         if not (self.path / "HEAD").exists():
             return []
-        out = self.git.out(
-            "for-each-ref",
-            "--format=%(refname) %(objectname) %(committerdate:unix)",
-            REJECTED_PREFIX,
-        )
+        fields = "--format=%(refname) %(objectname) %(committerdate:unix)"
+        out = self.git.out("for-each-ref", fields, REJECTED_PREFIX)
         found = []
         for line in out.splitlines():
             ref, commit, when = line.split(" ")
-            found.append(RejectedRef(ref, commit, float(when or 0)))
+            try:
+                rejected_at = (self.path / ref).stat().st_mtime
+            except OSError:
+                rejected_at = float(when or 0)
+            found.append(RejectedRef(ref, commit, rejected_at))
         return found
 
     def drop(self, refs: list[RejectedRef]) -> None:
