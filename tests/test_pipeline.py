@@ -36,6 +36,8 @@ forbidden_tokens = ['api_key\\s*=']
 max_changed_files = 3
 """
 
+REJECTED_STORE = ("--git-dir", ".capataz/rejected.git")  # rejected results live here
+
 
 def run_task(
     repo_path: Path,
@@ -138,7 +140,10 @@ def test_blocked_changes_roll_back_and_never_touch_the_user(
     state = json.loads((report.progress_dir / "artifacts" / "rollback-state.json").read_text())  # type: ignore[operator]
     assert state["originalCommit"] == main
     if report.result_commit:
-        assert git(user_repo, "rev-parse", "refs/capataz/rejected/t1/1") == report.result_commit
+        assert (
+            git(user_repo, *REJECTED_STORE, "rev-parse", "refs/capataz/rejected/t1/1")
+            == report.result_commit
+        )
     assert not (user_repo / ".capataz" / "workspaces" / "t1").exists()
 
 
@@ -292,7 +297,10 @@ def test_lost_lease_never_lands(make_repo: Callable[..., Path]) -> None:
     )
     assert report.outcome is Outcome.CANCELLED and "no longer owns" in report.reason
     assert git(repo_path, "rev-parse", "main") == main
-    assert git(repo_path, "rev-parse", "refs/capataz/rejected/t1/1") == report.result_commit
+    assert (
+        git(repo_path, *REJECTED_STORE, "rev-parse", "refs/capataz/rejected/t1/1")
+        == report.result_commit
+    )
 
 
 def test_escalation_answered_through_the_hook(make_repo: Callable[..., Path]) -> None:

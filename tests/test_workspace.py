@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -7,7 +9,7 @@ from tests.conftest import git, snapshot
 
 from capataz.models import ChangeKind
 from capataz.repo import Repository
-from capataz.workspace import Workspace
+from capataz.workspace import Workspace, lock_path
 
 
 def _workspace(repo_path: Path) -> tuple[Repository, Workspace]:
@@ -102,3 +104,26 @@ def test_discard_removes_the_workspace(make_repo: Callable[..., Path]) -> None:
     _, ws = _workspace(make_repo())
     ws.discard()
     assert not ws.path.exists()
+
+
+def test_results_are_written_to_the_workspaces_own_store(make_repo: Callable[..., Path]) -> None:
+    repo_path = make_repo()
+    _, ws = _workspace(repo_path)
+    (ws.tree / "big.bin").write_bytes(b"\x00unique-content\x01" * 1000)
+    head = ws.commit("agent result")
+    assert head is not None
+    user = subprocess.run(
+        ["git", "-C", str(repo_path), "cat-file", "-e", head], capture_output=True, check=False
+    )
+    assert user.returncode != 0  # every later sandbox can read the user's store
+    assert git(repo_path, "--git-dir", str(ws.git_dir), "cat-file", "-t", head) == "commit"
+
+
+def test_a_workspace_in_use_is_locked_until_discarded(make_repo: Callable[..., Path]) -> None:
+    _, ws = _workspace(make_repo())
+    lock = lock_path(ws.path)
+    probe = "import fcntl,sys; fcntl.flock(open(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    taken = subprocess.run([sys.executable, "-c", probe, str(lock)], capture_output=True)
+    assert taken.returncode != 0  # another process (gc) cannot take it
+    ws.discard()
+    assert not lock.exists() and not ws.path.exists()

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from capataz.errors import GitError
 
-__all__ = ["Git", "find_git"]
+__all__ = ["NEUTRAL_ATTRIBUTES", "Git", "find_git"]
+
+# For a private git dir's info/attributes, which outranks every .gitattributes: no
+# attribute (from an agent's tree or anywhere) selects a filter, driver or conversion.
+NEUTRAL_ATTRIBUTES = "* !filter !diff !merge !ident !working-tree-encoding !text !eol\n"
 
 _SAFE_CONFIG = (
     "core.hooksPath=/dev/null",

@@ -2,9 +2,16 @@
 
 Landing happens under a lock in the shared git directory so two capataz processes never
 race on one branch. A result whose base is still the branch tip fast-forwards; otherwise
-it is replayed on the tip with ``git merge-tree --write-tree`` (no working tree needed).
-A branch checked out in one of the user's working trees moves only if that tree is
-clean; otherwise the result waits on ``capataz/<task-id>``."""
+it is replayed on the tip with ``git merge-tree --write-tree`` in the workspace's own
+git dir (neutral attributes, no user config: no merge driver an agent names can run).
+The run's objects move into the user's store only then, before any ref or index names
+them. A branch checked out in one of the user's working trees moves only if that tree
+is clean and needs no conversions (see :mod:`capataz.checkout`); otherwise the result
+waits on ``capataz/<task-id>``.
+
+A rolled-back result's objects go to ``.capataz/rejected.git`` (see
+:mod:`capataz.objectstore`), never to the user's store, which later agents can read; a
+result that leaked a secret is kept nowhere: only its redacted report remains."""
 
 from __future__ import annotations
 
@@ -15,14 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from capataz.checkout import update_checkout
 from capataz.errors import GitError
 from capataz.git import Git
 from capataz.models import Outcome, utcnow
+from capataz.objectstore import RejectedStore
 from capataz.redaction import redact, redact_data
 from capataz.repo import Repository
+from capataz.statedir import STATE_DIR
 from capataz.workspace import Workspace
 
-__all__ = ["LandResult", "RollbackResult", "land", "rollback"]
+__all__ = ["LandResult", "RollbackResult", "land", "rejected_store", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,13 @@ class LandResult:
 
 @dataclass(frozen=True)
 class RollbackResult:
-    rejected_ref: str | None
+    rejected_ref: str | None  # in the rejected store, not the user's repository
     steps: list[str]
+    inspect: str | None = None  # the command that shows the rejected commit
+
+
+def rejected_store(repo: Repository) -> RejectedStore:
+    return RejectedStore(repo.root / STATE_DIR / "rejected.git", repo.common_dir / "objects")
 
 
 @contextmanager
@@ -50,56 +65,38 @@ def _landing_lock(repo: Repository) -> Iterator[None]:
 
 
 def keep_branch(repo: Repository, ws: Workspace) -> str:
-    """Point ``capataz/<task-id>`` in the user's repository at the result (its objects
-    are already in the user's store: the workspace writes there)."""
+    """Point ``capataz/<task-id>`` in the user's repository at the result, after moving
+    the run's objects into the user's store."""
     result = ws.head()
+    ws.adopt()
     repo.git.run("update-ref", f"refs/heads/{ws.branch}", result)
     return result
 
 
+def _waiting(repo: Repository, ws: Workspace, why: str) -> LandResult:
+    result = keep_branch(repo, ws)
+    return LandResult(Outcome.BRANCH, result, ws.branch, f"{why}; left on branch {ws.branch}")
+
+
 def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
-    result = ws.head()
     if mode == "branch":
-        keep_branch(repo, ws)
-        return LandResult(
-            Outcome.BRANCH,
-            result,
-            ws.branch,
-            f'left on branch {ws.branch} for review (land = "branch")',
-        )
+        return _waiting(repo, ws, 'review it first (land = "branch")')
+    result = ws.head()
     with _landing_lock(repo):
         old = repo.branch_tip(target)
-        new = _replay(repo.git, result, old, ws.base)
+        new = _replay(ws.git, result, old, ws.base)
         if new is None:
-            keep_branch(repo, ws)
-            return LandResult(
-                Outcome.BRANCH,
-                result,
-                ws.branch,
-                f"conflicts with {target}; left on branch {ws.branch}",
-            )
+            return _waiting(repo, ws, f"conflicts with {target}")
+        ws.adopt()  # before the user's index or a ref names any of it
         worktree = repo.worktree_on(target)
         if worktree is not None:
-            tree_git = Git(worktree.git_dir, worktree.path)
-            dirty = tree_git.run("status", "--porcelain", "--untracked-files=no", check=False)
-            if dirty.returncode != 0 or dirty.stdout.strip():
-                keep_branch(repo, ws)
-                return LandResult(
-                    Outcome.BRANCH,
-                    result,
-                    ws.branch,
-                    f"{target} is checked out in {worktree.path} with uncommitted changes; "
-                    f"left on branch {ws.branch} (merge it when your tree is clean)",
-                )
-            moved = tree_git.run("read-tree", "-m", "-u", old, new, check=False)
-            if moved.returncode != 0:
-                keep_branch(repo, ws)
-                return LandResult(
-                    Outcome.BRANCH,
-                    result,
-                    ws.branch,
-                    f"updating {worktree.path} would overwrite untracked files; "
-                    f"left on branch {ws.branch}",
+            refused = update_checkout(worktree, old, new, ws.path / "land.git")
+            if refused is not None:
+                return _waiting(
+                    repo,
+                    ws,
+                    f"{target} is checked out in {worktree.path} and {refused}; merge it "
+                    f"yourself when ready (git merge {ws.branch})",
                 )
         repo.git.run(
             "update-ref", "-m", f"capataz: land {ws.task_id}", f"refs/heads/{target}", new, old
@@ -111,7 +108,8 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
 
 
 def _replay(git: Git, result: str, tip: str, base: str) -> str | None:
-    """The commit to put on the branch: ``result`` itself, or it replayed onto ``tip``."""
+    """The commit to put on the branch: ``result`` itself, or it replayed onto ``tip``.
+    ``git`` is the workspace's: its objects stay there until :meth:`Workspace.adopt`."""
     if tip == base:
         return result
     merged = git.run("merge-tree", "--write-tree", "--no-messages", tip, result, check=False)
@@ -135,21 +133,26 @@ def rollback(
     target: str,
     reason: str,
     artifacts: Path | None,
+    keep: bool = True,
 ) -> RollbackResult:
-    """Discard the workspace, keep the rejected commit for forensics, write the evidence."""
+    """Discard the workspace and write the evidence. The rejected commit is kept for
+    forensics in the rejected store unless ``keep`` is False (it carries a secret):
+    then its objects are deleted with the workspace and only the redacted report stays."""
     steps: list[str] = []
     rejected_ref: str | None = None
-    if result is not None:
-        attempt = _next_attempt(repo, ws.task_id)
-        rejected_ref = f"refs/capataz/rejected/{ws.task_id}/{attempt}"
-        try:
-            repo.git.run("update-ref", rejected_ref, result)
-            steps.append(f"kept rejected commit {result[:12]} as {rejected_ref}")
-        except GitError as exc:
-            rejected_ref = None
-            steps.append(f"could not keep rejected commit {result[:12]}: {exc}")
-    else:
+    inspect: str | None = None
+    if result is None:
         steps.append("the agent produced no commit; nothing to keep")
+    elif not keep:
+        steps.append(f"did not keep rejected commit {result[:12]}: it carries a secret")
+    else:
+        store = rejected_store(repo)
+        try:
+            rejected_ref = store.keep(ws.own_objects, ws.task_id, result)
+            inspect = store.inspect_command(rejected_ref, repo.root)
+            steps.append(f"kept rejected commit {result[:12]} as {rejected_ref} ({inspect})")
+        except (GitError, OSError) as exc:
+            steps.append(f"could not keep rejected commit {result[:12]}: {exc}")
     if result is not None and repo.git.rev(f"refs/heads/{ws.branch}") == result:
         repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}", result)
         steps.append(f"deleted branch {ws.branch}")
@@ -163,23 +166,18 @@ def rollback(
         "originalBranch": target,
         "tempCommit": result,
         "rejectedRef": rejected_ref,
+        "rejectedStore": str(rejected_store(repo).path) if rejected_ref else None,
+        "inspect": inspect,
         "reason": reason,
         "timestamp": utcnow().isoformat(),
         "steps": steps,
     }
+    done = RollbackResult(rejected_ref=rejected_ref, steps=steps, inspect=inspect)
     if artifacts is None:  # the evidence directory belongs to a newer attempt now
-        return RollbackResult(rejected_ref=rejected_ref, steps=steps)
+        return done
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "rollback-state.json").write_text(json.dumps(redact_data(state), indent=2) + "\n")
     with (artifacts / "rollback-log.txt").open("a", encoding="utf-8") as log:
         log.write(redact(f"{state['timestamp']} rollback of {ws.task_id}: {reason}\n"))
         log.writelines(f"  - {redact(step)}\n" for step in steps)
-    return RollbackResult(rejected_ref=rejected_ref, steps=steps)
-
-
-def _next_attempt(repo: Repository, task_id: str) -> int:
-    out = repo.git.out("for-each-ref", "--format=%(refname)", f"refs/capataz/rejected/{task_id}/")
-    numbers = [
-        int(ref.rsplit("/", 1)[1]) for ref in out.splitlines() if ref.rsplit("/", 1)[1].isdigit()
-    ]
-    return max(numbers, default=0) + 1
+    return done

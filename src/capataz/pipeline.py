@@ -492,19 +492,23 @@ class Supervisor:
                 target=self.config.project.target_branch,
                 reason=verdict.reason,
                 artifacts=run.progress.artifacts if run.progress.owned else None,
+                keep=not self._leaks_secret(run),
             ),
         )
         run.progress.record_decision("rollback", Decision.ROLLED_BACK, verdict.reason)
         metrics = run.progress.state.setdefault("metrics", {})
         metrics["rollbacksApplied"] = metrics.get("rollbacksApplied", 0) + 1
         run.progress.update(
-            status=status.value, outcome=outcome.value, rejectedRef=done.rejected_ref
+            status=status.value,
+            outcome=outcome.value,
+            rejectedRef=done.rejected_ref,
+            rejectedInspect=done.inspect,
         )
         message = (
             f"rolled back; {run.spec.task_id} left no trace on {self.config.project.target_branch}"
         )
         if done.rejected_ref:
-            message += f" (rejected commit kept as {done.rejected_ref})"
+            message += f" (rejected commit kept as {done.rejected_ref}; see it: {done.inspect})"
         return self._report(
             run,
             outcome,
@@ -514,6 +518,14 @@ class Supervisor:
         )
 
     # -- helpers ------------------------------------------------------------------
+
+    def _leaks_secret(self, run: _Run) -> bool:
+        """A result that carries a secret is kept nowhere. Judged on the result itself,
+        not only on the verdict's violations: a run cancelled before its gates ran has
+        none."""
+        if any(v.type is ViolationType.SECRET_LEAK for v in run.violations):
+            return True
+        return run.changes is not None and bool(secret_leak_violations(run.changes))
 
     def _report(
         self, run: _Run, outcome: Outcome, decision: Decision, reason: str, message: str

@@ -1,31 +1,75 @@
 """An isolated checkout for one task.
 
 Layout under ``.capataz/workspaces/<task-id>/``: ``tree/`` is the only place the agent
-may write; ``git/`` is a repository written only by capataz, borrowing the user's objects
-read-only through ``objects/info/alternates`` (so creating it copies nothing). The
-sandbox shows ``git/`` read-only at ``tree/.git``: the agent can read history but can
-never plant hooks or config, and capataz always passes ``--git-dir`` explicitly."""
+may write; ``git/`` is a repository written only by capataz. It borrows the user's
+objects read-only through ``objects/info/alternates`` (creating it copies nothing) and
+writes new objects into its own ``objects/``: nothing a run produces reaches the user's
+store, which every later sandbox can read, unless the result lands or is kept on a
+branch (:meth:`Workspace.adopt`). The sandbox shows ``git/`` read-only at
+``tree/.git``: the agent can read history but can never plant hooks or config, and
+capataz always passes ``--git-dir`` explicitly. While a run uses a workspace it holds a
+shared lock on ``<name>.lock`` beside it, so `capataz gc` never deletes it."""
 
 from __future__ import annotations
 
 import codecs
+import fcntl
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from capataz.changes import ChangeSet, FileDiff
-from capataz.git import Git
+from capataz.git import NEUTRAL_ATTRIBUTES, Git
 from capataz.models import ChangeKind, FileChange
+from capataz.objectstore import move_objects
 from capataz.progress import refuse_symlink
 from capataz.repo import Repository
 
-__all__ = ["Workspace"]
+__all__ = ["NEUTRAL_ATTRIBUTES", "Workspace", "lock_path"]
 
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-NEUTRAL_ATTRIBUTES = "* !filter !diff !merge !ident !working-tree-encoding !text !eol\n"
 _KINDS = {"A": ChangeKind.ADDED, "D": ChangeKind.DELETED}
+# Locks held by this process on the workspaces it uses, released by discard(); one kept
+# for a human's edits stays held until the process exits (gc spares it either way).
+_HELD: dict[Path, TextIO] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of the workspace at ``path``: beside it, so deleting a workspace
+    and taking its lock never race on one directory."""
+    return path.with_name(f"{path.name}.lock")
+
+
+def _hold(path: Path) -> None:
+    """Take a shared lock on the workspace's lock file (gc needs an exclusive one). A
+    file gc unlinked between our open and our lock is opened again."""
+    lock = lock_path(path)
+    while True:
+        handle = lock.open("a")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            if os.fstat(handle.fileno()).st_ino == lock.stat().st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    with _HELD_LOCK:
+        previous = _HELD.pop(path, None)
+        _HELD[path] = handle
+    if previous is not None:
+        previous.close()
+
+
+def _release(path: Path) -> None:
+    with _HELD_LOCK:
+        handle = _HELD.pop(path, None)
+    if handle is not None:
+        handle.close()
 
 
 @dataclass(frozen=True)
@@ -33,7 +77,7 @@ class Workspace:
     task_id: str
     path: Path
     base: str  # the commit the task started from
-    objects: Path  # the user's object store: results are written straight into it
+    objects: Path  # the user's object store, borrowed read-only through alternates
 
     @property
     def tree(self) -> Path:
@@ -44,14 +88,22 @@ class Workspace:
         return self.path / "git"
 
     @property
+    def own_objects(self) -> Path:
+        """Where this workspace's git writes: the run's new objects, and only those."""
+        return self.git_dir / "objects"
+
+    @property
     def branch(self) -> str:
         return f"capataz/{self.task_id}"
 
     @property
     def git(self) -> Git:
-        # Objects go straight to the user's store (content-addressed data, inert until a
-        # ref points at it), so landing is a ref update, not a fetch.
-        return Git(self.git_dir, self.tree, env={"GIT_OBJECT_DIRECTORY": str(self.objects)})
+        return Git(self.git_dir, self.tree)
+
+    def adopt(self) -> int:
+        """Move this run's objects into the user's store (before any ref or index of the
+        user's names them); bytes moved. Renames: cheap whatever the size."""
+        return move_objects(self.own_objects, self.objects)
 
     @classmethod
     def create(
@@ -63,6 +115,8 @@ class Workspace:
         presumed dead — never share a tree."""
         ws = cls.existing(repo, task_id, root, base, name)
         refuse_symlink(ws.path)
+        root.mkdir(parents=True, exist_ok=True)
+        _hold(ws.path)
         if ws.path.exists():
             shutil.rmtree(ws.path)
         ws.tree.mkdir(parents=True)
@@ -161,8 +215,15 @@ class Workspace:
         return sorted(removed)
 
     def discard(self) -> None:
+        """Delete the workspace (and with it every object the run wrote that was not
+        adopted or kept), then release its lock."""
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
+        with _HELD_LOCK:
+            held = self.path in _HELD
+        if held:  # ours: nobody else may hold it (gc takes it exclusively)
+            lock_path(self.path).unlink(missing_ok=True)
+        _release(self.path)
 
     def _drop_mount_point(self) -> None:
         """bwrap leaves an empty ``tree/.git`` where it mounted the git dir; remove it."""

@@ -68,7 +68,9 @@ def test_exec_human_view_shows_summary_and_blocked_exits_one(repo: Path) -> None
     assert result.returncode == 1
     assert "blocked" in result.stdout and "FORBIDDEN_PATH" in result.stdout
     assert "rolled back" in result.stdout
-    assert git(repo, "rev-parse", "refs/capataz/rejected/bad-1/1")
+    assert git(
+        repo, "--git-dir", ".capataz/rejected.git", "rev-parse", "refs/capataz/rejected/bad-1/1"
+    )
 
 
 def test_decide_from_another_shell_answers_a_waiting_exec(repo: Path) -> None:

@@ -25,6 +25,7 @@ app = typer.Typer(
 from capataz.cli import (  # noqa: E402
     admin_cmds,
     context_cmds,
+    gc_cmds,
     run_cmds,
     run_views,
     runner_cmds,
@@ -34,7 +35,7 @@ from capataz.cli import (  # noqa: E402
     task_cmds,
 )
 
-del admin_cmds, context_cmds, run_cmds, run_views, runner_cmds, secret_cmds, server_cmds
+del admin_cmds, context_cmds, gc_cmds, run_cmds, run_views, runner_cmds, secret_cmds, server_cmds
 del setup_cmds, task_cmds
 
 
