@@ -48,9 +48,13 @@ class Attacker:
         return self.run([shutil.which("git") or "/usr/bin/git", *args]).stdout.strip()
 
     def capataz(
-        self, *args: str, check: bool = False, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return self.run([str(CAPATAZ), *args], check=check, env=env)
+        return self.run([str(CAPATAZ), *args], check=check, env=env, stdin=stdin)
 
     def exec(self, instruction: str, task_id: str = "t1", *extra: str) -> dict[str, object]:
         """``capataz exec --json``: the report a script would read."""
@@ -67,6 +71,7 @@ class Attacker:
         *,
         check: bool = True,
         env: dict[str, str] | None = None,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         full_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -93,6 +98,7 @@ class Attacker:
             argv,
             cwd=self.repo,
             env=full_env,
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,
