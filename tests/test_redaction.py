@@ -36,6 +36,12 @@ def _reset() -> Iterator[None]:
         quote(SECRET, safe=""),
         quote_plus(f"key={SECRET}&x=1"),
         binascii.hexlify(SECRET.encode()).decode(),
+        binascii.hexlify(SECRET.encode()).decode().upper(),
+        base64.b32encode(SECRET.encode()).decode(),  # `printf %s "$KEY" | base32`
+        base64.b32encode(f"id={SECRET}".encode()).decode(),  # offset 3
+        base64.b32encode(f"x{SECRET}".encode()).decode().lower(),
+        SECRET.encode("utf-16-le").decode(),  # as text decodes `iconv -t UTF-16LE`
+        ("k=" + SECRET).encode("utf-16-be").decode(),
     ],
 )
 def test_every_common_form_is_masked(printed: str) -> None:
@@ -49,10 +55,26 @@ def test_every_common_form_is_masked(printed: str) -> None:
 def _decodings(text: str) -> str:
     found = [text]
     for chunk in text.replace("***", " ").split():
-        for decode in (base64.b64decode, base64.urlsafe_b64decode, binascii.unhexlify):
+        decoders = (base64.b64decode, base64.urlsafe_b64decode, binascii.unhexlify, _b32)
+        for decode in decoders:
             with contextlib.suppress(ValueError, binascii.Error):
                 found.append(decode(chunk + "==").decode("utf-8", "replace"))
     return "\n".join(found)
+
+
+def _b32(text: str) -> bytes:
+    return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+
+
+def test_an_unfinished_form_at_a_line_end_is_measured() -> None:
+    """What the output splitter holds a line back for: the end of a line that starts
+    a secret's form without finishing it."""
+    masker = Redactor({"K": SECRET})
+    assert masker.open_prefix("token: " + SECRET[:10]) == 10
+    assert masker.open_prefix("ab" + SECRET[:2]) == 2
+    assert masker.open_prefix("token: " + SECRET) == 0  # finished: masked, not held
+    assert masker.open_prefix("nothing to hold here.") == 0
+    assert Redactor().open_prefix(SECRET[:10]) == 0
 
 
 def test_unrelated_text_and_short_values_are_left_alone() -> None:

@@ -100,7 +100,7 @@ def test_a_result_holding_a_secret_is_blocked(make_repo: Callable[..., Path]) ->
     assert report.outcome is Outcome.BLOCKED
     leaks = [v for v in report.violations if v.type is ViolationType.SECRET_LEAK]
     assert [(v.file, v.line, v.details) for v in leaks] == [
-        ("key.txt", 1, "the line adds the value of secret OPENAI_API_KEY")
+        ("key.txt", 1, "the file's content holds the value of secret OPENAI_API_KEY")
     ]
     assert git(repo.root, "rev-parse", "main") == before
 

@@ -151,6 +151,8 @@ DEFAULT_POLICY_SEVERITY: dict[ViolationType, Severity] = {
     ViolationType.LINE_ENDINGS: Severity.LOW,
     ViolationType.EMBEDDED_REPOSITORY: Severity.HIGH,
     ViolationType.CONTEXT: Severity.MEDIUM,
+    ViolationType.SYMLINK_ESCAPE: Severity.HIGH,
+    ViolationType.SUBMODULE_CONFIG: Severity.HIGH,
 }
 
 

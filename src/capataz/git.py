@@ -140,6 +140,19 @@ class Git:
             raise GitError(f"git {' '.join(args[:2])} failed: {last}")
         return result
 
+    def stream(self, *args: str) -> subprocess.Popen[bytes]:
+        """A git process to talk to through pipes (``cat-file --batch``), so a large
+        answer is read piece by piece; the caller closes it and waits for it."""
+        return subprocess.Popen(
+            self.argv(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=self._env(None),
+            cwd=self.work_tree or "/",
+            start_new_session=True,
+        )
+
     def out(self, *args: str, env: Mapping[str, str] | None = None) -> str:
         return self.run(*args, env=env).stdout.decode(errors="replace").strip()
 

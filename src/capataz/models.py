@@ -120,6 +120,8 @@ class ViolationType(StrEnum):
     OUTPUT_LIMIT = "OUTPUT_LIMIT"
     CONTEXT = "CONTEXT"  # a context publication refused (bad file, key, value, rule)
     SECRET_LEAK = "SECRET_LEAK"  # noqa: S105 - an added line holds a vault value
+    SYMLINK_ESCAPE = "SYMLINK_ESCAPE"  # a symlink pointing outside the workspace
+    SUBMODULE_CONFIG = "SUBMODULE_CONFIG"  # a new or changed .gitmodules
 
 
 class Violation(BaseModel):

@@ -308,7 +308,7 @@ class Supervisor:
         if run.changes is not None:
             protected = protected_patterns(self.config.project.progress_dir)
             found += protected_path_violations(run.changes, protected)
-            found += secret_leak_violations(run.changes)
+            found += secret_leak_violations(run.workspace.git, run.workspace.base, run.result)
         return found + run.published.violations
 
     def _execute(self, run: _Run) -> ExecResult:

@@ -2,9 +2,15 @@
 
 A value is looked for as printed, and in the encodings an agent's output commonly puts
 it in: base64 (standard and URL-safe, at any of the three byte alignments, so a value
-inside a longer encoded text is found too), percent-encoding (``quote`` and
-``quote_plus``) and hex. Matching is one compiled alternation, longest form first, so
-a text is scanned once however many secrets there are. Values shorter than
+inside a longer encoded text is found too), base32 (any of the five alignments, upper
+and lower case), percent-encoding (``quote`` and ``quote_plus``), hex (both cases) and
+UTF-16 (LE and BE, as text decodes it: a NUL beside every ASCII character). A value with
+line breaks is also looked for without them, because output is split into lines.
+Matching is one compiled alternation, longest form first, so a text is scanned once
+however many secrets there are.
+
+:meth:`Redactor.byte_forms` gives the same forms as bytes (plus the raw UTF-16 bytes
+of values that are not ASCII) for scanning file contents, which are not text. Values shorter than
 :data:`MIN_LENGTH` are not masked (masking "a" would shred every log) — the vault
 refuses to store them for agents, see ``Vault.set``.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import re
 import threading
@@ -22,6 +29,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 __all__ = [
+    "HOLD_PREFIX",
     "MIN_LENGTH",
     "Redactor",
     "active",
@@ -33,36 +41,57 @@ __all__ = [
 ]
 
 MIN_LENGTH = 6
+# An unfinished form at a line's end at least this long holds the line back (see
+# ``open_prefix``); a shorter one is shown, at most this many characters less one.
+HOLD_PREFIX = 4
 # Up to this many forms (about 25 secrets) one regular expression is fastest.
 _REGEX_FORMS = 400
 # A base64 core shorter than this could occur by chance in unrelated text.
 _MIN_ENCODED = 8
 
 
-def _base64_cores(raw: bytes) -> set[str]:
-    """The base64 text that ``raw`` produces wherever it sits in a longer input: for
-    each alignment, the characters that depend on ``raw``'s bytes alone."""
+_ALIGNED: tuple[tuple[Callable[[bytes], bytes], int, int], ...] = (
+    (base64.b64encode, 3, 4),  # (encoder, bytes per group, characters per group)
+    (base64.urlsafe_b64encode, 3, 4),
+    (base64.b32encode, 5, 8),
+)
+
+
+def _aligned_cores(raw: bytes) -> set[str]:
+    """The base64 and base32 text that ``raw`` produces wherever it sits in a longer
+    input: for each alignment, the characters that depend on ``raw``'s bytes alone."""
     cores = set()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        for offset in range(3):
+    for encode, group_in, group_out in _ALIGNED:
+        for offset in range(group_in):
             text = encode(b"\0" * offset + raw).decode("ascii")
-            first = 4 if offset else 0  # the group holding the filler bytes
-            whole = (offset + len(raw)) // 3  # groups made of real bytes only
-            core = text[first : whole * 4]
+            first = group_out if offset else 0  # the group holding the filler bytes
+            whole = (offset + len(raw)) // group_in  # groups made of real bytes only
+            core = text[first : whole * group_out]
             if len(core) >= _MIN_ENCODED:
                 cores.add(core)
         plain = encode(raw).decode("ascii")
         cores.add(plain)  # the whole value encoded alone, padding included
         cores.add(plain.rstrip("="))
+    cores |= {core.lower() for core in cores if core.isupper()}  # base32 in lower case
     return cores
+
+
+def _utf16(value: str) -> list[bytes]:
+    return [value.encode("utf-16-le"), value.encode("utf-16-be")]
 
 
 def encoded_forms(value: str) -> set[str]:
     """Every form of ``value`` the redactor masks."""
     raw = value.encode("utf-8")
     forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+    flat = value.replace("\r", "").replace("\n", "")
+    if flat != value:  # printed over several lines: see LineSplitter
+        forms |= {flat, quote(flat, safe="")}
     forms |= {binascii.hexlify(raw).decode("ascii"), binascii.hexlify(raw).decode().upper()}
-    forms |= _base64_cores(raw)
+    forms |= _aligned_cores(raw)
+    for wide in _utf16(value):  # text holds UTF-16 as a NUL beside each ASCII character
+        with contextlib.suppress(UnicodeDecodeError):
+            forms.add(wide.decode("utf-8"))
     return {form for form in forms if len(form) >= min(MIN_LENGTH, len(value))}
 
 
@@ -85,6 +114,10 @@ class Redactor:
             for form in encoded_forms(value):
                 self._names.setdefault(form, name)
         forms = sorted(self._names, key=len, reverse=True)
+        self._longest = len(forms[0]) if forms else 0
+        self._heads: dict[str, list[str]] | None = None  # built on first open_prefix
+        self._short: set[str] = set()
+        self._bytes: dict[bytes, str] | None = None
         self._pattern: re.Pattern[str] | None = None
         self._by_prefix: dict[str, list[str]] = {}
         if len(forms) <= _REGEX_FORMS:
@@ -120,6 +153,49 @@ class Redactor:
                     index += 1
             else:
                 index += 1
+
+    def spans(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, secret name) of every masked form in ``text``, left to right."""
+        return list(self._matches(text)) if self._names else []
+
+    def open_prefix(self, text: str) -> int:
+        """The length of the longest end of ``text`` that begins some form without
+        finishing it: how much of a secret a line could have started printing before a
+        line break (see ``LineSplitter``). Ends shorter than :data:`HOLD_PREFIX` are
+        looked up in a small set; longer ones by their first :data:`HOLD_PREFIX`
+        characters, so a line costs one dictionary lookup per position near its end."""
+        if not self._names or not text:
+            return 0
+        if self._heads is None:
+            self._heads, self._short = {}, set()
+            for form in self._names:
+                self._heads.setdefault(form[:HOLD_PREFIX], []).append(form)
+                self._short.update(form[:size] for size in range(1, HOLD_PREFIX))
+        heads, short, size = self._heads, self._short, len(text)
+        for index in range(max(0, size - self._longest + 1), size):
+            rest = size - index
+            if rest < HOLD_PREFIX:
+                if text[index:] in short:
+                    return rest
+                continue
+            candidates = heads.get(text[index : index + HOLD_PREFIX])
+            if candidates:
+                tail = text[index:]
+                if any(len(form) > rest and form.startswith(tail) for form in candidates):
+                    return rest
+        return 0
+
+    def byte_forms(self) -> dict[bytes, str]:
+        """Every masked form as bytes (name by form), plus the UTF-16 bytes of each
+        value: what a file's content is searched for. Built once per redactor."""
+        if self._bytes is None:
+            found = {form.encode("utf-8"): name for form, name in self._names.items()}
+            for name, value in sorted(self.values.items()):
+                if len(value) >= MIN_LENGTH:
+                    for wide in _utf16(value):
+                        found.setdefault(wide, name)
+            self._bytes = found
+        return self._bytes
 
     def redact(self, text: str) -> str:
         if not self._names or not text:

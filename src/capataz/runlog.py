@@ -8,17 +8,9 @@ from typing import TextIO
 from capataz.redaction import redact
 from capataz.sandbox.base import OutputLine
 from capataz.statedir import private_file
+from capataz.visible import visible
 
 __all__ = ["RunLog"]
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
-
-
-def _visible(text: str) -> str:
-    """Control characters escaped: a carriage return or an ANSI sequence in an agent's
-    output must not let it overwrite or fake lines when someone `cat`s the log."""
-    return text.translate(_CONTROL)
 
 
 class RunLog:
@@ -28,7 +20,10 @@ class RunLog:
 
     def write(self, source: str, line: OutputLine) -> None:
         stamp = line.at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        text = _visible(redact(line.text))
+        # Control characters escaped (C0, DEL, C1): a carriage return or an ANSI
+        # sequence must not let an agent overwrite or fake lines when someone `cat`s
+        # the log. Lines from the sandbox arrive escaped already; notes may not.
+        text = visible(redact(line.text))
         self._handle.write(f"{stamp} [{source}:{line.stream}] {text}\n")
         self._handle.flush()
 

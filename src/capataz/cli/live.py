@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from typing import Any
 
@@ -14,10 +13,12 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from capataz.cli.console import out
+from capataz.cli.console import out, shown
 from capataz.models import Outcome
 from capataz.pipeline import Event, RunReport
+from capataz.redaction import redact, redact_data
 from capataz.units import format_bytes, format_seconds
+from capataz.visible import visible, visible_json
 
 __all__ = ["LiveView", "render_summary", "report_json"]
 
@@ -57,12 +58,12 @@ class LiveView:
             self.steps[event.name] = event.status if event.status == "started" else event.detail
         elif event.kind == "output" and event.line is not None:
             label = Text(f"{event.name:>12} ", style="dim")
-            self.lines.append(label + Text(event.line.text[:200]))
+            self.lines.append(label + shown(event.line.text[:200]))
         elif event.kind == "escalation" and event.status == "opened":
             self.live.stop()
             out.print(
                 Panel(
-                    f"[bold yellow]Escalated:[/] {escape(event.detail)}\n"
+                    f"[bold yellow]Escalated:[/] {escape(visible(redact(event.detail)))}\n"
                     "Answer approve / reject / modify / abort"
                     + (" here, or" if self.interactive else "")
                     + " with `capataz decide <task-id> <choice>` from another shell.",
@@ -74,7 +75,7 @@ class LiveView:
                 out.print("[bold]decision>[/] ", end="")
             return
         elif event.kind == "escalation":
-            out.print(f"[yellow]escalation answered:[/] {escape(event.detail)}")
+            out.print(f"[yellow]escalation answered:[/] {escape(visible(redact(event.detail)))}")
             self.live.start()
         self.live.update(self._render())
 
@@ -95,8 +96,8 @@ def render_summary(report: RunReport) -> None:
     head = Table.grid(padding=(0, 2))
     head.add_row("task", report.task_id)
     head.add_row("outcome", Text(report.outcome.value, style=style))
-    head.add_row("decision", Text(f"{report.decision.value} — {report.reason}"))
-    head.add_row("result", Text(report.message))
+    head.add_row("decision", shown(f"{report.decision.value} — {report.reason}"))
+    head.add_row("result", shown(report.message))
     if report.agent is not None:
         a = report.agent
         ended = f"exit {a.exit_code}" if a.exit_code is not None else f"killed by signal {a.signal}"
@@ -105,7 +106,7 @@ def render_summary(report: RunReport) -> None:
             f"{a.outcome.value}, {ended}, wall {format_seconds(a.wall_seconds)}, "
             f"cpu {format_seconds(a.cpu_seconds)}, peak {format_bytes(a.peak_memory_bytes)}",
         )
-    head.add_row("evidence", Text(str(report.progress_dir)))
+    head.add_row("evidence", shown(report.progress_dir))
     parts: list[Any] = [head]
     if report.file_changes:
         files = Table(title="file changes", title_justify="left", show_edge=False)
@@ -113,7 +114,7 @@ def render_summary(report: RunReport) -> None:
             files.add_column(column, justify="right" if column in "+-" else "left")
         for change in report.file_changes:
             files.add_row(
-                Text(change.path),
+                shown(change.path),
                 change.kind.value,
                 str(change.lines_added),
                 str(change.lines_removed),
@@ -125,7 +126,7 @@ def render_summary(report: RunReport) -> None:
             table.add_column(column)
         for v in report.violations:
             where = f"{v.file}:{v.line}" if v.file and v.line else (v.file or v.gate)
-            table.add_row(v.severity.value, v.type.value, Text(where), Text(v.details))
+            table.add_row(v.severity.value, v.type.value, shown(where), shown(v.details))
         parts += [Text(""), table]
     out.print(Panel(Group(*parts), title="capataz", border_style=style.split()[-1]))
 
@@ -161,4 +162,6 @@ def report_json(report: RunReport) -> str:
             "leftover_processes": a.leftover_processes,
             "detail": a.detail,
         }
-    return json.dumps(data, indent=2)
+    # Masked (a file name may hold a secret) and escaped (C1 and DEL too): a script
+    # may print it straight to a terminal.
+    return visible_json(redact_data(data))

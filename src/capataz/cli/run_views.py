@@ -15,9 +15,11 @@ from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import discover_repo, opened_store
-from capataz.cli.console import out
+from capataz.cli.console import out, shown
+from capataz.redaction import redact
 from capataz.store import Store
 from capataz.units import format_bytes, format_seconds
+from capataz.visible import visible
 
 run_app = typer.Typer(help="Runs: one attempt of a task each.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -89,8 +91,8 @@ def show_command(
         return
     head = Table.grid(padding=(0, 2))
     head.add_row("run", f"{run.id} (task {run.task_id}, attempt {run.attempt})")
-    head.add_row("status", Text(f"{run.status} / {run.outcome or '-'}"))
-    head.add_row("decision", Text(f"{run.decision or '-'} — {run.reason or ''}"))
+    head.add_row("status", shown(f"{run.status} / {run.outcome or '-'}"))
+    head.add_row("decision", shown(f"{run.decision or '-'} — {run.reason or ''}"))
     head.add_row(
         "agent",
         f"exit {run.exit_code}, wall {format_seconds(run.wall_seconds)}, "
@@ -115,7 +117,7 @@ def show_command(
             files.add_column(column)
         for change in run.file_changes:
             files.add_row(
-                Text(str(change["path"])),
+                shown(change["path"]),
                 str(change["kind"]),
                 str(change["lines_added"]),
                 str(change["lines_removed"]),
@@ -127,11 +129,11 @@ def show_command(
             table.add_column(column)
         for v in run.violations:
             where = f"{v.get('file') or v.get('gate')}" + (f":{v['line']}" if v.get("line") else "")
-            table.add_row(str(v["severity"]), str(v["type"]), Text(where), Text(str(v["details"])))
+            table.add_row(str(v["severity"]), str(v["type"]), shown(where), shown(v["details"]))
         out.print(table)
     if run.log_tail:
         out.rule("log (tail)")
-        out.print(Text(run.log_tail[-4000:]))
+        out.print(Text(visible(redact(run.log_tail[-4000:]), newlines=True)))
 
 
 @app.command("metrics")

@@ -22,7 +22,7 @@ from rich.text import Text
 from capataz.agents import resolve_agent
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
-from capataz.cli.console import out
+from capataz.cli.console import out, shown
 from capataz.cli.context import open_project
 from capataz.errors import TaskError
 from capataz.models import utcnow
@@ -185,7 +185,7 @@ def add_command(
         " ",
         _status(task),
         " ",
-        task.title,
+        shown(task.title),
     )
     out.print(line)
     if not created:
@@ -270,9 +270,9 @@ def list_command(
             _status(task),
             str(task.priority),
             f"{task.attempts}/{task.max_attempts}",
-            Text(task.agent),
-            Text(task.title),
-            Text(task.reason or ""),
+            shown(task.agent),
+            shown(task.title),
+            shown(task.reason or ""),
         )
     out.print(table)
 
@@ -296,12 +296,12 @@ def _print_task(task: Task) -> None:
     grid.add_column(overflow="fold")
     for key, value in task_json(task).items():
         if key == "status":
-            shown: Text = _status(task)
+            cell: Text = _status(task)
         elif isinstance(value, list):
-            shown = Text(", ".join(value) if value else "-")
+            cell = shown(", ".join(value) if value else "-")
         else:
-            shown = Text("-" if value is None or value == "" else str(value))
-        grid.add_row(key.replace("_", " "), shown)
+            cell = shown("-" if value is None or value == "" else str(value))
+        grid.add_row(key.replace("_", " "), cell)
     out.print(grid)
 
 
@@ -319,7 +319,7 @@ def cancel_command(
     if as_json:
         out.print_json(json.dumps(task_json(task)))
         return
-    out.print(Text.assemble(("cancelled ", "bold"), (task.id, "bold"), f" — {task.reason}"))
+    out.print(Text.assemble(("cancelled ", "bold"), (task.id, "bold"), " — ", shown(task.reason)))
 
 
 @task_app.command("requeue")

@@ -12,13 +12,15 @@ reads it without the config at hand. Matched tokens may be secrets and are never
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 from capataz.changes import ChangeSet, FileDiff
 from capataz.config import PolicyConfig
 from capataz.gates.imports import find_imports, forbidden_entry, language_of
-from capataz.gates.paths import match_any
+from capataz.gates.paths import match_any, normalize_path
 from capataz.models import ChangeKind, GatePhase, Violation, ViolationType
 
 __all__ = ["GATE_NAME", "check_policy", "redact"]
@@ -36,6 +38,7 @@ def check_policy(changes: ChangeSet, policy: PolicyConfig) -> list[Violation]:
         found.extend(_path_violations(diff, policy))
         if diff.change.kind is ChangeKind.DELETED:
             continue
+        found.extend(_link_violations(diff, changes, policy))
         content = changes.read(diff.path) if _needs_content(diff, policy) else None
         found.extend(_import_violations(diff, content, policy))
         found.extend(_token_violations(diff, _scanned_lines(diff, changes), tokens, policy))
@@ -124,6 +127,65 @@ def _path_violations(diff: FileDiff, policy: PolicyConfig) -> Iterator[Violation
         "is intended, a human must make it",
         file=diff.path,
     )
+
+
+# --------------------------------------------------------------------------- links
+
+# A symlink that lands is followed by every tool that later reads the checkout (builds,
+# editors, CI): one pointing at /etc, $HOME or up out of the repository turns "a file
+# in the repo" into a host file; one into .git reaches the repository's own config and
+# hooks. A .gitmodules makes a later `git submodule update` (or a recursive clone)
+# fetch and check out whatever URL and path the agent chose.
+
+
+def _link_violations(
+    diff: FileDiff, changes: ChangeSet, policy: PolicyConfig
+) -> Iterator[Violation]:
+    if normalize_path(diff.path) == ".gitmodules":
+        yield _violation(
+            policy,
+            ViolationType.SUBMODULE_CONFIG,
+            f".gitmodules was {diff.change.kind.value}: submodules fetch and check out code "
+            "from wherever it points",
+            "vendor the code or add the submodule by hand; an agent may not declare submodules",
+            file=diff.path,
+        )
+    link = changes.root / diff.path
+    if not link.is_symlink():
+        return
+    target = str(link.readlink())
+    if not _escapes(diff.path, target, changes.root):
+        return
+    yield _violation(
+        policy,
+        ViolationType.SYMLINK_ESCAPE,
+        f"{diff.path} is a symlink to {target!r}, outside the workspace"
+        + ("" if Path(target).is_absolute() else " (or into .git)"),
+        f"replace {diff.path} with a copy of what it should contain, or a link inside "
+        "the repository",
+        file=diff.path,
+    )
+
+
+def _escapes(path: str, target: str, root: Path) -> bool:
+    """Whether ``target`` (a link at ``path``) leaves the tree or enters ``.git``: read
+    as written (absolute, or ``..`` climbing past the root) and as resolved through the
+    other links in the tree, so a chain of innocent-looking links cannot escape."""
+    if Path(target).is_absolute():
+        return True
+    parts: list[str] = normalize_path(path).split("/")[:-1]
+    for part in target.split("/"):
+        if part == "..":
+            if not parts:
+                return True
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    if parts[:1] == [".git"]:
+        return True
+    resolved = Path(os.path.realpath(root / path))
+    top = Path(os.path.realpath(root))
+    return not resolved.is_relative_to(top) or resolved.relative_to(top).parts[:1] == (".git",)
 
 
 # --------------------------------------------------------------------------- imports

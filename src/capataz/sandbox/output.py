@@ -1,15 +1,40 @@
-"""Turning two raw pipes into time-stamped lines, within the ``max_output`` budget."""
+"""Turning two raw pipes into time-stamped lines, within the ``max_output`` budget.
+
+Every line leaves here masked (:mod:`capataz.redaction`) and with its control
+characters escaped (:mod:`capataz.visible`), so the live view, the run log, the store
+and the event stream only ever receive text that is safe to show.
+
+A secret does not always arrive on one line: an agent may print half of it, a line
+break, then the rest (``printf 'abc\\ndef'``, base64 wrapped at 76 columns, a PEM key).
+Lines are therefore matched joined, line breaks removed. To keep the output live, a
+line is held back only when its end (together with any lines already held) starts a
+masked form with at least :data:`~capataz.redaction.HOLD_PREFIX` characters; it goes
+out, masked, as soon as the next line shows whether the form goes on, or when the
+stream ends. A shorter unfinished form is shown at once (at most three characters of
+it, not the secret) but remembered, so a line that completes it is masked where it
+continues. With no secret in the vault none of this runs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from capataz.redaction import redact
+from capataz.redaction import HOLD_PREFIX, Redactor, active
 from capataz.sandbox.base import OutputLine, OutputSink
+from capataz.visible import visible
 
 __all__ = ["LineSplitter"]
 
 _MAX_LINE = 1024 * 1024  # a longer run of bytes without a newline is delivered in pieces
+_MAX_HELD = 64  # lines held back at most (a form split over more lines is absurd)
+
+
+@dataclass
+class _Held:
+    """One stream's lines waiting for the next, and the unfinished form already shown."""
+
+    shown: str = ""
+    lines: list[tuple[datetime, str]] = field(default_factory=list)
 
 
 class LineSplitter:
@@ -22,6 +47,7 @@ class LineSplitter:
         self.delivered = 0
         self.truncated = False
         self.pending: dict[str, bytes] = {"out": b"", "err": b""}
+        self.held: dict[str, _Held] = {"out": _Held(), "err": _Held()}
 
     def feed(self, stream: str, data: bytes, at: datetime) -> None:
         self.total += len(data)
@@ -44,8 +70,11 @@ class LineSplitter:
         rest, self.pending[stream] = self.pending[stream], b""
         if rest and not self.truncated:
             self._deliver(stream, rest, 0, at)
+        self._release(stream)
 
     def close(self, at: datetime) -> None:
+        for stream in self.held:
+            self._release(stream)
         if self.truncated:
             dropped = self.total - self.delivered
             self.sink(
@@ -61,10 +90,57 @@ class LineSplitter:
         if self.delivered + len(raw) + newline > self.budget:
             self.truncated = True
             self.pending = {"out": b"", "err": b""}
+            for name in self.held:
+                self._release(name)
             return False
         self.delivered += len(raw) + newline
-        # Masked here, at the source: the live view, the run log, the store and the
-        # event stream only ever see the masked line.
-        text = redact(raw.decode("utf-8", errors="replace").removesuffix("\r"))
-        self.sink(OutputLine(at, stream, text))
+        text = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        masker = active()
+        held = self.held[stream]
+        if not masker and not held.lines:
+            self.sink(OutputLine(at, stream, visible(text)))
+            return True
+        held.lines.append((at, text))
+        joined = held.shown + "".join(line for _, line in held.lines)
+        unfinished = masker.open_prefix(joined)
+        if unfinished < HOLD_PREFIX or len(held.lines) >= _MAX_HELD:
+            self._flush(stream, masker, joined, unfinished)
         return True
+
+    def _release(self, stream: str) -> None:
+        """The stream ended (or was cut): what was held goes out, masked."""
+        held = self.held[stream]
+        if held.lines:
+            masker = active()
+            self._flush(stream, masker, held.shown + "".join(t for _, t in held.lines), 0)
+        held.shown = ""
+
+    def _flush(self, stream: str, masker: Redactor, joined: str, unfinished: int) -> None:
+        """Deliver the held lines, each masked wherever a form found in ``joined``
+        overlaps it; remember an unfinished form at the end for the next line."""
+        held = self.held[stream]
+        spans = masker.spans(joined)
+        offset = len(held.shown)
+        for at, text in held.lines:
+            masked = _mask(text, offset, spans)
+            offset += len(text)
+            self.sink(OutputLine(at, stream, visible(masked)))
+        held.lines = []
+        tail = len(joined) - unfinished
+        covered = bool(spans) and spans[-1][1] > tail
+        held.shown = joined[tail:] if unfinished and not covered else ""
+
+
+def _mask(text: str, offset: int, spans: list[tuple[int, int, str]]) -> str:
+    """``text`` (which starts at ``offset`` in the joined lines) with every part that
+    a span covers replaced by the span's mask."""
+    end = offset + len(text)
+    pieces: list[str] = []
+    done = 0
+    for start, stop, name in spans:
+        if stop <= offset or start >= end:
+            continue
+        first, last = max(start, offset) - offset, min(stop, end) - offset
+        pieces += [text[done:first], f"***{name}***"]
+        done = last
+    return "".join(pieces) + text[done:] if pieces else text
