@@ -75,6 +75,7 @@ __all__ = [
     "find_bwrap",
     "hand_over",
     "init_script",
+    "supported_options",
     "uid_lease",
 ]
 
@@ -176,7 +177,7 @@ def find_bwrap(explicit: str | None = None) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _supported_options(bwrap: Path) -> frozenset[str]:
+def supported_options(bwrap: Path) -> frozenset[str]:
     """The options this bwrap build knows (``--size`` needs 0.6+, for instance)."""
     try:
         done = subprocess.run(
@@ -487,7 +488,7 @@ class BwrapSandbox:
             raise SandboxError(
                 f"workspace {workspace} is not a directory", fix="create it before running"
             )
-        options = _supported_options(bwrap)
+        options = supported_options(bwrap)
         if options and "--perms" not in options:
             raise SandboxError(
                 f"{bwrap} is too old (bubblewrap 0.6 or newer is needed)",

@@ -103,7 +103,7 @@ def detect() -> Layout:
             return Layout(0, reason=f"cgroup v2: memory and pids are not delegated below {parent}")
         if not _writable_dir(parent):
             return Layout(0, reason=f"cgroup v2: {parent} is not writable by this user")
-        return Layout(2, parent, parent, reason=f"cgroup v2 under {parent}")
+        return Layout(2, parent, parent, reason="cgroup v2, below capataz's own cgroup")
     memory = CGROUP_ROOT / "memory" / own.get("memory", "/").lstrip("/")
     pids = CGROUP_ROOT / "pids" / own.get("pids", "/").lstrip("/")
     if "memory" not in own or "pids" not in own:
@@ -111,7 +111,7 @@ def detect() -> Layout:
     for path in (memory, pids):
         if not _writable_dir(path):
             return Layout(0, reason=f"cgroup v1: {path} is not writable by this user")
-    return Layout(1, memory, pids, reason=f"cgroup v1 under {memory} and {pids}")
+    return Layout(1, memory, pids, reason="cgroup v1, below capataz's own cgroups")
 
 
 class RunCgroup:
