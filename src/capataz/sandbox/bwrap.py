@@ -23,6 +23,10 @@ it beforehand: files the agent writes stay owned by that uid, on purpose (capata
 commits through git with ``safe.directory``; chowning back would let a run race the
 next one).
 
+Limits per run (capataz.sandbox.mounts, .cgroups, .disk): tmpfs sized to the memory
+budget, a cgroup per run where the machine delegates one (entered by a wrapper before
+bwrap starts), and a watch on what the run writes into its workspace.
+
 Leftover processes: pid 1 of the sandbox is a small shell init (:data:`INIT`) that
 runs the command, and once it exits, reports every process still alive on a private
 pipe and kills them. The PID namespace dies with its pid 1 anyway; the init only makes
