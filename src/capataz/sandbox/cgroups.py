@@ -160,9 +160,11 @@ def _create(layout: Layout, name: str) -> tuple[Path, Path]:
 
 
 def _remove(directory: Path) -> None:
-    """rmdir once the run's tasks are gone; a straggler is killed first (the PID
-    namespace is already dying, so this is a formality that rarely waits)."""
+    """rmdir once the run's tasks are gone. The last of them (bwrap's init, released
+    asynchronously after its PID namespace dies) usually leaves within a millisecond, so
+    the wait starts tiny and doubles; a straggler is killed. Never fails a run."""
     deadline = time.monotonic() + _REMOVE_WAIT
+    pause = 0.0002
     while True:
         try:
             directory.rmdir()
@@ -171,12 +173,13 @@ def _remove(directory: Path) -> None:
             return
         except OSError:
             if time.monotonic() >= deadline:
-                return  # left for the next boot; never fail a run over cleanup
+                return  # left behind, empty of processes soon; harmless
         with suppress(OSError, ValueError):
             for pid in (directory / "cgroup.procs").read_text().split():
                 with suppress(ProcessLookupError, PermissionError):
                     os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 @contextmanager
