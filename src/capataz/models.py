@@ -117,6 +117,8 @@ class ViolationType(StrEnum):
     AGENT_TIMEOUT = "AGENT_TIMEOUT"
     AGENT_HUNG = "AGENT_HUNG"
     AGENT_LEFT_PROCESSES = "AGENT_LEFT_PROCESSES"
+    MEMORY_LIMIT = "MEMORY_LIMIT"  # the run's memory budget ran out (cgroup OOM kill)
+    DISK_LIMIT = "DISK_LIMIT"  # the run wrote more than its disk limit into the workspace
     OUTPUT_LIMIT = "OUTPUT_LIMIT"
     CONTEXT = "CONTEXT"  # a context publication refused (bad file, key, value, rule)
     SECRET_LEAK = "SECRET_LEAK"  # noqa: S105 - an added line holds a vault value

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["format_bytes", "format_seconds", "parse_bytes", "parse_duration"]
+__all__ = [
+    "format_bytes",
+    "format_seconds",
+    "parse_bytes",
+    "parse_bytes_or_unlimited",
+    "parse_duration",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -58,6 +64,17 @@ def parse_bytes(value: str | int) -> int:
         raise ValueError(f"{value!r} is not a size; write it like '512MiB' or '2GiB'")
     unit = (match.group(2) or "").lower()
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_bytes_or_unlimited(value: str | int | None) -> int | None:
+    """Like :func:`parse_bytes`, plus ``"unlimited"`` (None: no limit at all), for the
+    limits an agent may legitimately need to lift (``memory``, ``disk``)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "unlimited"):
+        return None
+    try:
+        return parse_bytes(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or 'unlimited' for no limit") from None
 
 
 def format_bytes(value: int | None) -> str:

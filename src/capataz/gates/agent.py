@@ -42,6 +42,20 @@ def agent_violations(result: ExecResult | None) -> list[Violation]:
             f"agent timed out: {result.detail}",
             "split the task, or raise timeout for this agent",
         )
+    elif result.outcome is ExecOutcome.DISK_LIMIT:
+        add(
+            ViolationType.DISK_LIMIT,
+            Severity.CRITICAL,
+            f"agent exceeded its disk limit: {result.detail}",
+            "write less into the workspace, or raise disk for this agent",
+        )
+    elif result.outcome is ExecOutcome.MEMORY_LIMIT:
+        add(
+            ViolationType.MEMORY_LIMIT,
+            Severity.HIGH,
+            f"agent ran out of memory: {result.detail}",
+            "raise memory for this agent (tmpfs writes count too), or use less of it",
+        )
     elif result.outcome is ExecOutcome.CANCELLED:
         add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
     elif result.outcome is ExecOutcome.FAILED:

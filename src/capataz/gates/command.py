@@ -64,7 +64,8 @@ def run_command_gate(
         suggestion = f"make the gate faster or raise its timeout in [[gates]] {gate.name!r}"
     else:
         kind, severity = ViolationType.GATE_FAILED, gate.severity
-        code = f"exit code {result.exit_code}" if result.exit_code is not None else result.detail
+        failed = result.outcome is ExecOutcome.FAILED and result.exit_code is not None
+        code = f"exit code {result.exit_code}" if failed else result.detail
         details = f"gate {gate.name!r} failed ({code})" + (f": {last}" if last else "")
         command = gate.run if isinstance(gate.run, str) else " ".join(gate.run)
         suggestion = f"run `{command}` in the workspace to see why"

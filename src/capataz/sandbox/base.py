@@ -30,6 +30,8 @@ class ExecOutcome(StrEnum):
     TIMEOUT = "timeout"  # wall-clock limit reached; killed
     HUNG = "hung"  # no output for idle_timeout seconds; killed
     CANCELLED = "cancelled"  # the caller asked to stop it; killed
+    MEMORY_LIMIT = "memory-limit"  # the run's cgroup ran out of memory: the kernel killed
+    DISK_LIMIT = "disk-limit"  # wrote more than ``disk`` into its workspace; killed
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,10 @@ it beforehand: files the agent writes stay owned by that uid, on purpose (capata
 commits through git with ``safe.directory``; chowning back would let a run race the
 next one).
 
+Limits per run (capataz.sandbox.mounts, .cgroups, .disk): tmpfs sized to the memory
+budget, a cgroup per run where the machine delegates one (entered by a wrapper before
+bwrap starts), and a watch on what the run writes into its workspace.
+
 Leftover processes: pid 1 of the sandbox is a small shell init (:data:`INIT`) that
 runs the command, and once it exits, reports every process still alive on a private
 pipe and kills them. The PID namespace dies with its pid 1 anyway; the init only makes
@@ -47,8 +51,18 @@ from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
 from capataz.errors import SandboxError
-from capataz.sandbox.base import ExecResult, OutputLine, OutputSink, SandboxSpec
-from capataz.sandbox.outcome import build_result, limit_list
+from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.cgroups import enter_argv, run_cgroup
+from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.mounts import (
+    HOME,
+    SECRETS_DIR,
+    masks,
+    parents_inside,
+    read_only_masks,
+    scratch_mounts,
+)
+from capataz.sandbox.outcome import Supervised, build_result, limit_list
 from capataz.sandbox.process import (
     clean_env,
     processes_in_use,
@@ -57,12 +71,15 @@ from capataz.sandbox.process import (
 )
 
 __all__ = [
+    "HOME",
     "INIT",
+    "SECRETS_DIR",
     "BwrapSandbox",
     "build_argv",
     "find_bwrap",
     "hand_over",
     "init_script",
+    "supported_options",
     "uid_lease",
 ]
 
@@ -129,15 +146,9 @@ def init_script(rlimits: Sequence[tuple[int, int, int]]) -> str:
     return "\n".join([*lines, INIT])
 
 
-# Hidden behind an empty tmpfs: secrets (keys, tokens, agent sockets) live there.
-MASKED = ("/root", "/home", "/tmp", "/var/tmp", "/run")
-HOME = "/tmp/home"
 # Searched for bwrap and setpriv instead of PATH, which may name a workspace directory.
 SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
 UID_BASE = 200_000
-# Secrets delivered as files: a private tmpfs of their own inside the masked /run.
-SECRETS_DIR = "/run/capataz/secrets"
-_SECRETS_SIZE = 8 * 1024 * 1024
 UID_SPAN = 100_000
 _LEFTOVER = re.compile(r"^leftover (\d+) ?(.*)$")
 
@@ -170,7 +181,7 @@ def find_bwrap(explicit: str | None = None) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _supported_options(bwrap: Path) -> frozenset[str]:
+def supported_options(bwrap: Path) -> frozenset[str]:
     """The options this bwrap build knows (``--size`` needs 0.6+, for instance)."""
     try:
         done = subprocess.run(
@@ -193,41 +204,6 @@ def _find_setpriv() -> Path:
     )
 
 
-def _masks() -> list[str]:
-    """The MASKED directories this host has (a missing or symlinked one is skipped)."""
-    found = []
-    for mask in MASKED:
-        with suppress(OSError):
-            if stat.S_ISDIR(os.lstat(mask).st_mode):
-                found.append(mask)
-    return found
-
-
-def _parents_inside(path: str, masks: Sequence[str]) -> list[str]:
-    """Directories between a masked root and ``path`` that bwrap would create 0700.
-
-    Created explicitly 0755 instead, so the unprivileged uid can reach ``path``.
-    """
-    for mask in sorted(masks, key=len, reverse=True):  # the innermost mask owns the path
-        if path.startswith(mask + "/"):
-            parts = Path(path).relative_to(mask).parts[:-1]
-            return [str(Path(mask, *parts[: i + 1])) for i in range(len(parts))]
-    return []
-
-
-def _secret_mounts(secret_fds: Sequence[tuple[str, int]], options: frozenset[str]) -> list[str]:
-    """A private tmpfs at :data:`SECRETS_DIR` (0700) with one 0400 file per secret,
-    copied by bwrap from its pipe."""
-    if not secret_fds:
-        return []
-    small = ["--size", str(_SECRETS_SIZE)] if "--size" in options else []
-    argv = ["--perms", "0755", "--dir", str(Path(SECRETS_DIR).parent)]
-    argv += [*small, "--perms", "0700", "--tmpfs", SECRETS_DIR]
-    for name, fd in secret_fds:
-        argv += ["--perms", "0400", "--file", str(fd), f"{SECRETS_DIR}/{name}"]
-    return argv
-
-
 def build_argv(
     bwrap: Path,
     spec: SandboxSpec,
@@ -243,7 +219,8 @@ def build_argv(
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
     Mount order matters: the tmpfs masks come first so that binds made afterwards (a
-    workspace under /tmp, a toolchain under /root) show through them. The environment is
+    workspace under /tmp, a toolchain under /root) show through them, and they are made
+    read-only last (see capataz.sandbox.mounts for how tmpfs is sized). The environment is
     deliberately not on this command line (no --setenv): argv is world-readable in
     /proc, and the environment carries the agent's secrets. Secret files arrive the same
     way: ``secret_fds`` are (name, fd) pairs whose pipes bwrap copies into files 0400 on
@@ -259,18 +236,15 @@ def build_argv(
         argv.append("--unshare-all")
         if spec.network:
             argv.append("--share-net")
-    argv += ["--hostname", "capataz", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    masks = _masks()
-    size = ["--size", str(spec.limits.memory)] if spec.limits.memory and "--size" in options else []
-    for mask in masks:  # tmpfs lives in RAM: each is capped at the memory limit
-        argv += [*size, "--perms", "1777" if "tmp" in mask else "0755", "--tmpfs", mask]
-    for hidden in sorted({str(Path(p).resolve()) for p in spec.hide if Path(p).is_dir()}, key=len):
-        for parent in _parents_inside(hidden, masks):  # reachable by the unprivileged uid
-            argv += ["--perms", "0755", "--dir", parent]
-        argv += [*size, "--perms", "0755", "--tmpfs", hidden]
-        masks.append(hidden)
-    argv += ["--perms", "0777" if as_root else "0700", "--dir", HOME]
-    argv += _secret_mounts(secret_fds, options)
+    argv += ["--hostname", "capataz", "--ro-bind", "/", "/"]
+    scratch, mounted = scratch_mounts(
+        memory=spec.limits.memory,
+        hide=spec.hide,
+        as_root=as_root,
+        options=options,
+        secret_fds=secret_fds,
+    )
+    argv += scratch
 
     binds: list[tuple[str, str]] = [("--bind", str(workspace))]
     for extra in [*map(str, spec.read_only), *expose]:
@@ -283,7 +257,7 @@ def build_argv(
             binds.append(("--ro-bind-try", str(resolv)))
     made: set[str] = set()
     for _, path in binds:
-        for parent in _parents_inside(path, masks):
+        for parent in parents_inside(path, mounted):
             if parent not in made:
                 made.add(parent)
                 argv += ["--perms", "0755", "--dir", parent]
@@ -291,6 +265,7 @@ def build_argv(
         argv += [flag, path, path]
     if spec.git_dir is not None:
         argv += ["--ro-bind", str(Path(spec.git_dir).resolve()), str(workspace / ".git")]
+    argv += read_only_masks(mounted)
     argv += ["--cap-drop", "ALL"]
     command = list(spec.argv)
     script = init_script(rlimits)
@@ -356,10 +331,10 @@ def unreachable_ancestor(workspace: Path, hidden: Sequence[Path] = ()) -> Path |
 
     Directories under a tmpfs mask (or a hidden path) are recreated 0755 inside the
     sandbox, so only ancestors outside every mask count."""
-    masks = [*_masks(), *(str(Path(p).resolve()) for p in hidden)]
+    mounted = [*masks(), *(str(Path(p).resolve()) for p in hidden)]
     for ancestor in reversed(workspace.parents):
         text = str(ancestor)
-        if any(text == m or text.startswith(m + "/") for m in masks):
+        if any(text == m or text.startswith(m + "/") for m in mounted):
             return None
         if not ancestor.stat().st_mode & stat.S_IXOTH:
             return ancestor
@@ -431,6 +406,12 @@ def _git_env(spec: SandboxSpec) -> dict[str, str]:
     }
 
 
+def _cgroup_pids(processes: int | None) -> int | None:
+    """The run's pids limit: ``processes`` for the command, plus the wrapper-turned-bwrap
+    and bwrap's init, which live in the same cgroup."""
+    return None if processes is None else processes + 2
+
+
 def _startup_fix(errors: Sequence[str]) -> str:
     text = " ".join(errors).lower()
     if any(word in text for word in ("namespace", "not permitted", "uid map")):
@@ -441,6 +422,46 @@ def _startup_fix(errors: Sequence[str]) -> str:
             "unprivileged_userns=0`; elsewhere check `sysctl user.max_user_namespaces`"
         )
     return "run `capataz doctor`; if bubblewrap cannot work here, see [sandbox] in capataz.toml"
+
+
+def _interpret(
+    run: Supervised,
+    spec: SandboxSpec,
+    errors: Sequence[str],
+    *,
+    over_disk: int | None,
+    oom_kills: int,
+    peak: int | None,
+) -> ExecResult:
+    """The result of a finished bwrap run: its init's report read (or the reason the
+    sandbox never started raised), the shell's 128+N turned back into signal N."""
+    report = run.side_data.decode("utf-8", errors="replace").splitlines()
+    if report[:1] != ["started"] and run.stopped is None and not oom_kills:
+        problem = "; ".join(errors) or (f"bwrap ended ({run.exit_code}) before the command started")
+        raise SandboxError(
+            f"bubblewrap could not set up the sandbox: {problem}", fix=_startup_fix(errors)
+        )
+    leftovers = []
+    for line in report[1:]:
+        match = _LEFTOVER.match(line)
+        if match:
+            leftovers.append(f"{match.group(2) or '?'} (pid {match.group(1)})")
+    exit_code, signal_number = run.exit_code, run.signal
+    if exit_code is not None and 128 < exit_code <= 128 + 64:
+        # The init is a shell: it learns "killed by signal N" as status 128+N. A command
+        # that exits 128+N by itself is reported the same way, as by any shell.
+        signal_number = exit_code - 128
+        exit_code = None
+    return build_result(
+        run,
+        spec.limits,
+        exit_code=exit_code,
+        signal_number=signal_number,
+        leftovers=limit_list(leftovers + run.leftovers),
+        over_disk_limit=over_disk,
+        oom_kills=oom_kills,
+        peak_memory=peak,
+    )
 
 
 class BwrapSandbox:
@@ -471,7 +492,7 @@ class BwrapSandbox:
             raise SandboxError(
                 f"workspace {workspace} is not a directory", fix="create it before running"
             )
-        options = _supported_options(bwrap)
+        options = supported_options(bwrap)
         if options and "--perms" not in options:
             raise SandboxError(
                 f"{bwrap} is too old (bubblewrap 0.6 or newer is needed)",
@@ -485,6 +506,7 @@ class BwrapSandbox:
         with (
             uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
             secret_pipes(spec.secret_files) as secret_fds,
+            run_cgroup(spec.limits.memory, _cgroup_pids(spec.limits.processes)) as group,
         ):
             if uid is not None:
                 blocked = unreachable_ancestor(workspace, spec.hide)
@@ -512,6 +534,8 @@ class BwrapSandbox:
                 rlimits=rlimits_for(spec.limits, processes=processes),
                 secret_fds=secret_fds,
             )
+            if group is not None:
+                argv = enter_argv(group, argv)
             files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
             errors: list[str] = []
 
@@ -520,6 +544,10 @@ class BwrapSandbox:
                     errors.append(line.text)
                 on_output(line)
 
+            disk = None
+            if spec.limits.disk is not None:  # started after hand_over's chowns
+                skip = frozenset({".git"} if spec.git_dir is not None else ())
+                disk = DiskWatch(workspace, spec.limits.disk, skip_top=skip)
             read_fd, write_fd = os.pipe()
             try:
                 run = supervise_spawned(
@@ -531,38 +559,19 @@ class BwrapSandbox:
                     report_fd=write_fd,
                     side_fd=read_fd,
                     pass_fds=[fd for _, fd in secret_fds],
+                    disk=disk,
                 )
             except OSError as exc:
                 raise SandboxError(
                     f"cannot start bubblewrap at {bwrap}: {exc.strerror or exc}",
                     fix="check that file, or set [sandbox] bwrap in capataz.toml",
                 ) from exc
-        report = run.side_data.decode("utf-8", errors="replace").splitlines()
-        if report[:1] != ["started"] and run.stopped is None:
-            problem = "; ".join(errors) or (
-                f"bwrap ended ({run.exit_code}) before the command started"
-            )
-            raise SandboxError(
-                f"bubblewrap could not set up the sandbox: {problem}", fix=_startup_fix(errors)
-            )
-        leftovers = []
-        for line in report[1:]:
-            match = _LEFTOVER.match(line)
-            if match:
-                leftovers.append(f"{match.group(2) or '?'} (pid {match.group(1)})")
-        exit_code, signal_number = run.exit_code, run.signal
-        if exit_code is not None and 128 < exit_code <= 128 + 64:
-            # The init is a shell: it learns "killed by signal N" as status 128+N. A command
-            # that exits 128+N by itself is reported the same way, as by any shell.
-            signal_number = exit_code - 128
-            exit_code = None
-        return build_result(
-            run,
-            spec.limits,
-            exit_code=exit_code,
-            signal_number=signal_number,
-            leftovers=limit_list(leftovers + run.leftovers),
-        )
+            oom_kills = group.oom_kills() if group is not None else 0
+            peak = group.peak_memory() if group is not None else None
+        over_disk = None
+        if disk is not None and (run.stopped is ExecOutcome.DISK_LIMIT or disk.exceeded()):
+            over_disk = disk.written  # a fast run may have written it all between checks
+        return _interpret(run, spec, errors, over_disk=over_disk, oom_kills=oom_kills, peak=peak)
 
     def check(self) -> list[str]:
         """Problems that keep this backend from working here, found by a trial run."""

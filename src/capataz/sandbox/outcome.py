@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from capataz.config import Limits
 from capataz.sandbox.base import ExecOutcome, ExecResult
+from capataz.units import format_bytes
 
 __all__ = ["Supervised", "build_result", "limit_list"]
 
@@ -55,22 +56,39 @@ def build_result(
     exit_code: int | None = None,
     signal_number: int | None = None,
     leftovers: list[str] | None = None,
+    over_disk_limit: int | None = None,
+    oom_kills: int = 0,
+    peak_memory: int | None = None,
 ) -> ExecResult:
     """The :class:`ExecResult` for ``run``, with a sentence saying how it ended.
 
     A backend may override the exit status (bwrap learns it from a shell, which turns
     death by signal N into 128+N) and the leftover list (bwrap's init reports them).
+    The per-run limits add: ``over_disk_limit``, the bytes the run wrote into its
+    workspace when that exceeded ``limits.disk`` (found while it ran, or only by the
+    scan after it), ``oom_kills`` by the run's cgroup, and ``peak_memory``, the cgroup's
+    peak (tmpfs pages included), which replaces the largest process's when known.
     """
     if exit_code is None and signal_number is None:
         exit_code, signal_number = run.exit_code, run.signal
     leftovers = run.leftovers if leftovers is None else leftovers
-    if run.stopped is not None:
-        outcome = run.stopped
+    stopped = run.stopped
+    if over_disk_limit is not None and stopped in (None, ExecOutcome.DISK_LIMIT):
+        stopped = ExecOutcome.DISK_LIMIT
+    elif oom_kills and stopped is None:
+        stopped = ExecOutcome.MEMORY_LIMIT
+    if stopped is not None:
+        outcome = stopped
         detail = {
             ExecOutcome.TIMEOUT: f"still running after {limits.timeout:g} s; killed",
             ExecOutcome.HUNG: f"no output for {limits.idle_timeout or 0:g} s; killed as a hang",
             ExecOutcome.CANCELLED: "stopped on request; killed",
-        }.get(run.stopped, "killed")
+            ExecOutcome.DISK_LIMIT: f"wrote {format_bytes(over_disk_limit)} into its workspace, "
+            f"over its disk limit of {format_bytes(limits.disk)}"
+            + ("; killed" if run.stopped is ExecOutcome.DISK_LIMIT else ""),
+            ExecOutcome.MEMORY_LIMIT: f"the run reached its memory limit of "
+            f"{format_bytes(limits.memory)}; the kernel killed {oom_kills} of its processes",
+        }.get(stopped, "killed")
     elif exit_code == 0:
         outcome, detail = ExecOutcome.OK, "exit code 0"
     else:
@@ -93,7 +111,7 @@ def build_result(
         signal=signal_number,
         wall_seconds=run.wall_seconds,
         cpu_seconds=run.cpu_seconds,
-        peak_memory_bytes=run.peak_memory_bytes,
+        peak_memory_bytes=run.peak_memory_bytes if peak_memory is None else peak_memory,
         output_bytes=run.output_bytes,
         output_truncated=run.output_truncated,
         leftover_processes=leftovers,

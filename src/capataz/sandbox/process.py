@@ -30,6 +30,7 @@ from typing import Any
 
 from capataz.config import Limits
 from capataz.sandbox.base import ExecOutcome, OutputSink
+from capataz.sandbox.disk import DiskWatch
 from capataz.sandbox.outcome import Supervised, limit_list
 from capataz.sandbox.output import LineSplitter
 
@@ -125,6 +126,7 @@ def supervise(
     on_output: OutputSink,
     should_stop: Callable[[], bool] | None = None,
     processes: int | None = None,
+    disk: DiskWatch | None = None,
 ) -> Supervised:
     """Run ``argv`` in ``cwd`` with the rlimits applied between fork and exec.
 
@@ -152,7 +154,7 @@ def supervise(
     )
     assert proc.stdout is not None and proc.stderr is not None
     try:
-        watch = _Watch(proc.pid, started, limits, on_output, should_stop)
+        watch = _Watch(proc.pid, started, limits, on_output, should_stop, disk=disk)
         return watch.run(proc.stdout.fileno(), proc.stderr.fileno(), None)
     finally:
         proc.returncode = proc.returncode if proc.returncode is not None else -1
@@ -170,6 +172,7 @@ def supervise_spawned(
     report_fd: int | None = None,
     side_fd: int | None = None,
     pass_fds: Sequence[int] = (),
+    disk: DiskWatch | None = None,
 ) -> Supervised:
     """Start ``argv`` with posix_spawn (vfork-fast) for a command that limits itself.
 
@@ -180,7 +183,8 @@ def supervise_spawned(
     here. Inheritable descriptors of this process are closed in the child: nothing of
     capataz's leaks into the command by accident, except ``pass_fds`` (inheritable, kept
     at their numbers: secrets bwrap copies into the sandbox; the caller closes them).
-    Raises OSError when ``argv`` cannot be started at all.
+    ``disk``, when given, is checked now and then while the command runs (see
+    capataz.sandbox.disk). Raises OSError when ``argv`` cannot be started at all.
     """
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
@@ -222,7 +226,7 @@ def supervise_spawned(
         for fd in ours - {out_read, err_read}:
             os.close(fd)
     try:
-        watch = _Watch(pid, started, limits, on_output, should_stop)
+        watch = _Watch(pid, started, limits, on_output, should_stop, disk=disk)
         return watch.run(out_read, err_read, side_fd)
     finally:
         for fd in (out_read, err_read, side_fd):
@@ -250,8 +254,11 @@ class _Watch:
         limits: Limits,
         on_output: OutputSink,
         should_stop: Callable[[], bool] | None,
+        *,
+        disk: DiskWatch | None = None,
     ) -> None:
         self.pid = pid
+        self.disk = disk
         self.limits = limits
         self.should_stop = should_stop
         self.output = LineSplitter(on_output, limits.max_output)
@@ -330,6 +337,8 @@ class _Watch:
             self.next_stop_poll = now + _POLL_STOP
             if self.should_stop():
                 return ExecOutcome.CANCELLED
+        if self.disk is not None and self.disk.due(now) and self.disk.exceeded():
+            return ExecOutcome.DISK_LIMIT
         return None
 
     def _timeout(self, now: float, *, polling: bool) -> float:

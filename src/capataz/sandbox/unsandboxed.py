@@ -2,10 +2,11 @@
 user namespaces or for debugging a sandbox problem.
 
 The command gets the same clean environment (with a throwaway HOME), the same rlimits,
-the same timeouts and output handling, runs in the workspace and in its own process
-group, which is killed when it ends. That is all: it sees and can write everything the
-runner's user can, reaches the network, and a process that calls ``setsid`` (or
-double-forks into a new session) leaves the group and survives the run. Also, when
+the same timeouts, disk watch and output handling (no cgroup, no tmpfs caps), runs in
+the workspace and in its own process group, which is killed when it ends. That is all:
+it sees and can write everything the runner's user can, reaches the network, and a
+process that calls ``setsid`` (or double-forks into a new session) leaves the group and
+survives the run. Also, when
 capataz runs as root the process limit does not bind at all. Hence "none" is opt-in,
 and the caller prints a warning when it is chosen.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from capataz.config import SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.disk import DiskWatch
 from capataz.sandbox.outcome import build_result
 from capataz.sandbox.process import clean_env, processes_in_use, supervise
 
@@ -72,6 +74,7 @@ class UnsandboxedSandbox:
         if processes is not None and os.geteuid() != 0:
             processes += processes_in_use(os.getuid())  # the limit counts the whole uid
         home = tempfile.mkdtemp(prefix="capataz-home-")
+        disk = DiskWatch(workspace, spec.limits.disk) if spec.limits.disk is not None else None
         secrets = _write_secret_files(spec.secret_files) if spec.secret_files else None
         try:
             files = {f"{n}_FILE": str(Path(secrets, n)) for n in spec.secret_files if secrets}
@@ -83,6 +86,7 @@ class UnsandboxedSandbox:
                 on_output=on_output,
                 should_stop=should_stop,
                 processes=processes,
+                disk=disk,
             )
         except OSError as exc:
             on_output(
@@ -105,7 +109,10 @@ class UnsandboxedSandbox:
             shutil.rmtree(home, ignore_errors=True)
             if secrets is not None:
                 shutil.rmtree(secrets, ignore_errors=True)
-        return build_result(run, spec.limits)
+        over = None
+        if disk is not None and (run.stopped is ExecOutcome.DISK_LIMIT or disk.exceeded()):
+            over = disk.written
+        return build_result(run, spec.limits, over_disk_limit=over)
 
     def check(self) -> list[str]:
         """Nothing can be missing: this backend needs only the host itself."""
