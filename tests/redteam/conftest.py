@@ -101,7 +101,6 @@ class Attacker:
             argv,
             cwd=self.repo,
             env=full_env,
-            input=stdin,
             capture_output=True,
             text=True,
             check=False,
