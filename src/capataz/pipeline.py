@@ -525,7 +525,7 @@ class Supervisor:
         none."""
         if any(v.type is ViolationType.SECRET_LEAK for v in run.violations):
             return True
-        return run.changes is not None and bool(secret_leak_violations(run.changes))
+        return bool(secret_leak_violations(run.workspace.git, run.workspace.base, run.result))
 
     def _report(
         self, run: _Run, outcome: Outcome, decision: Decision, reason: str, message: str
