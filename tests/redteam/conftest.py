@@ -56,8 +56,12 @@ class Attacker:
         env: dict[str, str] | None = None,
         stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        command = CAPATAZ if self.user == "root" else unprivileged_capataz()
-        return self.run([str(command), *args], check=check, env=env, stdin=stdin)
+        return self.run([str(self.command), *args], check=check, env=env, stdin=stdin)
+
+    @property
+    def command(self) -> Path:
+        """The ``capataz`` console script this user can start."""
+        return CAPATAZ if self.user == "root" else unprivileged_capataz()
 
     def exec(self, instruction: str, task_id: str = "t1", *extra: str) -> dict[str, object]:
         """``capataz exec --json``: the report a script would read."""

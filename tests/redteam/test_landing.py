@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from tests.redteam.conftest import CAPATAZ, UNPRIVILEGED, Attacker
+from tests.redteam.conftest import UNPRIVILEGED, Attacker
 
 SECRET = "s3cr3t-Zq8vLw2Kx9"  # the vault value; the agent of the second task never has it
 NEEDLE = "LEAKED-MARKER-7f3a"  # written next to it, so the second agent knows what to seek
@@ -97,7 +97,7 @@ def test_a_merge_driver_never_runs_when_the_result_is_replayed(attacker: Attacke
     running = _popen(
         attacker,
         [
-            str(CAPATAZ),
+            str(attacker.command),
             "exec",
             "printf '# project\\n\\nmore\\n' > README.md; echo b > b.txt",
             "--id",
@@ -146,7 +146,7 @@ def test_a_later_agent_cannot_find_an_earlier_runs_secret(attacker: Attacker) ->
         attacker,
         '\n[agents.leaky]\ncommand = ["sh", "-c", "{instruction}"]\nsecrets = ["LEAK_KEY"]\n',
     )
-    stored = _popen(attacker, [str(CAPATAZ), "secret", "set", "LEAK_KEY"])
+    stored = _popen(attacker, [str(attacker.command), "secret", "set", "LEAK_KEY"])
     stored.communicate(SECRET + "\n", timeout=60)
     assert stored.returncode == 0
     env = {"CAPATAZ_MASTER_KEY": MASTER_KEY}

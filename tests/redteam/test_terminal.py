@@ -9,13 +9,10 @@ import json
 import re
 import shlex
 import shutil
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-CAPATAZ = Path(sys.executable).with_name("capataz")
 ATTACK = r"""
 printf '\033]52;c;cm0gLXJmIH4K\007'
 printf '\033[2J\033[H\r\033[32m\342\234\223 landed on main\033[0m\n'
@@ -51,10 +48,7 @@ def test_agent_output_and_file_names_cannot_steer_the_terminal(attacker: Any) ->
 def test_under_a_real_terminal_nothing_raw_reaches_it(attacker: Any) -> None:
     """With a pty capataz draws its live view (its own cursor moves and colours are
     fine); what the agent printed must arrive escaped."""
-    command = shlex.join([str(CAPATAZ), "exec", ATTACK, "--id", "pty"])
-    nested = attacker.run(["sh", "-c", f"{CAPATAZ} --help"], check=False)
-    if nested.returncode != 0:  # e.g. a virtualenv whose Python lives under /root
-        pytest.skip(f"{attacker.user} cannot start capataz from a shell here: {nested.stderr}")
+    command = shlex.join([str(attacker.command), "exec", ATTACK, "--id", "pty"])
     done = attacker.run(
         ["script", "-qec", command, "/dev/null"], check=False, env={"TERM": "xterm"}
     )
