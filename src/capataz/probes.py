@@ -26,7 +26,7 @@ from capataz.config import AgentConfig, Config
 from capataz.git import find_git
 from capataz.repo import Repository
 from capataz.sandbox import get_sandbox
-from capataz.sandbox.base import ExecResult, Sandbox, SandboxSpec
+from capataz.sandbox.base import ExecOutcome, ExecResult, Sandbox, SandboxSpec
 from capataz.workspace import Workspace
 
 __all__ = ["PROBES", "Probe", "ProbeResult", "run_probes"]
@@ -96,6 +96,12 @@ def _system_intact(_scene: _Scene, _result: ExecResult) -> str | None:
             Path(path).unlink()
             return f"{path} was created on the host"
     return None
+
+
+def _disk_stopped(_scene: _Scene, result: ExecResult) -> str | None:
+    if result.outcome is ExecOutcome.DISK_LIMIT:
+        return None
+    return f"the run was not stopped for its writes (it ended {result.outcome.value})"
 
 
 PROBES: tuple[Probe, ...] = (
@@ -178,6 +184,13 @@ PROBES: tuple[Probe, ...] = (
         " used=$(du -smc /dev/shm/fill /tmp/fill 2>/dev/null | tail -n 1 | cut -f1);"
         ' [ "${{used:-0}}" -gt 64 ] && echo ESCAPED stored ${{used}} MiB',
         limits={"memory": _SMALL},
+    ),
+    Probe(
+        "disk",
+        "write more into its workspace than the disk limit (64 MiB here)",
+        "head -c 160m /dev/zero > fill.bin 2>/dev/null; sleep 2",
+        limits={"disk": _SMALL},
+        host_check=_disk_stopped,
     ),
 )
 
