@@ -4,18 +4,16 @@ reviewer answers it, one hangs and is killed."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from capataz.config import load_config
 from capataz.escalation import submit_decision
-from capataz.git import find_git
 from capataz.models import Outcome
 from capataz.pipeline import Listener, RunReport, Supervisor, TaskSpec
 from capataz.progress import ProgressDir
-from capataz.repo import Repository
+from capataz.repo import Repository, create_repository
 
 __all__ = ["DEMO_TASKS", "DemoTask", "create_demo_repo", "run_demo_task"]
 
@@ -76,30 +74,13 @@ DEMO_TASKS = [
 
 
 def create_demo_repo(path: Path) -> Repository:
-    path.mkdir(parents=True, exist_ok=True)
-    git = find_git()
-    env = {
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "PATH": "/usr/bin:/bin",
-        "GIT_AUTHOR_NAME": "demo",
-        "GIT_AUTHOR_EMAIL": "demo@example.invalid",
-        "GIT_COMMITTER_NAME": "demo",
-        "GIT_COMMITTER_EMAIL": "demo@example.invalid",
+    files = {
+        "README.md": "# demo project\n",
+        "legacy/billing.py": "# do not touch: legacy billing\n",
+        "capataz.toml": DEMO_CONFIG,
+        ".gitignore": ".capataz/\n",
     }
-
-    def run(*args: str) -> None:
-        subprocess.run([git, *args], cwd=path, env=env, check=True, capture_output=True)
-
-    run("init", "--quiet", "--initial-branch=main")
-    (path / "README.md").write_text("# demo project\n")
-    (path / "legacy").mkdir(exist_ok=True)
-    (path / "legacy" / "billing.py").write_text("# do not touch: legacy billing\n")
-    (path / "capataz.toml").write_text(DEMO_CONFIG)
-    (path / ".gitignore").write_text(".capataz/\n")
-    run("add", "-A")
-    run("commit", "--quiet", "-m", "initial commit")
-    return Repository.discover(path)
+    return create_repository(path, files, author="demo")
 
 
 def run_demo_task(repo: Repository, task: DemoTask, listener: Listener) -> RunReport:

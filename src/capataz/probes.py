@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capataz.config import AgentConfig, Config
-from capataz.git import find_git
-from capataz.repo import Repository
+from capataz.repo import Repository, create_repository
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, Sandbox, SandboxSpec
 from capataz.workspace import Workspace
@@ -261,22 +260,8 @@ def _run_one(
 
 def _scratch_repository(path: Path) -> Repository:
     """A repository with one commit and an untracked secret-looking file, as users have."""
-    path.mkdir()
-    git = find_git()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "capataz",
-        "GIT_AUTHOR_EMAIL": "capataz@localhost",
-        "GIT_COMMITTER_NAME": "capataz",
-        "GIT_COMMITTER_EMAIL": "capataz@localhost",
-    }
-    (path / "README.md").write_text("# probe\n")
-    (path / ".gitignore").write_text(".capataz/\n.env\n")
-    for argv in (["init", "-q", "--initial-branch=main"], ["add", "-A"], ["commit", "-qm", "p"]):
-        subprocess.run([git, *argv], cwd=path, env=env, check=True, capture_output=True)
+    repo = create_repository(path, {"README.md": "# probe\n", ".gitignore": ".capataz/\n.env\n"})
     (path / ".env").write_text(f"API_KEY={_CANARY}\n")
     (path / ".capataz").mkdir(mode=0o700)
     (path / ".capataz" / "capataz.db").write_text(_CANARY)
-    return Repository.discover(path)
+    return repo

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from capataz.errors import GitError, TaskError
 from capataz.git import Git, find_git
 
-__all__ = ["Repository", "Worktree", "validate_task_id"]
+__all__ = ["Repository", "Worktree", "create_repository", "validate_task_id"]
 
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -126,3 +127,27 @@ class Repository:
             return True
         packed = self.common_dir / "packed-refs"
         return packed.exists() and f" {ref}\n" in packed.read_text()
+
+
+def create_repository(path: Path, files: Mapping[str, str], author: str = "capataz") -> Repository:
+    """A new repository at ``path`` whose one commit holds ``files`` (scratch repositories
+    for `capataz demo` and `doctor --probe`); no user or system git config is read."""
+    path.mkdir(parents=True, exist_ok=True)
+    identity = {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", author), ("EMAIL", f"{author}@localhost"))
+    }
+    env = {"PATH": "/usr/bin:/bin", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    for argv in (
+        ["init", "-q", "--initial-branch=main"],
+        ["add", "-A"],
+        ["commit", "-qm", "initial commit"],
+    ):
+        subprocess.run(
+            [find_git(), *argv], cwd=path, env={**env, **identity}, check=True, capture_output=True
+        )
+    return Repository.discover(path)
