@@ -179,7 +179,9 @@ def test_nested_git_entries_are_removed_not_opened(
     nested = {v.file for v in report.violations if v.type is ViolationType.EMBEDDED_REPOSITORY}
     assert nested == {"s/.git", "sub2/.git"}
     assert report.result_commit is not None
-    files = git(repo, "ls-tree", "-r", "--name-only", report.result_commit).split()
+    rejected = str(repo / ".capataz" / "rejected.git")  # kept for humans, not in .git
+    files = git(repo, f"--git-dir={rejected}", "ls-tree", "-r", "--name-only", report.result_commit)
+    files = files.split()
     assert "sub2/f.txt" in files and not any(f.endswith(".git") for f in files)
 
 

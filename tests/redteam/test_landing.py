@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from cryptography.fernet import Fernet
 from tests.redteam.conftest import UNPRIVILEGED, Attacker
 
 SECRET = "s3cr3t-Zq8vLw2Kx9"  # the vault value; the agent of the second task never has it
-NEEDLE = "LEAKED-MARKER-7f3a"  # written next to it, so the second agent knows what to seek
+# Written next to it, so the second agent knows what to seek. Made at run time: a literal
+# would sit in this file's blob in any repository holding the suite, which a sandbox may
+# read (only the supervised repository is hidden), and be "found" there.
+NEEDLE = f"LEAKED-MARKER-{uuid.uuid4().hex[:12]}"
 
 
 def _popen(
@@ -126,17 +130,23 @@ def test_a_merge_driver_never_runs_when_the_result_is_replayed(attacker: Attacke
 
 
 # The needle is assembled at run time: written literally, it would be found in the
-# agent's own command line (/proc) and in its instruction.
-SEARCH = f"""
-needle={NEEDLE[:7]}; needle="$needle{NEEDLE[7:]}"
+# agent's own command line (/proc) and in its instruction. The search covers every object
+# store the task can name (its own, what its alternates point to, any under the
+# repository's path) and every readable file there and in the usual scratch places; a
+# whole-disk search would only time out on a big machine.
+SEARCH = """
+needle={head}; needle="$needle{tail}"
 hits=0; control=0
-for objects in $(find / -xdev -type d -name objects 2>/dev/null) $PWD/.git/objects; do
+stores="$PWD/.git/objects $(cat $PWD/.git/objects/info/alternates 2>/dev/null)"
+stores="$stores $(find {repo} /tmp /var/tmp -xdev -type d -name objects 2>/dev/null)"
+for objects in $stores; do
+  echo "searching $objects"
   dir=$(dirname "$objects")
   all=$(git --git-dir="$dir" cat-file --batch-all-objects --batch 2>/dev/null)
   case "$all" in *"$needle"*) hits=$((hits+1));; esac
   case "$all" in *"# project"*) control=$((control+1));; esac
 done
-grep -rl --exclude-dir=proc --exclude-dir=sys "$needle" / 2>/dev/null | grep -q . && hits=$((hits+1))
+grep -rl "$needle" {repo} /tmp /var/tmp /run 2>/dev/null | grep -q . && hits=$((hits+1))
 echo "hits=$hits control=$control" > result.txt
 """
 
@@ -163,7 +173,8 @@ def test_a_later_agent_cannot_find_an_earlier_runs_secret(attacker: Attacker) ->
     first = json.loads(done.stdout)
     assert first["outcome"] == "blocked"
     assert "SECRET_LEAK" in {v["type"] for v in first["violations"]}  # type: ignore[union-attr]
-    searched = attacker.capataz("exec", SEARCH, "--id", "hunt", "--json", env=env)
+    search = SEARCH.format(head=NEEDLE[:7], tail=NEEDLE[7:], repo=attacker.repo)
+    searched = attacker.capataz("exec", search, "--id", "hunt", "--json", env=env)
     second = json.loads(searched.stdout)
     assert second["outcome"] == "landed", second
     hits, control = attacker.git("show", "main:result.txt").split()

@@ -61,9 +61,10 @@ def doctor_command(
         problem = str(exc)
     checks = run_doctor(config, problem)
     probes = _probe(config) if probe and all(c.ok for c in checks) else []
-    if as_json:
+    if as_json:  # a list of checks, as always; with --probe, the probes beside them
         found = [c.__dict__ for c in checks]
-        out.print_json(json.dumps({"checks": found, "probes": [p.__dict__ for p in probes]}))
+        data = {"checks": found, "probes": [p.__dict__ for p in probes]} if probe else found
+        out.print_json(json.dumps(data))
     else:
         table = Table(show_header=True, header_style="bold")
         for column in ("", "check", "result", "fix"):
