@@ -135,19 +135,23 @@ def test_a_merge_driver_never_runs_when_the_result_is_replayed(attacker: Attacke
 # repository's path) and every readable file there and in the usual scratch places; a
 # whole-disk search would only time out on a big machine.
 SEARCH = """
-needle={head}; needle="$needle{tail}"
-hits=0; control=0
+needle={head}; needle="${{needle}}{tail}"
+hits=0; control=0; found=no
 stores="$PWD/.git/objects $(cat $PWD/.git/objects/info/alternates 2>/dev/null)"
 stores="$stores $(find {repo} /tmp /var/tmp -xdev -type d -name objects 2>/dev/null)"
 for objects in $stores; do
   echo "searching $objects"
   dir=$(dirname "$objects")
   all=$(git --git-dir="$dir" cat-file --batch-all-objects --batch 2>/dev/null)
-  case "$all" in *"$needle"*) hits=$((hits+1));; esac
+  case "$all" in *"$needle"*) hits=$((hits+1)); echo "$objects" >> /tmp/where;; esac
   case "$all" in *"# project"*) control=$((control+1));; esac
 done
-grep -rl "$needle" {repo} /tmp /var/tmp /run 2>/dev/null | grep -q . && hits=$((hits+1))
-echo "hits=$hits control=$control" > result.txt
+echo "$needle" > /tmp/planted  # the search's own control: grep must find this one
+grep -rl -e "$needle" {repo} /tmp /var/tmp /run 2>/dev/null > /tmp/found
+grep -qx /tmp/planted /tmp/found && found=yes
+grep -vx -e /tmp/planted -e /tmp/where /tmp/found >> /tmp/where && hits=$((hits+1))
+echo "hits=$hits control=$control grep=$found" > result.txt
+cp /tmp/where where.txt 2>/dev/null || touch where.txt
 """
 
 
@@ -177,9 +181,9 @@ def test_a_later_agent_cannot_find_an_earlier_runs_secret(attacker: Attacker) ->
     searched = attacker.capataz("exec", search, "--id", "hunt", "--json", env=env)
     second = json.loads(searched.stdout)
     assert second["outcome"] == "landed", second
-    hits, control = attacker.git("show", "main:result.txt").split()
-    assert control != "control=0"  # the search did read object stores
-    assert hits == "hits=0"
+    hits, control, grep = attacker.git("show", "main:result.txt").split()
+    assert control != "control=0" and grep == "grep=yes"  # the search can find things
+    assert hits == "hits=0", attacker.git("show", "main:where.txt")
     assert not (attacker.repo / ".capataz" / "rejected.git" / "refs" / "capataz").exists()
 
 
