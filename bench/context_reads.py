@@ -27,9 +27,9 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from capataz.context_store import ContextStore
+from capataz.context.store import ContextStore
+from capataz.secrets.vault import KEY_ENV, MasterKey, Vault
 from capataz.store import Store
-from capataz.vault import KEY_ENV, MasterKey, Vault
 
 GOAL_P99_US = 1000.0
 

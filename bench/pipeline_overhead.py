@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from capataz.config import Limits, parse_config
-from capataz.demo import create_demo_repo
-from capataz.pipeline import Supervisor, TaskSpec
+from capataz.pipeline.supervisor import Supervisor, TaskSpec
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import SandboxSpec
+from capataz.setup.demo import create_demo_repo
 
 CONFIG = """
 [project]

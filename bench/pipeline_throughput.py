@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from capataz.demo import create_demo_repo
+from capataz.setup.demo import create_demo_repo
 from capataz.store import Store, TaskSpec, TaskState
 
 CONFIG = """

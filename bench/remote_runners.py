@@ -30,8 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from capataz.demo import create_demo_repo
 from capataz.runner.remote import RemoteQueue
+from capataz.setup.demo import create_demo_repo
 from capataz.store import Store, TaskSpec, TaskState
 
 CONFIG = """

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from capataz.context_store import ContextStore
+from capataz.context.store import ContextStore
+from capataz.secrets.vault import KEY_ENV, MasterKey, Vault, rotate_master_key
 from capataz.store import Store
-from capataz.vault import KEY_ENV, MasterKey, Vault, rotate_master_key
 
 
 def main() -> None:

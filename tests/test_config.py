@@ -6,8 +6,8 @@ import pytest
 
 from capataz.config import load_config, parse_config
 from capataz.errors import ConfigError
-from capataz.initialize import config_template
 from capataz.models import Severity, ViolationType
+from capataz.setup.initialize import config_template
 
 
 def test_missing_file_means_defaults_with_the_builtin_shell_agent(tmp_path: Path) -> None:

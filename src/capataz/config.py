@@ -24,6 +24,7 @@ from pydantic import (
 
 from capataz.errors import ConfigError
 from capataz.models import GatePhase, Severity, ViolationType
+from capataz.names import SecretNameError, check_secret_name
 from capataz.units import parse_bytes, parse_bytes_or_unlimited, parse_duration
 
 __all__ = [
@@ -55,14 +56,11 @@ class _Strict(BaseModel):
 
 
 def _secret_names(names: list[str]) -> list[str]:
-    """Secrets become environment variables, so their names must be valid ones; the
-    vault's own check says so (imported here: the vault pulls in the store)."""
-    from capataz.vault import VaultError, check_secret_name
-
+    """Secrets become environment variables, so their names must be valid ones."""
     for name in names:
         try:
             check_secret_name(name)
-        except VaultError as exc:
+        except SecretNameError as exc:
             raise ValueError(f"{exc.message}: {exc.fix}" if exc.fix else exc.message) from None
     return names
 
@@ -115,7 +113,7 @@ class AgentConfig(Limits):
     secrets: SecretNames = Field(default_factory=list)
     secrets_as: Literal["env", "files"] = "env"
     # Context keys (globs) this agent receives from the tasks it depends on, and those
-    # it may publish for its dependents (see capataz.context_flow).
+    # it may publish for its dependents (see capataz.context.flow).
     context_read: ContextPatterns = Field(default_factory=lambda: ["*"])
     context_write: ContextPatterns = Field(default_factory=lambda: ["*"])
 

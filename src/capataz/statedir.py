@@ -9,11 +9,16 @@ an older capataz with wider modes is narrowed the next time it is used."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
-__all__ = ["STATE_DIR", "private_file", "state_dir"]
+from capataz.errors import TaskError
+from capataz.redaction import redact_data
+
+__all__ = ["STATE_DIR", "private_file", "refuse_symlink", "state_dir", "write_json_atomic"]
 
 STATE_DIR = ".capataz"
 _DIR_MODE = 0o700
@@ -47,3 +52,23 @@ def _narrow(path: Path, mode: int) -> None:
     info = path.lstat()
     if stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) & ~mode:
         path.chmod(mode)
+
+
+def refuse_symlink(path: Path) -> None:
+    """capataz deletes and rewrites its own directories; one replaced by a symlink (which
+    only something outside capataz could plant) must never be followed."""
+    for candidate in (path, *path.parents):
+        if candidate.is_symlink():
+            raise TaskError(
+                f"{candidate} is a symbolic link; capataz will not write through it",
+                fix=f"remove the link ({candidate}) and run again",
+            )
+        if candidate.name == ".capataz":
+            return
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(redact_data(data), indent=2, default=str)
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)

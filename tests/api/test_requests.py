@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.api.conftest import Server
 
-from capataz.vault import MasterKey, Vault
+from capataz.secrets.vault import MasterKey, Vault
 
 VALUE = "sk-api-3e8f-plaintext"
 CONFIG = """

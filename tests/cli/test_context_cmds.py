@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 from tests.cli.test_task_cli import Cli, assert_one_line_error
 
-from capataz.vault import KEY_ENV
+from capataz.secrets.vault import KEY_ENV
 
 CONFIG = '[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n'
 

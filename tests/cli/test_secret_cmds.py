@@ -13,8 +13,8 @@ import pexpect
 import pytest
 from cryptography.fernet import Fernet
 
+from capataz.secrets.vault import KEY_ENV, MasterKey, Vault
 from capataz.store import Store
-from capataz.vault import KEY_ENV, MasterKey, Vault
 
 VALUE = "sk-test-7c1e5b0a-plaintext"
 CONFIG = """

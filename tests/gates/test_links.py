@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from capataz.changes import ChangeSet, FileDiff
 from capataz.config import PolicyConfig, parse_config
 from capataz.gates.policy import check_policy
 from capataz.models import ChangeKind, FileChange, Severity, ViolationType
+from capataz.workspace.changes import ChangeSet, FileDiff
 
 
 def _diff(path: str, kind: ChangeKind = ChangeKind.ADDED) -> FileDiff:

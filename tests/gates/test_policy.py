@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from capataz.changes import ChangeSet, FileDiff
 from capataz.config import PolicyConfig, parse_config
 from capataz.gates.policy import check_policy, redact
 from capataz.models import (
@@ -18,6 +17,7 @@ from capataz.models import (
     Violation,
     ViolationType,
 )
+from capataz.workspace.changes import ChangeSet, FileDiff
 
 T = ViolationType
 SECRET = "sk_live_9f8e7d6c5b4a3f2e1d0c"

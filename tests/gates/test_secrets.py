@@ -15,8 +15,8 @@ from tests.conftest import git
 
 from capataz import redaction
 from capataz.gates.secrets import secret_leak_violations
-from capataz.git import Git
 from capataz.models import Severity, ViolationType
+from capataz.workspace.git import Git
 
 SECRET = "sk-live-7Hq2Lr9TzW4xN8pV3mK6bY1cF5"
 RAW = SECRET.encode()

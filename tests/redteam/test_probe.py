@@ -7,7 +7,7 @@ import json
 from tests.redteam.conftest import Attacker
 
 from capataz.config import parse_config
-from capataz.probes import PROBES, run_probes
+from capataz.setup.probes import PROBES, run_probes
 
 
 def test_every_probe_is_contained_by_the_sandbox(attacker: Attacker) -> None:

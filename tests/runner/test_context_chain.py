@@ -15,11 +15,11 @@ from cryptography.fernet import Fernet
 from tests.conftest import git
 
 from capataz.config import parse_config
-from capataz.context_store import open_context_store
-from capataz.repo import Repository
+from capataz.context.store import open_context_store
 from capataz.runner import Runner
+from capataz.secrets.vault import KEY_ENV
 from capataz.store import Store, TaskSpec, TaskState
-from capataz.vault import KEY_ENV
+from capataz.workspace.repo import Repository
 
 CONFIG = """
 [project]

@@ -14,10 +14,10 @@ import pytest
 from tests.conftest import git
 
 from capataz.config import parse_config
-from capataz.repo import Repository
 from capataz.runner import Runner
+from capataz.secrets.vault import KEY_ENV, MasterKey, Vault
 from capataz.store import Store, Task, TaskSpec, TaskState
-from capataz.vault import KEY_ENV, MasterKey, Vault
+from capataz.workspace.repo import Repository
 
 CONFIG = """
 [agents.gpt]

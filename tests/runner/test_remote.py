@@ -20,10 +20,10 @@ from tests.conftest import git
 from tests.runner.test_runner import CONFIG, wait_for
 
 from capataz.config import parse_config
-from capataz.repo import Repository
 from capataz.runner import Runner
 from capataz.runner.remote import RemoteQueue
 from capataz.store import Store, TaskSpec, TaskState
+from capataz.workspace.repo import Repository
 
 # A lease long enough to outlive a server restart, even a slow one on a busy machine: a
 # lease is a lease, and a runner cut off for longer than it loses the task (the sweeper

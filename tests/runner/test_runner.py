@@ -17,9 +17,9 @@ import pytest
 from tests.conftest import git
 
 from capataz.config import parse_config
-from capataz.repo import Repository
 from capataz.runner import Runner
 from capataz.store import Store, TaskSpec, TaskState
+from capataz.workspace.repo import Repository
 
 CONFIG = """
 [project]

@@ -22,11 +22,11 @@ from sqlalchemy.engine import make_url
 from capataz.cli import app
 from capataz.cli.console import out
 from capataz.errors import CapatazError
-from capataz.repo import Repository
+from capataz.secrets.vault import install_redaction
 from capataz.statedir import state_dir
 from capataz.store import Store, StoreError, create_engine_for, database_url, upgrade
 from capataz.store.migrate import current_revision
-from capataz.vault import install_redaction
+from capataz.workspace.repo import Repository
 
 __all__ = ["cli_actor", "discover_repo", "opened_store"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from capataz.cli.console import err
 from capataz.config import Config, load_config
-from capataz.repo import Repository
+from capataz.workspace.repo import Repository
 
 __all__ = ["open_project", "warn_unsandboxed"]
 

@@ -24,9 +24,9 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out
-from capataz.context_keys import ContextError, check_key
-from capataz.context_store import ContextInfo, ContextStore, open_context_store
-from capataz.repo import validate_task_id
+from capataz.context.keys import ContextError, check_key
+from capataz.context.store import ContextInfo, ContextStore, open_context_store
+from capataz.names import validate_task_id
 from capataz.store import Store
 from capataz.units import parse_duration
 

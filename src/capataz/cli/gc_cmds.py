@@ -15,8 +15,8 @@ from capataz.cli.admin_cmds import discover_repo
 from capataz.cli.console import out
 from capataz.config import load_config
 from capataz.errors import CapatazError
-from capataz.gc import GcReport, collect
 from capataz.units import format_bytes, format_seconds, parse_duration
+from capataz.workspace.gc import GcReport, collect
 
 __all__ = ["gc_command"]
 

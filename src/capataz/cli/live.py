@@ -15,7 +15,7 @@ from rich.text import Text
 
 from capataz.cli.console import out, shown
 from capataz.models import Outcome
-from capataz.pipeline import Event, RunReport
+from capataz.pipeline.supervisor import Event, RunReport
 from capataz.redaction import redact, redact_data
 from capataz.units import format_bytes, format_seconds
 from capataz.visible import visible, visible_json

@@ -13,18 +13,19 @@ from typing import Annotated
 
 import typer
 
-from capataz.agents import resolve_agent
+from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
 from capataz.config import Config
 from capataz.errors import Interrupted
-from capataz.escalation import submit_decision
-from capataz.pipeline import RunReport, Supervisor, TaskSpec
-from capataz.progress import ProgressDir
-from capataz.repo import Repository, validate_task_id
-from capataz.secrets_delivery import SecretDelivery
+from capataz.names import validate_task_id
+from capataz.pipeline.escalation import submit_decision
+from capataz.pipeline.progress import ProgressDir
+from capataz.pipeline.supervisor import RunReport, Supervisor, TaskSpec
+from capataz.secrets.delivery import SecretDelivery
+from capataz.workspace.repo import Repository
 
 RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

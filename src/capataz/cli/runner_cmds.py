@@ -30,10 +30,10 @@ from capataz.errors import CapatazError, QueueUnavailable
 from capataz.runner import Runner
 from capataz.runner.daemon import daemon_files, is_alive, read_pid, start_daemon, stop_daemon, tail
 from capataz.runner.remote import NEEDS_RUNNER_ROLE, RemoteQueue
+from capataz.secrets.vault import install_redaction
 from capataz.statedir import state_dir
 from capataz.store import Store, database_url
 from capataz.store.records import RunnerInfo
-from capataz.vault import install_redaction
 
 runner_app = typer.Typer(
     help="Runner daemons: claim queued tasks and run them.", no_args_is_help=True

@@ -30,23 +30,23 @@ from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project
 from capataz.config import Config
-from capataz.credentials import (
+from capataz.names import check_secret_name
+from capataz.secrets.credentials import (
     RequestStatus,
     agents_allowed,
     request_states,
     requests_for,
 )
-from capataz.statedir import state_dir
-from capataz.store import Store
-from capataz.vault import (
+from capataz.secrets.vault import (
     KEY_ENV,
     KEY_FILE,
     MasterKey,
     Vault,
     VaultError,
-    check_secret_name,
     rotate_master_key,
 )
+from capataz.statedir import state_dir
+from capataz.store import Store
 
 __all__ = ["read_secret_value"]
 

@@ -12,17 +12,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from capataz.agents import resolve_agent
+from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary
 from capataz.config import Config, load_config
-from capataz.demo import DEMO_TASKS, create_demo_repo, run_demo_task
-from capataz.doctor import run_doctor
 from capataz.errors import CapatazError, GitError
-from capataz.initialize import init_project
-from capataz.probes import ProbeResult, run_probes
-from capataz.repo import Repository
+from capataz.setup.demo import DEMO_TASKS, create_demo_repo, run_demo_task
+from capataz.setup.doctor import run_doctor
+from capataz.setup.initialize import init_project
+from capataz.setup.probes import ProbeResult, run_probes
+from capataz.workspace.repo import Repository
 
 
 @app.command("init")

@@ -19,16 +19,13 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from capataz.agents import resolve_agent
+from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
 from capataz.cli.context import open_project
 from capataz.errors import TaskError
-from capataz.models import utcnow
-from capataz.repo import validate_task_id
-from capataz.store import Task, TaskSpec, TaskState
-from capataz.taskfile import (
+from capataz.intake.taskfile import (
     ImportedTask,
     default_title,
     load_taskfile,
@@ -36,6 +33,9 @@ from capataz.taskfile import (
     parse_run_after,
     to_specs,
 )
+from capataz.models import utcnow
+from capataz.names import validate_task_id
+from capataz.store import Task, TaskSpec, TaskState
 from capataz.units import parse_duration
 
 __all__ = ["task_json"]

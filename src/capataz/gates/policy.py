@@ -17,11 +17,11 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from capataz.changes import ChangeSet, FileDiff
 from capataz.config import PolicyConfig
 from capataz.gates.imports import find_imports, forbidden_entry, language_of
 from capataz.gates.paths import match_any, normalize_path
 from capataz.models import ChangeKind, GatePhase, Violation, ViolationType
+from capataz.workspace.changes import ChangeSet, FileDiff
 
 __all__ = ["GATE_NAME", "check_policy", "redact"]
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from capataz.changes import ChangeSet
 from capataz.config import CONFIG_FILE
 from capataz.gates.paths import match_any
 from capataz.models import Severity, Violation, ViolationType
+from capataz.workspace.changes import ChangeSet
 
 __all__ = ["protected_path_violations", "protected_patterns"]
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capataz.changes import ChangeSet
 from capataz.config import Config, GateConfig
 from capataz.gates.command import run_command_gate
 from capataz.gates.policy import check_policy
 from capataz.models import GatePhase, Violation, utcnow
 from capataz.sandbox.base import OutputLine, Sandbox, SandboxSpec
+from capataz.workspace.changes import ChangeSet
 
 __all__ = ["GateReport", "run_gates"]
 

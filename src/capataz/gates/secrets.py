@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from capataz import redaction
 from capataz.errors import GitError
-from capataz.git import GIT_TIMEOUT, Git
 from capataz.models import Severity, Violation, ViolationType
 from capataz.redaction import Redactor
+from capataz.workspace.git import GIT_TIMEOUT, Git
 
 __all__ = ["secret_leak_violations"]
 

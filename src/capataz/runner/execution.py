@@ -16,17 +16,17 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from capataz.config import Config
-from capataz.context_store import context_link
-from capataz.credentials import CredentialsWaitingError
+from capataz.context.store import context_link
 from capataz.errors import CapatazError
-from capataz.escalation import Answer
 from capataz.models import EscalationChoice, Outcome, ViolationType
-from capataz.pipeline import Event, RunHooks, RunReport, Supervisor, TaskSpec
-from capataz.repo import Repository
+from capataz.pipeline.escalation import Answer
+from capataz.pipeline.supervisor import Event, RunHooks, RunReport, Supervisor, TaskSpec
 from capataz.runner.queue import RunnerQueue
-from capataz.secrets_delivery import queue_source
+from capataz.secrets.credentials import CredentialsWaitingError
+from capataz.secrets.delivery import queue_source
 from capataz.store import ClaimedTask, TaskState
 from capataz.store.records import RunDetails
+from capataz.workspace.repo import Repository
 
 __all__ = ["TaskExecution", "state_for"]
 

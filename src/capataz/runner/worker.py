@@ -24,10 +24,10 @@ import sqlalchemy.exc
 
 from capataz.config import Config
 from capataz.errors import QueueRefusedError, QueueUnavailable
-from capataz.repo import Repository
 from capataz.runner.execution import TaskExecution
 from capataz.runner.queue import RunnerQueue
 from capataz.store import ClaimedTask
+from capataz.workspace.repo import Repository
 
 __all__ = ["Runner"]
 

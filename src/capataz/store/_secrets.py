@@ -1,7 +1,7 @@
 """Encrypted rows: the vault's secrets and the context store's entries. Part of
 :class:`capataz.store.manager.Store` (see ``_base``).
 
-The store never sees a plaintext: :mod:`capataz.vault` encrypts before it calls here
+The store never sees a plaintext: :mod:`capataz.secrets.vault` encrypts before it calls here
 and decrypts what it reads. Audit entries name secrets, never their values."""
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from capataz.api.auth import Access, requires
 from capataz.api.deps import config_of, ok, store_of
 from capataz.api.errors import ApiError
-from capataz.credentials import RequestState, needed_secrets, request_states
 from capataz.errors import TaskError
+from capataz.secrets.credentials import RequestState, needed_secrets, request_states
+from capataz.secrets.vault import KEY_ENV, KEY_FILE, MasterKey, Vault, VaultError
 from capataz.store import Store, TokenInfo
-from capataz.vault import KEY_ENV, KEY_FILE, MasterKey, Vault, VaultError
 
 __all__ = ["router", "server_vault"]
 

@@ -22,8 +22,8 @@ from capataz.api.deps import config_of, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.requests import server_vault
 from capataz.config import AgentConfig
-from capataz.context_keys import ContextError, allowed, check_key, encode_value
-from capataz.context_store import ContextStore
+from capataz.context.keys import ContextError, allowed, check_key, encode_value
+from capataz.context.store import ContextStore
 from capataz.errors import TaskError
 from capataz.store import Store, Task, TokenInfo
 

@@ -11,15 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from capataz.agents import resolve_agent
+from capataz.agents.commands import resolve_agent
 from capataz.api.auth import Access, requires
 from capataz.api.deps import Offset, config_of, has_nul, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.errors import CapatazError, TaskError
+from capataz.intake.taskfile import default_title, new_task_id, parse_run_after
 from capataz.models import utcnow
-from capataz.repo import validate_task_id
+from capataz.names import validate_task_id
 from capataz.store import Store, Task, TaskSpec, TaskState, TokenInfo
-from capataz.taskfile import default_title, new_task_id, parse_run_after
 
 __all__ = ["get_task_or_404", "router"]
 

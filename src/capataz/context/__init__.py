@@ -1,0 +1,1 @@
+"""Results tasks publish for their dependents: keys, the encrypted store, the flow."""

@@ -1,0 +1,1 @@
+"""Tasks entering the queue: files of many tasks (plan.yaml), validation."""

