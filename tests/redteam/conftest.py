@@ -8,6 +8,7 @@ Helpers are fixtures because the suite imports test modules with importlib."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import site
@@ -139,6 +140,7 @@ def unprivileged_capataz() -> Path:
     if not _world_executable(base):
         pytest.fail(f"no {version} the unprivileged user may run (install {version})")
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(shim)], check=True)
+    atexit.register(shutil.rmtree, shim, True)
     purelib = Path(sysconfig.get_paths(vars={"base": str(shim)})["purelib"])
     ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
     lines = [f"import site; site.addsitedir({p!r})" for p in ours]
