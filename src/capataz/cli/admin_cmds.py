@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from capataz.cli import app
 from capataz.cli.console import out
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.errors import CapatazError
 from capataz.secrets.vault import install_redaction
 from capataz.statedir import state_dir
@@ -30,8 +31,6 @@ from capataz.workspace.repo import Repository
 
 __all__ = ["cli_actor", "discover_repo", "opened_store"]
 
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 audit_app = typer.Typer(
     name="audit", help="Check and export the tamper-evident audit trail.", no_args_is_help=True

@@ -24,6 +24,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.context.keys import ContextError, check_key
 from capataz.context.store import ContextInfo, ContextStore, open_context_store
 from capataz.names import validate_task_id
@@ -32,8 +33,6 @@ from capataz.units import parse_duration
 
 __all__ = ["context_app"]
 
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 KeyArgument = Annotated[str, typer.Argument(help="The key, e.g. build.version.")]
 
 context_app = typer.Typer(

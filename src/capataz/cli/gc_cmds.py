@@ -13,6 +13,7 @@ from rich.table import Table
 from capataz.cli import app
 from capataz.cli.admin_cmds import discover_repo
 from capataz.cli.console import out
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.config import load_config
 from capataz.errors import CapatazError
 from capataz.units import format_bytes, format_seconds, parse_duration
@@ -30,10 +31,8 @@ def gc_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be freed; delete nothing.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    repo_path: Annotated[
-        Path, typer.Option("--repo", "-C", help="The repository (default: here).")
-    ] = Path(),
+    as_json: JsonOption = False,
+    repo_path: RepoOption = Path(),
 ) -> None:
     """Drop rejected results (.capataz/rejected.git), workspaces no running task uses and
     progress directories of finished tasks, when older than --older-than."""

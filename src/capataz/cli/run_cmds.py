@@ -18,6 +18,7 @@ from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.config import Config
 from capataz.errors import Interrupted
 from capataz.names import validate_task_id
@@ -26,9 +27,6 @@ from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.supervisor import RunReport, Supervisor, TaskSpec
 from capataz.secrets.delivery import SecretDelivery
 from capataz.workspace.repo import Repository
-
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def _new_task_id() -> str:

@@ -16,6 +16,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import discover_repo, opened_store
 from capataz.cli.console import out, shown
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.redaction import redact
 from capataz.store import Store
 from capataz.units import format_bytes, format_seconds
@@ -23,9 +24,6 @@ from capataz.visible import visible
 
 run_app = typer.Typer(help="Runs: one attempt of a task each.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
-
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _store(repo_path: Path) -> AbstractContextManager[Store]:

@@ -26,6 +26,7 @@ from capataz.cli import app
 from capataz.cli.admin_cmds import opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project, warn_unsandboxed
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.errors import CapatazError, QueueUnavailable
 from capataz.runner import Runner
 from capataz.runner.daemon import daemon_files, is_alive, read_pid, start_daemon, stop_daemon, tail
@@ -40,7 +41,6 @@ runner_app = typer.Typer(
 )
 app.add_typer(runner_app, name="runner")
 
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
 NameOption = Annotated[
     str | None, typer.Option("--name", help="Runner name (and pid-file suffix).")
 ]
@@ -174,7 +174,7 @@ def stop_command(
 @runner_app.command("status")
 def status_command(
     name: NameOption = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
     repo_path: RepoOption = Path(),
 ) -> None:
     """The local daemon's process, and every runner the queue has seen."""

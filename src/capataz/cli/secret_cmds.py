@@ -29,6 +29,7 @@ from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.config import Config
 from capataz.names import check_secret_name
 from capataz.secrets.credentials import (
@@ -50,8 +51,6 @@ from capataz.store import Store
 
 __all__ = ["read_secret_value"]
 
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 NameArgument = Annotated[str, typer.Argument(help="The secret's name, e.g. OPENAI_API_KEY.")]
 
 secret_app = typer.Typer(

@@ -15,11 +15,9 @@ from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
 from capataz.cli.context import open_project
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.errors import CapatazError
 from capataz.statedir import state_dir
-
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 token_app = typer.Typer(
     name="token", help="Bearer tokens for the HTTP API (`capataz serve`).", no_args_is_help=True

@@ -16,6 +16,7 @@ from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.config import Config, load_config
 from capataz.errors import CapatazError, GitError
 from capataz.setup.demo import DEMO_TASKS, create_demo_repo, run_demo_task
@@ -30,7 +31,7 @@ def init_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing capataz.toml.")
     ] = False,
-    repo_path: Annotated[Path, typer.Option("--repo", "-C")] = Path(),
+    repo_path: RepoOption = Path(),
 ) -> None:
     """Write a commented capataz.toml and ignore .capataz/ in git."""
     repo = Repository.discover(repo_path.resolve())
@@ -41,7 +42,7 @@ def init_command(
 
 @app.command("doctor")
 def doctor_command(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonOption = False,
     probe: Annotated[
         bool,
         typer.Option(
@@ -49,7 +50,7 @@ def doctor_command(
             help="Also run the escape probes in your sandbox and print a containment table.",
         ),
     ] = False,
-    repo_path: Annotated[Path, typer.Option("--repo", "-C")] = Path(),
+    repo_path: RepoOption = Path(),
 ) -> None:
     """Check git, Python and that the sandbox really starts and really has no network."""
     config, problem = Config(), None

@@ -24,6 +24,7 @@ from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
 from capataz.cli.context import open_project
+from capataz.cli.options import JsonOption, RepoOption
 from capataz.errors import TaskError
 from capataz.intake.taskfile import (
     ImportedTask,
@@ -40,8 +41,6 @@ from capataz.units import parse_duration
 
 __all__ = ["task_json"]
 
-RepoOption = Annotated[Path, typer.Option("--repo", "-C", help="The repository (default: here).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 TaskIdArgument = Annotated[str, typer.Argument(help="The task id (see `capataz task list`).")]
 
 task_app = typer.Typer(
