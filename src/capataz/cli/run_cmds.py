@@ -23,7 +23,7 @@ from capataz.errors import Interrupted
 from capataz.names import validate_task_id
 from capataz.pipeline.escalation import submit_decision
 from capataz.pipeline.progress import ProgressDir
-from capataz.pipeline.supervisor import RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import RunReport, RunSpec, Supervisor
 from capataz.secrets.delivery import SecretDelivery
 from capataz.workspace.repo import Repository
 
@@ -58,7 +58,7 @@ def exec_command(
     """Run one task now: sandboxed agent, gates, decision, land or roll back."""
     repo, config = open_project(repo_path)
     warn_unsandboxed(config)
-    spec = TaskSpec(
+    spec = RunSpec(
         task_id=validate_task_id(task_id or _new_task_id()),
         instruction=instruction,
         agent=agent or config.project.default_agent,

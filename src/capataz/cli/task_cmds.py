@@ -35,7 +35,7 @@ from capataz.intake.taskfile import (
 )
 from capataz.models import utcnow
 from capataz.names import validate_task_id
-from capataz.store import Task, TaskSpec, TaskState
+from capataz.store import NewTask, Task, TaskState
 from capataz.units import parse_duration
 
 __all__ = ["task_json"]
@@ -153,7 +153,7 @@ def add_command(
             when = parse_run_after(run_after, now)
         except ValueError as exc:
             raise TaskError(f"--run-after: {exc}", fix="e.g. --run-after 10m") from None
-    spec = TaskSpec(
+    spec = NewTask(
         id=validate_task_id(task_id) if task_id else new_task_id(now),
         title=title or default_title(instruction),
         instruction=instruction,

@@ -29,7 +29,7 @@ from capataz.agents.commands import resolve_agent
 from capataz.config import Config
 from capataz.errors import CapatazError, UnknownAgentError
 from capataz.models import utcnow
-from capataz.store import TaskSpec
+from capataz.store import NewTask
 from capataz.units import parse_duration
 
 __all__ = [
@@ -148,7 +148,7 @@ class ImportedTask:
     or ``#N`` for an unnamed one) and the spec with its generated id."""
 
     label: str
-    spec: TaskSpec
+    spec: NewTask
 
 
 def load_taskfile(path: Path) -> list[TaskEntry]:
@@ -277,7 +277,7 @@ def to_specs(
         run_after = entry.run_after
         if isinstance(run_after, timedelta):
             run_after = now + run_after
-        spec = TaskSpec(
+        spec = NewTask(
             id=task_id,
             title=entry.title or default_title(entry.instruction),
             instruction=entry.instruction,

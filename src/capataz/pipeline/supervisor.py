@@ -33,7 +33,7 @@ from capataz.models import (
 from capataz.names import validate_task_id
 from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
-from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, TaskSpec
+from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
 from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox import get_sandbox
@@ -45,14 +45,14 @@ from capataz.workspace.isolated import Workspace
 from capataz.workspace.landing import land, rollback
 from capataz.workspace.repo import Repository
 
-__all__ = ["Event", "Listener", "RunHooks", "RunReport", "Supervisor", "TaskSpec"]
+__all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec", "Supervisor"]
 
 
 @dataclass
 class _Run:
     """Mutable state of one run, handed from step to step."""
 
-    spec: TaskSpec
+    spec: RunSpec
     progress: ProgressDir
     workspace: Workspace
     log: RunLog
@@ -90,7 +90,7 @@ class Supervisor:
 
     # -- the pipeline -------------------------------------------------------------
 
-    def execute(self, spec: TaskSpec) -> RunReport:
+    def execute(self, spec: RunSpec) -> RunReport:
         self.secrets.prepare(spec.agent)  # a missing credential: refused before anything
         run = self._prepare(spec)
         try:
@@ -150,7 +150,7 @@ class Supervisor:
                 f"task {task_id!r} is {state.get('status')}, not waiting for edits",
                 fix="only a task answered with `modify` can be resumed",
             )
-        spec = TaskSpec(
+        spec = RunSpec(
             task_id=task_id,
             instruction=state["instruction"],
             agent=state["agent"],
@@ -194,7 +194,7 @@ class Supervisor:
 
     # -- steps --------------------------------------------------------------------
 
-    def _prepare(self, spec: TaskSpec) -> _Run:
+    def _prepare(self, spec: RunSpec) -> _Run:
         validate_task_id(spec.task_id)
         agent = resolve_agent(self.config, spec.agent)  # fail before touching anything
         progress = ProgressDir(self.progress_root, spec.task_id)

@@ -13,6 +13,7 @@ from capataz.store.migrate import upgrade
 from capataz.store.records import (
     ClaimedTask,
     EscalationAnswer,
+    NewTask,
     RunDetail,
     RunDetails,
     RunInfo,
@@ -20,7 +21,6 @@ from capataz.store.records import (
     RunRecord,
     StepInfo,
     Task,
-    TaskSpec,
     TokenInfo,
 )
 from capataz.store.statuses import RunStatus, TaskState
@@ -30,6 +30,7 @@ __all__ = [
     "DatabaseUrlError",
     "DependencyCycleError",
     "EscalationAnswer",
+    "NewTask",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -40,7 +41,6 @@ __all__ = [
     "Store",
     "StoreError",
     "Task",
-    "TaskSpec",
     "TaskState",
     "TokenInfo",
     "UnknownDependencyError",

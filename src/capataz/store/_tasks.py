@@ -17,7 +17,7 @@ from capataz.store import _events
 from capataz.store import audit as audit_log
 from capataz.store.errors import DependencyCycleError, UnknownDependencyError
 from capataz.store.graph import find_cycle
-from capataz.store.records import Task, TaskSpec
+from capataz.store.records import NewTask, Task
 from capataz.store.schema import UTCDateTime, task_dependencies, tasks
 from capataz.store.statuses import TaskState
 
@@ -26,7 +26,7 @@ __all__ = ["insert_batch", "load", "load_page", "release_or_cascade"]
 
 def insert_batch(
     conn: sa.Connection,
-    specs: Sequence[TaskSpec],
+    specs: Sequence[NewTask],
     ids: list[str],
     now: datetime,
     actor: str,

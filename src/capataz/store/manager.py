@@ -39,7 +39,7 @@ from capataz.store._tokens import TokensMixin
 from capataz.store._wakeup import ReadyListener
 from capataz.store.engine import create_engine_for
 from capataz.store.migrate import upgrade
-from capataz.store.records import Task, TaskSpec
+from capataz.store.records import NewTask, Task
 from capataz.store.schema import UTCDateTime, runners, runs, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -101,12 +101,12 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         actor: str = "capataz",
         **options: Any,
     ) -> Task:
-        """Add one task (see :class:`TaskSpec` for the options). An idempotency key that
+        """Add one task (see :class:`NewTask` for the options). An idempotency key that
         already exists returns the existing task instead of adding another."""
-        spec = TaskSpec(title=title, instruction=instruction, agent=agent, **options)
+        spec = NewTask(title=title, instruction=instruction, agent=agent, **options)
         return self.add_tasks([spec], actor=actor)[0]
 
-    def add_tasks(self, specs: Sequence[TaskSpec], *, actor: str = "capataz") -> list[Task]:
+    def add_tasks(self, specs: Sequence[NewTask], *, actor: str = "capataz") -> list[Task]:
         """Add tasks that may depend on each other, all or nothing. Unknown dependencies
         and cycles are refused before anything is written."""
         now = self.clock()

@@ -14,6 +14,7 @@ from capataz.store.statuses import TaskState
 __all__ = [
     "ClaimedTask",
     "EscalationAnswer",
+    "NewTask",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -21,14 +22,14 @@ __all__ = [
     "RunnerInfo",
     "StepInfo",
     "Task",
-    "TaskSpec",
     "TokenInfo",
 ]
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """A task to add. ``depends_on`` names ids already in the store or ids of other
+class NewTask:
+    """A task to add to the queue (not what one run executes: that is
+    :class:`capataz.pipeline.RunSpec`). ``depends_on`` names ids already in the store or ids of other
     specs added in the same call; ``id`` is generated when not given."""
 
     title: str

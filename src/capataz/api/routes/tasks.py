@@ -19,7 +19,7 @@ from capataz.errors import CapatazError, TaskError
 from capataz.intake.taskfile import default_title, new_task_id, parse_run_after
 from capataz.models import utcnow
 from capataz.names import validate_task_id
-from capataz.store import Store, Task, TaskSpec, TaskState, TokenInfo
+from capataz.store import NewTask, Store, Task, TaskState, TokenInfo
 
 __all__ = ["get_task_or_404", "router"]
 
@@ -46,7 +46,7 @@ class _Body(BaseModel):
         return value
 
 
-class NewTask(_Body):
+class TaskBody(_Body):
     """A task to queue, like `capataz task add`."""
 
     instruction: str = Field(min_length=1, description="What the agent should do.")
@@ -113,7 +113,7 @@ def list_tasks(
 
 
 @router.post("", status_code=201, summary="Queue a task")
-def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]:
+def add_task(request: Request, token: Operator, body: TaskBody) -> dict[str, Any]:
     config = config_of(request)
     agent = body.agent or config.project.default_agent
     now = utcnow()
@@ -130,7 +130,7 @@ def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]
             message = exc.message if isinstance(exc, CapatazError) else str(exc)
             raise ApiError(422, f"body.{name}: {message}") from None
     when, task_id = checked["run_after"], checked["id"]
-    spec = TaskSpec(
+    spec = NewTask(
         id=task_id,
         title=body.title or default_title(body.instruction),
         instruction=body.instruction,
