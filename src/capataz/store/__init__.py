@@ -5,7 +5,9 @@ from capataz.store.engine import create_engine_for, database_url
 from capataz.store.errors import (
     DatabaseUrlError,
     DependencyCycleError,
+    NoSuchTaskError,
     StoreError,
+    TaskExistsError,
     UnknownDependencyError,
 )
 from capataz.store.manager import Store
@@ -22,6 +24,7 @@ from capataz.store.records import (
     StepInfo,
     Task,
     TokenInfo,
+    task_json,
 )
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -31,6 +34,7 @@ __all__ = [
     "DependencyCycleError",
     "EscalationAnswer",
     "NewTask",
+    "NoSuchTaskError",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -41,10 +45,12 @@ __all__ = [
     "Store",
     "StoreError",
     "Task",
+    "TaskExistsError",
     "TaskState",
     "TokenInfo",
     "UnknownDependencyError",
     "create_engine_for",
     "database_url",
+    "task_json",
     "upgrade",
 ]

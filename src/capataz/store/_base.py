@@ -13,11 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.store import _events
 from capataz.store import audit as audit_log
 from capataz.store.engine import READ_ONLY
+from capataz.store.errors import NoSuchTaskError
 
 __all__ = ["READY_CHANNEL", "StoreBase", "no_task"]
 
@@ -26,8 +26,8 @@ READY_CHANNEL = "capataz_ready"
 _NOTIFY = sa.select(sa.func.pg_notify(READY_CHANNEL, ""))
 
 
-def no_task(task_id: str) -> TaskError:
-    return TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+def no_task(task_id: str) -> NoSuchTaskError:
+    return NoSuchTaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
 
 
 class StoreBase:

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
+from capataz.store._base import no_task
 from capataz.store.records import ClaimedTask
 from capataz.store.schema import UTCDateTime, escalations, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
@@ -217,7 +217,7 @@ def lock_task(conn: sa.Connection, task_id: str, *, postgres: bool) -> Any:
     transaction is exclusive already)."""
     row = conn.execute(_LOCK_TASK[postgres], {"task_id": task_id}).first()
     if row is None:
-        raise TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+        raise no_task(task_id)
     return row
 
 

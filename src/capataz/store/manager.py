@@ -14,7 +14,6 @@ tasks, operators, metrics and wake-ups live here.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from sqlalchemy.engine import Engine
 from capataz.errors import TaskError
 from capataz.events import EventRecord, EventType
 from capataz.models import utcnow
+from capataz.names import new_task_id
 from capataz.store import _events, _leases, _tasks
 from capataz.store import audit as audit_log
 from capataz.store._base import no_task
@@ -49,10 +49,6 @@ __all__ = ["Store"]
 TIDY_SECONDS = 10.0
 # On SQLite a runner polls: wait_for_ready sleeps at most this long.
 SQLITE_POLL_SECONDS = 0.05
-
-
-def new_task_id(now: datetime) -> str:
-    return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin, SecretsMixin):
