@@ -16,8 +16,8 @@ import typer
 from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import err, out
-from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
+from capataz.cli.project import open_project, warn_unsandboxed
 from capataz.config import Config
 from capataz.errors import Interrupted
 from capataz.names import validate_task_id

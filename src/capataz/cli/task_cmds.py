@@ -20,7 +20,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
-from capataz.cli.context import open_project
+from capataz.cli.project import open_project
 from capataz.errors import TaskError
 from capataz.intake.taskfile import load_taskfile, to_specs
 from capataz.intake.tasks import TaskRequest, prepare, submit

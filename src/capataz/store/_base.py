@@ -1,7 +1,8 @@
 """What every part of :class:`capataz.store.manager.Store` shares: the engine, the
 clock, transactions, audit appends and wake-up notifications. The Store is assembled
-from mixins (``_leasing``, ``_runners``, ``_runs``, ``_escalations``) that all build on
-this base, so each file stays small while one class still owns all the SQL."""
+from mixins (``_leasing``, ``_runners``, ``_runs``, ``_escalations``, ``_tokens``,
+``_secrets``) that all build on this base, so each file stays small while one class
+still owns all the SQL."""
 
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ On SQLite each write transaction starts with BEGIN IMMEDIATE (see engine.py), wh
 serialises writers; on PostgreSQL rows are locked explicitly (FOR UPDATE, SKIP LOCKED
 where another runner may simply take the next row).
 
-The class is assembled from mixins, one file per concern: leases (``_leasing``),
-runners (``_runners``), run records (``_runs``), escalations (``_escalations``) and
-API tokens (``_tokens``);
-tasks, operators, metrics and wake-ups live here.
+The class is assembled from mixins, one file per concern: leases (``_leasing``, over
+the statements in ``_lease_sql``), runners (``_runners``), run records (``_runs``),
+escalations (``_escalations``), API tokens (``_tokens``) and secrets with the context
+store's rows (``_secrets``); tasks, operators, metrics, events, audit and wake-ups live
+here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from capataz.errors import TaskError
 from capataz.events import EventRecord, EventType
 from capataz.models import utcnow
 from capataz.names import new_task_id
-from capataz.store import _events, _leases, _tasks
+from capataz.store import _events, _lease_sql, _tasks
 from capataz.store import audit as audit_log
 from capataz.store._base import no_task
 from capataz.store._escalations import EscalationsMixin
@@ -163,7 +164,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         now = self.clock()
         reason = reason or f"cancelled by {actor}"
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             if TaskState(current.status).terminal:
                 raise TaskError(
                     f"task {task_id} already ended {current.status}",
@@ -181,7 +182,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     updated_at=now,
                 )
             )
-            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _lease_sql.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._audit(conn, actor, "task.cancelled", task_id, reason=reason, was=current.status)
             self._taken_events(
                 conn, task_id, run_id, TaskState.CANCELLED, was=current.status, reason=reason
@@ -198,7 +199,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         ends cancelled, its token is revoked) instead of being answered."""
         now = self.clock()
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             if current.status in (
                 TaskState.DONE.value,
                 TaskState.RUNNING.value,
@@ -209,10 +210,10 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     f"task {task_id} is {current.status}; nothing to requeue",
                     fix="requeue failed, blocked, cancelled or escalated tasks",
                 )
-            unfinished = _leases.unfinished_dependencies(conn, task_id)
+            unfinished = _lease_sql.unfinished_dependencies(conn, task_id)
             state = TaskState.PENDING if unfinished else TaskState.READY
             reason = f"requeued by {actor}"
-            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _lease_sql.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._taken_events(conn, task_id, run_id, state, was=current.status, reason=reason)
             conn.execute(
                 sa.update(tasks)
