@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from capataz.config import Limits, parse_config
-from capataz.pipeline.supervisor import Supervisor, TaskSpec
+from capataz.pipeline.supervisor import RunSpec, Supervisor
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import SandboxSpec
 from capataz.setup.demo import create_demo_repo
@@ -46,7 +46,7 @@ def bench_pipeline(runs: int) -> None:
             supervisor = Supervisor(repo, config)
             started = time.perf_counter()
             report = supervisor.execute(
-                TaskSpec(f"bench-{i}", f"echo {i} > f{i}.txt", agent="shell")
+                RunSpec(f"bench-{i}", f"echo {i} > f{i}.txt", agent="shell")
             )
             total = time.perf_counter() - started
             assert report.outcome.value == "landed", report.reason

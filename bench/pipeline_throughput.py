@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from capataz.setup.demo import create_demo_repo
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 
 CONFIG = """
 [project]
@@ -54,7 +54,7 @@ def main() -> None:
         (repo.root / ".capataz").mkdir(exist_ok=True)
         store = Store.open(url)
         store.add_tasks(
-            [TaskSpec(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(args.tasks)]
+            [NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(args.tasks)]
         )
         env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
         started = time.perf_counter()

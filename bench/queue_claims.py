@@ -48,7 +48,7 @@ from typing import Any
 
 import psycopg
 
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 from pg import ENV_VAR, create_database, drop_database, postgres_admin_url
 
 SQLITE_TASKS = 5_000
@@ -241,7 +241,7 @@ def seed_capataz(url: str, count: int) -> list[str]:
     store = Store.open(url)
     try:
         specs = [
-            TaskSpec(title=f"bench {i}", instruction="true", id=f"bench-{i:06d}")
+            NewTask(title=f"bench {i}", instruction="true", id=f"bench-{i:06d}")
             for i in range(count)
         ]
         return [task.id for task in store.add_tasks(specs, actor="bench")]

@@ -32,7 +32,7 @@ import httpx
 
 from capataz.runner.remote import RemoteQueue
 from capataz.setup.demo import create_demo_repo
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 
 CONFIG = """
 [project]
@@ -128,7 +128,7 @@ def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
     root, url = _project(tmp, f"latency-{think}")
     store = Store.open(url)
     store.add_tasks(
-        [TaskSpec(f"t{i}", "true", id=f"t{i:06}") for i in range(runners * claims + runners)]
+        [NewTask(f"t{i}", "true", id=f"t{i:06}") for i in range(runners * claims + runners)]
     )
     tokens = [store.create_token("runner", f"bench-{i}") for i in range(runners)]
     store.close()
@@ -163,9 +163,7 @@ def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
 def _throughput(tmp: Path, name: str, tasks: int, runners: int, remote: bool) -> float:
     root, url = _project(tmp, name)
     store = Store.open(url)
-    store.add_tasks(
-        [TaskSpec(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(tasks)]
-    )
+    store.add_tasks([NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(tasks)])
     token = store.create_token("runner", "bench") if remote else ""
     server = None
     env = {**os.environ, "CAPATAZ_DATABASE_URL": url}

@@ -17,8 +17,8 @@ __all__ = [
     "FileChange",
     "GatePhase",
     "Outcome",
+    "ProgressStatus",
     "Severity",
-    "TaskStatus",
     "Violation",
     "ViolationType",
     "utcnow",
@@ -63,8 +63,10 @@ class EscalationChoice(StrEnum):
     ABORT = "abort"
 
 
-class TaskStatus(StrEnum):
-    """Status of one supervised run as written to progress.json."""
+class ProgressStatus(StrEnum):
+    """Where one supervised run is, as written to its progress.json. Not the queue's
+    state of a task (:class:`capataz.store.TaskState`): some names are shared with
+    different meanings; docs/statuses.md maps one onto the other."""
 
     PENDING = "pending"
     VALIDATING_PRE = "validating-pre"

@@ -7,10 +7,12 @@ trailing newline through)."""
 from __future__ import annotations
 
 import re
+import secrets
+from datetime import datetime
 
 from capataz.errors import CapatazError, TaskError
 
-__all__ = ["SecretNameError", "check_secret_name", "validate_task_id"]
+__all__ = ["SecretNameError", "check_secret_name", "new_task_id", "validate_task_id"]
 
 _TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -29,6 +31,12 @@ def validate_task_id(task_id: str) -> str:
             fix="use 1-64 letters, digits, '-' or '_', starting with a letter or digit",
         )
     return task_id
+
+
+def new_task_id(now: datetime) -> str:
+    """A fresh task id: sortable by creation time (people and ``task list`` read them
+    in order) and random enough that two processes adding at once never clash."""
+    return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 def check_secret_name(name: str) -> str:

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from fastapi.encoders import jsonable_encoder
 from tests.api.conftest import Server
 
-from capataz.api.routes.tasks import task_json
-from capataz.store import Task, TaskState
+from capataz.store import Task, TaskState, task_json
 
 
 def test_task_pages_carry_the_total(server: Server) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from tests.api.conftest import Server
 
-from capataz.store import TaskSpec
+from capataz.store import NewTask
 
 
 def _data(response: httpx.Response, status: int = 200) -> Any:
@@ -20,7 +20,7 @@ def test_claim_fencing_and_repeated_writes(server: Server) -> None:
     store = server.store()
     try:
         store.add_tasks(
-            [TaskSpec("dep", "x", id="dep"), TaskSpec("child", "x", id="child", depends_on=["dep"])]
+            [NewTask("dep", "x", id="dep"), NewTask("child", "x", id="child", depends_on=["dep"])]
         )
         with server.client("runner") as api:
             runner = _data(api.post("/runner/register", json={"name": "r", "concurrency": 2}))

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from tests.api.conftest import Server
 
-from capataz.store import TaskSpec
+from capataz.store import NewTask
 
 CONFIG = """
 [agents.shell]
@@ -38,8 +38,8 @@ def test_context_is_read_and_published_under_the_lease(
     try:
         store.add_tasks(
             [
-                TaskSpec("a", "x", id="a", agent="shell"),
-                TaskSpec("b", "x", id="b", agent="shell", depends_on=["a"]),
+                NewTask("a", "x", id="a", agent="shell"),
+                NewTask("b", "x", id="b", agent="shell", depends_on=["a"]),
             ]
         )
         with server.client("runner") as api:

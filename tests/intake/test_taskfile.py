@@ -12,15 +12,8 @@ import pytest
 
 from capataz.config import parse_config
 from capataz.errors import UnknownAgentError
-from capataz.intake.taskfile import (
-    ImportedTask,
-    TaskFileError,
-    default_title,
-    load_taskfile,
-    parse_run_after,
-    parse_taskfile,
-    to_specs,
-)
+from capataz.intake.taskfile import TaskFileError, load_taskfile, parse_taskfile, to_specs
+from capataz.intake.tasks import PreparedTask, default_title, parse_run_after
 
 CONFIG = parse_config('[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n')
 
@@ -48,7 +41,7 @@ tasks:
 """
 
 
-def specs_of(text: str, fmt: str = "yaml") -> list[ImportedTask]:
+def specs_of(text: str, fmt: str = "yaml") -> list[PreparedTask]:
     counter = itertools.count(1)
     return to_specs(parse_taskfile(text, fmt=fmt), CONFIG, new_id=lambda: f"t-{next(counter)}")
 

@@ -16,7 +16,7 @@ from capataz.errors import UnknownAgentError
 from capataz.models import Decision, EscalationChoice, Outcome, ViolationType
 from capataz.pipeline.escalation import Answer, submit_decision
 from capataz.pipeline.progress import ProgressDir
-from capataz.pipeline.supervisor import RunHooks, RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import RunHooks, RunReport, RunSpec, Supervisor
 from capataz.workspace.repo import Repository
 
 BASE_CONFIG = """
@@ -62,7 +62,7 @@ def run_task(
 
         threading.Thread(target=reviewer, daemon=True).start()
     return Supervisor(repo, parsed).execute(
-        TaskSpec(task_id=task_id, instruction=instruction, agent="shell", allow_high=allow_high)
+        RunSpec(task_id=task_id, instruction=instruction, agent="shell", allow_high=allow_high)
     )
 
 
@@ -266,7 +266,7 @@ def test_unknown_agent_fails_before_anything_is_written(make_repo: Callable[...,
     repo_path = make_repo()
     repo = Repository.discover(repo_path)
     with pytest.raises(UnknownAgentError, match="known agents: shell"):
-        Supervisor(repo, parse_config(BASE_CONFIG)).execute(TaskSpec("t1", "x", agent="gpt"))
+        Supervisor(repo, parse_config(BASE_CONFIG)).execute(RunSpec("t1", "x", agent="gpt"))
     assert not (repo_path / ".capataz").exists()
 
 
@@ -280,9 +280,7 @@ def test_stop_hook_kills_the_agent_and_rolls_back(make_repo: Callable[..., Path]
     deadline = time.monotonic() + 1.0
     hooks = RunHooks(should_stop=lambda: time.monotonic() > deadline)
     report = _supervisor(repo_path, hooks).execute(
-        TaskSpec(
-            "t1", "while true; do echo tick > a.txt; echo tick; sleep 0.2; done", agent="shell"
-        )
+        RunSpec("t1", "while true; do echo tick > a.txt; echo tick; sleep 0.2; done", agent="shell")
     )
     assert report.outcome is Outcome.CANCELLED
     assert report.agent is not None and report.agent.wall_seconds < 10
@@ -293,7 +291,7 @@ def test_lost_lease_never_lands(make_repo: Callable[..., Path]) -> None:
     repo_path = make_repo()
     main = git(repo_path, "rev-parse", "main")
     report = _supervisor(repo_path, RunHooks(may_land=lambda: False)).execute(
-        TaskSpec("t1", "echo a > a.txt", agent="shell")
+        RunSpec("t1", "echo a > a.txt", agent="shell")
     )
     assert report.outcome is Outcome.CANCELLED and "no longer owns" in report.reason
     assert git(repo_path, "rev-parse", "main") == main
@@ -306,7 +304,7 @@ def test_lost_lease_never_lands(make_repo: Callable[..., Path]) -> None:
 def test_escalation_answered_through_the_hook(make_repo: Callable[..., Path]) -> None:
     repo_path = make_repo()
     hooks = RunHooks(answers=lambda: Answer(EscalationChoice.APPROVE, "database", decided_by="ops"))
-    report = _supervisor(repo_path, hooks).execute(TaskSpec("t1", "touch a b c d", agent="shell"))
+    report = _supervisor(repo_path, hooks).execute(RunSpec("t1", "touch a b c d", agent="shell"))
     assert report.outcome is Outcome.LANDED and "via database" in report.reason
 
 

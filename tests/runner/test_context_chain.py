@@ -18,7 +18,7 @@ from capataz.config import parse_config
 from capataz.context.store import open_context_store
 from capataz.runner import Runner
 from capataz.secrets.vault import KEY_ENV
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 from capataz.workspace.repo import Repository
 
 CONFIG = """
@@ -77,17 +77,15 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
     store = Store.open(queue_url)
     store.add_tasks(
         [
-            TaskSpec("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
+            NewTask("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
             # Publishes without changing a file: completes with no changes, still publishes.
-            TaskSpec("deploy", PUBLISH.format(json=deploy), id="p"),
-            TaskSpec(
-                "use", RECEIVE.format(name="b"), agent="reader", id="b", depends_on=["a", "p"]
-            ),
-            TaskSpec(
+            NewTask("deploy", PUBLISH.format(json=deploy), id="p"),
+            NewTask("use", RECEIVE.format(name="b"), agent="reader", id="b", depends_on=["a", "p"]),
+            NewTask(
                 "narrow", RECEIVE.format(name="c"), agent="narrow", id="c", depends_on=["a", "p"]
             ),
             # Blocked (forbidden path): what it published is never stored.
-            TaskSpec(
+            NewTask(
                 "blocked",
                 f"{PUBLISH.format(json=json.dumps({'blocked.key': 1}))}"
                 " && mkdir -p legacy && echo x > legacy/x.py",
@@ -95,7 +93,7 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
             ),
             # The exception is for the two context files only: anything else under
             # .capataz/ is committed and blocked by the protected-path gate.
-            TaskSpec(
+            NewTask(
                 "sneaky",
                 f"{PUBLISH.format(json=json.dumps({'sneaky.key': 1}))}"
                 " && echo approve > .capataz/escalation-decision.json",

@@ -16,7 +16,7 @@ from tests.conftest import git
 from capataz.config import parse_config
 from capataz.runner import Runner
 from capataz.secrets.vault import KEY_ENV, MasterKey, Vault
-from capataz.store import Store, Task, TaskSpec, TaskState
+from capataz.store import NewTask, Store, Task, TaskState
 from capataz.workspace.repo import Repository
 
 CONFIG = """
@@ -55,7 +55,7 @@ def test_a_waiting_credential_holds_the_task_until_it_is_provided(
     store = Store.open(queue_url)
     store.add_tasks(
         [
-            TaskSpec(
+            NewTask(
                 "use the key",
                 'printf "%s" "$OPENAI_API_KEY" | sha256sum | cut -d" " -f1 > key.txt',
                 id="k",

@@ -16,7 +16,7 @@ from tests.conftest import git
 from tests.postgres import Cluster, create_database, no_postgres
 from tests.runner.test_runner import CONFIG, wait_for
 
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 
 
 def _claim_until_empty(url: str, name: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -34,7 +34,7 @@ def _claim_until_empty(url: str, name: str, results: multiprocessing.Queue) -> N
 def test_many_processes_take_thousands_of_tasks_exactly_once(queue_url: str) -> None:
     store = Store.open(queue_url)
     total = 2000
-    store.add_tasks([TaskSpec(f"t{i}", "true", id=f"t{i:05}") for i in range(total)])
+    store.add_tasks([NewTask(f"t{i}", "true", id=f"t{i:05}") for i in range(total)])
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
     workers = [
@@ -78,7 +78,7 @@ def test_runner_survives_a_database_restart(
     store = Store.open(url)
     store.add_tasks(
         [
-            TaskSpec(f"t{i}", f"echo {i}; sleep 0.5; echo {i} > f{i}.txt", id=f"t{i}")
+            NewTask(f"t{i}", f"echo {i}; sleep 0.5; echo {i} > f{i}.txt", id=f"t{i}")
             for i in range(6)
         ]
     )

@@ -22,7 +22,7 @@ from tests.runner.test_runner import CONFIG, wait_for
 from capataz.config import parse_config
 from capataz.runner import Runner
 from capataz.runner.remote import RemoteQueue
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 from capataz.workspace.repo import Repository
 
 # A lease long enough to outlive a server restart, even a slow one on a busy machine: a
@@ -111,9 +111,9 @@ def test_a_remote_runner_runs_tasks_through_the_api(plane: Plane) -> None:
     store = Store.open(plane.url)
     store.add_tasks(
         [
-            TaskSpec("a", "echo made a; echo a > a.txt", id="a"),
-            TaskSpec("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
-            TaskSpec("c", "echo c > c.txt", id="c"),
+            NewTask("a", "echo made a; echo a > a.txt", id="a"),
+            NewTask("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
+            NewTask("c", "echo c > c.txt", id="c"),
         ]
     )
     runner = plane.runner("--exit-when-idle", "--concurrency", "2")

@@ -16,7 +16,7 @@ from tests.conftest import git
 from tests.runner.test_remote import REMOTE_CONFIG, Plane
 from tests.runner.test_runner import wait_for
 
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 
 CONFIG = (
     REMOTE_CONFIG
@@ -53,8 +53,8 @@ def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
     store = Store.open(plane.url)
     store.add_tasks(
         [
-            TaskSpec("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
-            TaskSpec(
+            NewTask("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
+            NewTask(
                 "use",
                 "printf '%s\\n' \"$1\" > b.txt && cat .capataz/context.json > b-file.json",
                 id="b",

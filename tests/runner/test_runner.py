@@ -18,7 +18,7 @@ from tests.conftest import git
 
 from capataz.config import parse_config
 from capataz.runner import Runner
-from capataz.store import Store, TaskSpec, TaskState
+from capataz.store import NewTask, Store, TaskState
 from capataz.workspace.repo import Repository
 
 CONFIG = """
@@ -70,10 +70,10 @@ def test_tasks_run_in_dependency_order_and_land(repo: Path, queue_url: str) -> N
     store = Store.open(queue_url)
     store.add_tasks(
         [
-            TaskSpec("a", "echo a > a.txt", id="a"),
-            TaskSpec("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
-            TaskSpec("c", "test -f a.txt && echo c > c.txt", id="c", depends_on=["a"]),
-            TaskSpec(
+            NewTask("a", "echo a > a.txt", id="a"),
+            NewTask("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
+            NewTask("c", "test -f a.txt && echo c > c.txt", id="c", depends_on=["a"]),
+            NewTask(
                 "d",
                 "test -f b.txt && test -f c.txt && echo d > d.txt",
                 id="d",
@@ -106,8 +106,8 @@ def test_blocked_dependency_stops_its_dependents(repo: Path, queue_url: str) -> 
     store = Store.open(queue_url)
     store.add_tasks(
         [
-            TaskSpec("bad", "mkdir -p legacy && echo x > legacy/x.py", id="bad"),
-            TaskSpec("after", "echo y > y.txt", id="after", depends_on=["bad"]),
+            NewTask("bad", "mkdir -p legacy && echo x > legacy/x.py", id="bad"),
+            NewTask("after", "echo y > y.txt", id="after", depends_on=["bad"]),
         ]
     )
     run_runner(repo, store)
@@ -177,9 +177,7 @@ def _runner_process(repo: Path, url: str, *args: str) -> subprocess.Popen[str]:
 def test_many_runner_processes_do_every_task_exactly_once(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
     count = 40
-    store.add_tasks(
-        [TaskSpec(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:03}") for i in range(count)]
-    )
+    store.add_tasks([NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:03}") for i in range(count)])
     runners = [
         _runner_process(repo, queue_url, "--concurrency", "2", "--exit-when-idle") for _ in range(3)
     ]

@@ -15,7 +15,7 @@ from tests.conftest import git
 
 from capataz.config import parse_config
 from capataz.models import Outcome, ViolationType
-from capataz.pipeline.supervisor import Supervisor, TaskSpec
+from capataz.pipeline.supervisor import RunSpec, Supervisor
 from capataz.secrets.credentials import CredentialsWaitingError
 from capataz.secrets.vault import KEY_ENV, MasterKey, Vault
 from capataz.store import Store
@@ -96,7 +96,7 @@ def _digest(value: str) -> str:
 def test_a_result_holding_a_secret_is_blocked(make_repo: Callable[..., Path]) -> None:
     repo, supervisor = _project(make_repo)
     before = git(repo.root, "rev-parse", "main")
-    report = supervisor.execute(TaskSpec("t-leak", "printenv OPENAI_API_KEY > key.txt", "gpt"))
+    report = supervisor.execute(RunSpec("t-leak", "printenv OPENAI_API_KEY > key.txt", "gpt"))
     assert report.outcome is Outcome.BLOCKED
     leaks = [v for v in report.violations if v.type is ViolationType.SECRET_LEAK]
     assert [(v.file, v.line, v.details) for v in leaks] == [
@@ -113,14 +113,14 @@ def test_an_agent_with_the_right_sees_it_in_env_others_see_nothing(
     make_repo: Callable[..., Path],
 ) -> None:
     repo, supervisor = _project(make_repo)
-    report = supervisor.execute(TaskSpec("t-env", f"{DIGEST} > seen.txt; {NAMES} > env.txt", "gpt"))
+    report = supervisor.execute(RunSpec("t-env", f"{DIGEST} > seen.txt; {NAMES} > env.txt", "gpt"))
     assert report.outcome is Outcome.LANDED, report.reason  # both gates passed
     assert _landed(repo, "seen.txt").strip() == _digest(VALUE)
     assert "OPENAI_API_KEY" in _landed(repo, "env.txt")
     assert "GATE_TOKEN" not in _landed(repo, "env.txt")  # a gate's secret is the gate's
 
     report = supervisor.execute(
-        TaskSpec(
+        RunSpec(
             "t-plain",
             "env > plain-env.txt; printenv OPENAI_API_KEY > plain.txt || echo absent > plain.txt",
             "plain",
@@ -142,7 +142,7 @@ def test_files_mode_puts_a_private_file_in_the_sandbox_and_nothing_on_the_host(
         'echo "$OPENAI_API_KEY_FILE" > path.txt; '
         "printenv OPENAI_API_KEY > env.txt || echo absent > env.txt"
     )
-    report = supervisor.execute(TaskSpec("t-files", script, "gpt"))
+    report = supervisor.execute(RunSpec("t-files", script, "gpt"))
     assert report.outcome is Outcome.LANDED, report.reason
     assert _landed(repo, "seen.txt").strip() == _digest(VALUE)
     assert _landed(repo, "mode.txt").strip() == "400"
@@ -158,7 +158,7 @@ def test_files_mode_puts_a_private_file_in_the_sandbox_and_nothing_on_the_host(
 def test_a_task_waiting_for_a_credential_is_not_started(make_repo: Callable[..., Path]) -> None:
     repo, supervisor = _project(make_repo, store=False)
     with pytest.raises(CredentialsWaitingError) as waiting:
-        supervisor.execute(TaskSpec("t-wait", "true", "gpt"))
+        supervisor.execute(RunSpec("t-wait", "true", "gpt"))
     assert str(waiting.value).startswith("waiting for credential request REQ-009")
     assert not (repo.root / ".capataz" / "progress" / "t-wait").exists()
     assert not (repo.root / ".capataz" / "master.key").exists()
@@ -170,7 +170,7 @@ def test_projects_without_secrets_never_need_a_master_key(
     root = make_repo(config='[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n')
     repo = Repository.discover(root)
     report = Supervisor(repo, parse_config((root / "capataz.toml").read_text())).execute(
-        TaskSpec("t-none", "echo hi > hi.txt", "shell")
+        RunSpec("t-none", "echo hi > hi.txt", "shell")
     )
     assert report.outcome is Outcome.LANDED
     assert not (root / ".capataz" / "master.key").exists()

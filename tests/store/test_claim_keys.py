@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
-from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store import NewTask, RunStatus, Store, TaskState
 from capataz.store._sqlite_claims import _REPLAY
 from capataz.store.errors import ClaimConflictError
 from capataz.store.schema import runs
@@ -24,7 +24,7 @@ def _runs(store: Store) -> list[sa.Row[tuple[object, ...]]]:
 
 
 def test_a_claim_retried_with_its_key_returns_the_same_task(store: Store, clock: Clock) -> None:
-    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b")])
+    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
     first = store.claim("runner-1", 30, claim_key="k1")
     assert first is not None
     clock.advance(10)
@@ -45,7 +45,7 @@ def test_a_claim_retried_with_its_key_returns_the_same_task(store: Store, clock:
 
 
 def test_a_key_whose_lease_is_gone_claims_afresh(store: Store, clock: Clock) -> None:
-    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b", priority=-1)])
+    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b", priority=-1)])
     first = store.claim("runner-1", 5, claim_key="k1")
     assert first is not None and first.id == "a"
     assert store.complete("a", first.fencing_token, "done")
@@ -56,10 +56,10 @@ def test_a_key_whose_lease_is_gone_claims_afresh(store: Store, clock: Clock) -> 
 def test_claim_this_task_and_why_it_is_refused(store: Store, clock: Clock) -> None:
     store.add_tasks(
         [
-            TaskSpec("dep", "x", id="dep"),
-            TaskSpec("child", "x", id="child", depends_on=["dep"]),
-            TaskSpec("later", "x", id="later", run_after=clock.now + timedelta(hours=1)),
-            TaskSpec("low", "x", id="low", priority=-5),
+            NewTask("dep", "x", id="dep"),
+            NewTask("child", "x", id="child", depends_on=["dep"]),
+            NewTask("later", "x", id="later", run_after=clock.now + timedelta(hours=1)),
+            NewTask("low", "x", id="low", priority=-5),
         ]
     )
     with pytest.raises(ClaimConflictError, match=r"child waits for .*: dep \(ready\)"):
@@ -81,7 +81,7 @@ def test_claim_this_task_and_why_it_is_refused(store: Store, clock: Clock) -> No
 
 
 def test_repeated_reports_are_accepted_once_written(store: Store) -> None:
-    store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b")])
+    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
     a = store.claim_task("a", "runner-1")
     b = store.claim_task("b", "runner-1")
     assert store.complete("a", a.fencing_token, "failed", "boom")

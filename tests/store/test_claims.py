@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
-from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store import NewTask, RunStatus, Store, TaskState
 from capataz.store.schema import runs
 
 from .conftest import Clock
@@ -20,11 +20,11 @@ from .conftest import Clock
 def test_claim_takes_priority_then_age(store: Store, clock: Clock) -> None:
     store.add_tasks(
         [
-            TaskSpec("old-low", "x", id="old-low"),
-            TaskSpec("old-high", "x", id="old-high", priority=9),
+            NewTask("old-low", "x", id="old-low"),
+            NewTask("old-high", "x", id="old-high", priority=9),
         ]
     )
-    store.add_tasks([TaskSpec("new-high", "x", id="new-high", priority=9)])
+    store.add_tasks([NewTask("new-high", "x", id="new-high", priority=9)])
     store.add_task("later", "x", id="later", priority=99, run_after=clock.now + timedelta(hours=1))
     order = []
     while (claimed := store.claim("runner-1")) is not None:
@@ -55,7 +55,7 @@ def test_claim_grants_a_lease_and_records_a_run(store: Store, clock: Clock) -> N
 
 def test_labels_select_tasks(store: Store) -> None:
     store.add_tasks(
-        [TaskSpec("gpu", "x", id="gpu", labels=["gpu", "linux"]), TaskSpec("any", "x", id="any")]
+        [NewTask("gpu", "x", id="gpu", labels=["gpu", "linux"]), NewTask("any", "x", id="any")]
     )
     plain = store.claim("cpu-runner", labels=["linux"])
     assert plain is not None
@@ -68,7 +68,7 @@ def test_labels_select_tasks(store: Store) -> None:
 
 def test_concurrent_claimers_take_each_task_exactly_once(db_url: str) -> None:
     setup = Store.open(db_url)
-    setup.add_tasks([TaskSpec(f"t{i}", "x", id=f"t{i:03}") for i in range(300)])
+    setup.add_tasks([NewTask(f"t{i}", "x", id=f"t{i:03}") for i in range(300)])
     stores = [Store(setup.engine) for _ in range(4)]
     taken: list[list[str]] = [[] for _ in stores]
     refused: list[str] = []
@@ -158,7 +158,7 @@ def test_sweep_rescues_an_expired_lease_and_refuses_the_dead_runners_write(
 
 def test_sweep_fails_a_task_whose_attempts_are_exhausted(store: Store, clock: Clock) -> None:
     store.add_tasks(
-        [TaskSpec("a", "x", id="a", max_attempts=1), TaskSpec("b", "x", id="b", depends_on=["a"])]
+        [NewTask("a", "x", id="a", max_attempts=1), NewTask("b", "x", id="b", depends_on=["a"])]
     )
     assert store.claim("runner-1", lease_seconds=5) is not None
     clock.advance(6)

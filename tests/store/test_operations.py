@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store import NewTask, RunStatus, Store, TaskState
 from capataz.store._sqlite_claims import _CLAIM, _RUN
 
 from .conftest import Clock
@@ -66,7 +66,7 @@ def test_metrics_have_the_runbooks_shape_and_counts(store: Store, clock: Clock) 
     store.register_runner("gone", hostname="h", pid=1, concurrency=1)
     clock.advance(120)
     store.register_runner("here", hostname="h", pid=2, concurrency=1)
-    store.add_tasks([TaskSpec(f"t{i}", "x", id=f"t{i}", max_attempts=1) for i in range(5)])
+    store.add_tasks([NewTask(f"t{i}", "x", id=f"t{i}", max_attempts=1) for i in range(5)])
     store.add_task("later", "x", id="later", depends_on=["t4"])
     outcomes = ["done", "failed", "blocked", "done"]
     for outcome in outcomes:
@@ -154,7 +154,7 @@ def test_wait_for_ready_reconnects_after_the_connection_dies(migrated_pg_url: st
 def test_every_way_a_task_becomes_ready_wakes_runners(migrated_pg_url: str, when: str) -> None:
     store, waiter = Store.open(migrated_pg_url, retry_base_seconds=0.0), Store.open(migrated_pg_url)
     try:
-        store.add_tasks([TaskSpec("a", "x", id="a"), TaskSpec("b", "x", id="b", depends_on=["a"])])
+        store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b", depends_on=["a"])])
         claimed = store.claim("runner-1", lease_seconds=0 if when == "sweep" else 30)
         assert claimed is not None
         assert waiter.wait_for_ready(0.05) is False

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
-from capataz.store import RunStatus, Store, TaskSpec, TaskState
+from capataz.store import NewTask, RunStatus, Store, TaskState
 
 
 def _fill(store: Store) -> list[str]:
@@ -21,14 +21,14 @@ def _fill(store: Store) -> list[str]:
     id must break ties for the order to be stable."""
     first = store.add_tasks(
         [
-            TaskSpec("b", "b", id="b"),
-            TaskSpec("a", "a", id="a"),
-            TaskSpec("c", "c", id="c", depends_on=["a", "b"]),
+            NewTask("b", "b", id="b"),
+            NewTask("a", "a", id="a"),
+            NewTask("c", "c", id="c", depends_on=["a", "b"]),
         ]
     )
     rest = [store.add_task(f"t{n}", "x", id=f"t{n}") for n in range(4)]
     rest += store.add_tasks(
-        [TaskSpec("d", "d", id="d", depends_on=["c"]), TaskSpec("e", "e", id="e")]
+        [NewTask("d", "d", id="d", depends_on=["c"]), NewTask("e", "e", id="e")]
     )
     return [t.id for t in first + rest]
 

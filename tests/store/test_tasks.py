@@ -7,8 +7,8 @@ import pytest
 from capataz.errors import TaskError
 from capataz.store import (
     DependencyCycleError,
+    NewTask,
     Store,
-    TaskSpec,
     TaskState,
     UnknownDependencyError,
 )
@@ -39,9 +39,9 @@ def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
 def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
     created = store.add_tasks(
         [
-            TaskSpec("c", "c", id="c", depends_on=["a", "b"]),
-            TaskSpec("a", "a", id="a"),
-            TaskSpec("b", "b", id="b", depends_on=["a"]),
+            NewTask("c", "c", id="c", depends_on=["a", "b"]),
+            NewTask("a", "a", id="a"),
+            NewTask("b", "b", id="b", depends_on=["a"]),
         ]
     )
     assert [(t.id, t.status) for t in created] == [
@@ -54,21 +54,21 @@ def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
 
 def test_unknown_dependency_is_refused_and_nothing_is_written(store: Store) -> None:
     with pytest.raises(UnknownDependencyError, match="depends on unknown task t-nope"):
-        store.add_tasks([TaskSpec("a", "a", id="a"), TaskSpec("b", "b", depends_on=["t-nope"])])
+        store.add_tasks([NewTask("a", "a", id="a"), NewTask("b", "b", depends_on=["t-nope"])])
     assert store.list_tasks() == []
 
 
 def test_cycle_is_refused_with_the_cycle_named(store: Store) -> None:
     existing = store.add_task("base", "base", id="base")
     specs = [
-        TaskSpec("x", "x", id="x", depends_on=["z", existing.id]),
-        TaskSpec("y", "y", id="y", depends_on=["x"]),
-        TaskSpec("z", "z", id="z", depends_on=["y"]),
+        NewTask("x", "x", id="x", depends_on=["z", existing.id]),
+        NewTask("y", "y", id="y", depends_on=["x"]),
+        NewTask("z", "z", id="z", depends_on=["y"]),
     ]
     with pytest.raises(DependencyCycleError, match=r"x -> z -> y -> x"):
         store.add_tasks(specs)
     with pytest.raises(DependencyCycleError, match=r"self -> self"):
-        store.add_tasks([TaskSpec("s", "s", id="self", depends_on=["self"])])
+        store.add_tasks([NewTask("s", "s", id="self", depends_on=["self"])])
     assert [t.id for t in store.list_tasks()] == ["base"]
 
 
@@ -77,7 +77,7 @@ def test_duplicate_ids_are_refused(store: Store) -> None:
     with pytest.raises(TaskError, match="task a already exists"):
         store.add_task("a", "a", id="a")
     with pytest.raises(TaskError, match="appears twice"):
-        store.add_tasks([TaskSpec("b", "b", id="b"), TaskSpec("b", "b", id="b")])
+        store.add_tasks([NewTask("b", "b", id="b"), NewTask("b", "b", id="b")])
 
 
 def _finish(store: Store, state: TaskState) -> str:
@@ -90,10 +90,10 @@ def _finish(store: Store, state: TaskState) -> str:
 def test_diamond_becomes_ready_only_when_every_dependency_is_done(store: Store) -> None:
     store.add_tasks(
         [
-            TaskSpec("top", "t", id="top"),
-            TaskSpec("left", "l", id="left", depends_on=["top"]),
-            TaskSpec("right", "r", id="right", depends_on=["top"]),
-            TaskSpec("bottom", "b", id="bottom", depends_on=["left", "right"]),
+            NewTask("top", "t", id="top"),
+            NewTask("left", "l", id="left", depends_on=["top"]),
+            NewTask("right", "r", id="right", depends_on=["top"]),
+            NewTask("bottom", "b", id="bottom", depends_on=["left", "right"]),
         ]
     )
     assert _finish(store, TaskState.DONE) == "top"
@@ -114,9 +114,9 @@ def test_a_bad_ending_stops_dependents_transitively(
 ) -> None:
     store.add_tasks(
         [
-            TaskSpec("a", "a", id="a"),
-            TaskSpec("b", "b", id="b", depends_on=["a"]),
-            TaskSpec("c", "c", id="c", depends_on=["b"]),
+            NewTask("a", "a", id="a"),
+            NewTask("b", "b", id="b", depends_on=["a"]),
+            NewTask("c", "c", id="c", depends_on=["b"]),
         ]
     )
     _finish(store, ending)
@@ -130,7 +130,7 @@ def test_a_bad_ending_stops_dependents_transitively(
 
 def test_failed_after_the_last_attempt_blocks_dependents(store: Store) -> None:
     store.add_tasks(
-        [TaskSpec("a", "a", id="a", max_attempts=1), TaskSpec("b", "b", id="b", depends_on=["a"])]
+        [NewTask("a", "a", id="a", max_attempts=1), NewTask("b", "b", id="b", depends_on=["a"])]
     )
     _finish(store, TaskState.FAILED)
     assert store.get_task("a").status is TaskState.FAILED
@@ -138,7 +138,7 @@ def test_failed_after_the_last_attempt_blocks_dependents(store: Store) -> None:
 
 
 def test_cancel_and_requeue(store: Store) -> None:
-    store.add_tasks([TaskSpec("a", "a", id="a"), TaskSpec("b", "b", id="b", depends_on=["a"])])
+    store.add_tasks([NewTask("a", "a", id="a"), NewTask("b", "b", id="b", depends_on=["a"])])
     cancelled = store.cancel("a", "not needed")
     assert (cancelled.status, cancelled.reason) == (TaskState.CANCELLED, "not needed")
     assert store.get_task("b").status is TaskState.CANCELLED

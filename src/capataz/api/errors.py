@@ -15,10 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from capataz.errors import CapatazError
+from capataz.errors import CapatazError, TaskError, UnknownAgentError
+from capataz.intake.errors import (
+    DependencyCycleError,
+    InvalidTask,
+    NoSuchTaskError,
+    TaskExistsError,
+    UnknownDependencyError,
+)
 from capataz.redaction import redact
 
-__all__ = ["ApiError", "error_response", "install_handlers"]
+__all__ = ["STATUS_OF_ERROR", "ApiError", "error_response", "install_handlers", "status_of"]
 
 log = logging.getLogger("capataz.api")
 
@@ -32,6 +39,28 @@ _CODES = {
     422: "invalid",
     429: "rate_limited",
 }
+
+
+# The HTTP status of each deliberate error a route lets through, most specific first:
+# the one place that decides it, by the error's type, never by the input. 422: the
+# request itself is wrong and would be wrong whatever the queue holds (or names what
+# does not exist as a reference); 404: the path names nothing; 409: the request is fine
+# but the current state refuses it.
+STATUS_OF_ERROR: tuple[tuple[type[CapatazError], int], ...] = (
+    (NoSuchTaskError, 404),
+    (InvalidTask, 422),
+    (UnknownAgentError, 422),
+    (UnknownDependencyError, 422),
+    (DependencyCycleError, 422),
+    (TaskExistsError, 409),
+    (TaskError, 409),
+    (CapatazError, 409),
+)
+
+
+def status_of(exc: CapatazError) -> int:
+    """The status of ``exc`` from :data:`STATUS_OF_ERROR` (409 when nothing closer)."""
+    return next((status for kind, status in STATUS_OF_ERROR if isinstance(exc, kind)), 409)
 
 
 class ApiError(Exception):
@@ -92,10 +121,10 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid", validation_message(exc.errors()))
 
     async def on_capataz(request: Request, exc: Exception) -> JSONResponse:
-        # A store refusal that a route did not map itself: the request conflicts with
-        # the current state (a task already ended, an unknown dependency, ...).
+        # A refusal a route let through: its status comes from STATUS_OF_ERROR.
         assert isinstance(exc, CapatazError)
-        return error_response(409, "conflict", str(exc))
+        status = status_of(exc)
+        return error_response(status, _CODES.get(status, "error"), str(exc))
 
     async def on_database(request: Request, exc: Exception) -> JSONResponse:
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)

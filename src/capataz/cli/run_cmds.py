@@ -16,15 +16,15 @@ import typer
 from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.console import err, out
-from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.live import LiveView, render_summary, report_json
 from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.project import open_project, warn_unsandboxed
 from capataz.config import Config
 from capataz.errors import Interrupted
 from capataz.names import validate_task_id
 from capataz.pipeline.escalation import submit_decision
 from capataz.pipeline.progress import ProgressDir
-from capataz.pipeline.supervisor import RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import RunReport, RunSpec, Supervisor
 from capataz.secrets.delivery import SecretDelivery
 from capataz.workspace.repo import Repository
 
@@ -56,7 +56,7 @@ def exec_command(
     """Run one task now: sandboxed agent, gates, decision, land or roll back."""
     repo, config = open_project(repo_path)
     warn_unsandboxed(config)
-    spec = TaskSpec(
+    spec = RunSpec(
         task_id=validate_task_id(task_id or _new_task_id()),
         instruction=instruction,
         agent=agent or config.project.default_agent,

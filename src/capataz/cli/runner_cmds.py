@@ -25,8 +25,8 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import opened_store
 from capataz.cli.console import err, out
-from capataz.cli.context import open_project, warn_unsandboxed
 from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.project import open_project, warn_unsandboxed
 from capataz.errors import CapatazError, QueueUnavailable
 from capataz.runner import Runner
 from capataz.runner.daemon import daemon_files, is_alive, read_pid, start_daemon, stop_daemon, tail

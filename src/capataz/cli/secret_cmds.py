@@ -28,8 +28,8 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
-from capataz.cli.context import open_project
 from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.project import open_project
 from capataz.config import Config
 from capataz.names import check_secret_name
 from capataz.secrets.credentials import (

@@ -14,8 +14,8 @@ from rich.table import Table
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
-from capataz.cli.context import open_project
 from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.project import open_project
 from capataz.errors import CapatazError
 from capataz.statedir import state_dir
 

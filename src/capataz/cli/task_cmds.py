@@ -9,34 +9,23 @@ CapatazError and is printed by ``main()`` as one line.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from capataz.agents.commands import resolve_agent
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
-from capataz.cli.context import open_project
 from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.project import open_project
 from capataz.errors import TaskError
-from capataz.intake.taskfile import (
-    ImportedTask,
-    default_title,
-    load_taskfile,
-    new_task_id,
-    parse_run_after,
-    to_specs,
-)
-from capataz.models import utcnow
-from capataz.names import validate_task_id
-from capataz.store import Task, TaskSpec, TaskState
+from capataz.intake.taskfile import load_taskfile, to_specs
+from capataz.intake.tasks import TaskRequest, prepare, submit
+from capataz.store import Task, TaskState, task_json
 from capataz.units import parse_duration
 
 __all__ = ["task_json"]
@@ -58,21 +47,6 @@ STATUS_STYLE = {
     TaskState.ESCALATED: "bold magenta",
     TaskState.CANCELLED: "dim",
 }
-
-
-def task_json(task: Task) -> dict[str, Any]:
-    """A task as plain JSON values: times in ISO 8601 (UTC), lists for tuples."""
-    data: dict[str, Any] = {}
-    for item in fields(task):
-        value = getattr(task, item.name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, TaskState):
-            value = value.value
-        data[item.name] = value
-    return data
 
 
 def _status(task: Task) -> Text:
@@ -98,6 +72,14 @@ def _table() -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
+
+
+def _option_names(index: int, field: str) -> str:
+    """Fields as the options that set them; the instruction, agent and id messages
+    name themselves."""
+    if field in ("instruction", "agent", "id"):
+        return ""
+    return "--" + field.replace("_", "-")
 
 
 @task_app.command("add")
@@ -139,42 +121,23 @@ def add_command(
 ) -> None:
     """Queue one task; a runner picks it up when its dependencies are done."""
     repo, config = open_project(repo_path)
-    chosen = agent or config.project.default_agent
-    resolve_agent(config, chosen)
-    if max_attempts < 1:
-        raise TaskError(f"--max-attempts {max_attempts}: must be at least 1", fix="use 1 or more")
-    if not instruction.strip():
-        raise TaskError("the instruction is empty", fix="say what the agent should do")
-    now = utcnow()
-    when = None
-    if run_after is not None:
-        try:
-            when = parse_run_after(run_after, now)
-        except ValueError as exc:
-            raise TaskError(f"--run-after: {exc}", fix="e.g. --run-after 10m") from None
-    spec = TaskSpec(
-        id=validate_task_id(task_id) if task_id else new_task_id(now),
-        title=title or default_title(instruction),
+    request = TaskRequest(
         instruction=instruction,
-        agent=chosen,
-        depends_on=tuple(dict.fromkeys(depends_on or ())),
+        title=title,
+        agent=agent,
+        id=task_id,
+        depends_on=depends_on or (),
         priority=priority,
         max_attempts=max_attempts,
-        labels=tuple(labels or ()),
-        run_after=when,
-        idempotency_key=idempotency_key or None,
+        labels=labels or (),
+        run_after=run_after,
+        idempotency_key=idempotency_key,
         allow_high=allow_high,
     )
+    prepared = prepare([request], config, names=_option_names)
     with opened_store(repo) as store:
-        try:
-            task = store.add_tasks([spec], actor=cli_actor())[0]
-        except TaskError as exc:
-            # The store names the task by the id just generated, which means nothing yet.
-            if task_id is not None:
-                raise
-            message = exc.message.replace(f"task {spec.id}", "the new task")
-            raise type(exc)(message, fix=exc.fix) from None
-    created = task.id == spec.id
+        added = submit(store, prepared, actor=cli_actor())[0]
+    task, created = added.task, added.created
     if as_json:
         out.print_json(json.dumps({**task_json(task), "created": created}))
         return
@@ -205,15 +168,11 @@ def import_command(
     """Queue many tasks from a file, all or nothing. Tasks name each other in
     `depends_on` by their `name`; other entries there are ids of queued tasks."""
     repo, config = open_project(repo_path)
-    items = to_specs(load_taskfile(file), config)
+    prepared = to_specs(load_taskfile(file), config)
     with opened_store(repo) as store:
-        try:
-            tasks = store.add_tasks([item.spec for item in items], actor=cli_actor())
-        except TaskError as exc:
-            raise type(exc)(_with_names(exc.message, items), fix=exc.fix) from None
-    rows = [(item, task, task.id == item.spec.id) for item, task in zip(items, tasks, strict=True)]
+        rows = submit(store, prepared, actor=cli_actor())
     if as_json:
-        data = [{"name": item.label, "created": new, **task_json(t)} for item, t, new in rows]
+        data = [{"name": row.label, "created": row.created, **task_json(row.task)} for row in rows]
         out.print_json(json.dumps(data))
         return
     table = _table()
@@ -221,19 +180,13 @@ def import_command(
     table.add_column("id", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("", style="dim")
-    for item, task, new in rows:
-        table.add_row(Text(item.label), task.id, _status(task), "" if new else "existing")
+    for row in rows:
+        table.add_row(
+            Text(row.label), row.task.id, _status(row.task), "" if row.created else "existing"
+        )
     out.print(table)
-    added = sum(1 for _, _, new in rows if new)
+    added = sum(1 for row in rows if row.created)
     out.print(f"[green]✓[/] {added} added, {len(rows) - added} already queued", highlight=False)
-
-
-def _with_names(message: str, items: list[ImportedTask]) -> str:
-    """The store speaks of generated ids; the person wrote names. Ids are random, so
-    replacing them cannot touch anything else in the message."""
-    for item in items:
-        message = message.replace(item.spec.id or "\0", item.label)
-    return message
 
 
 @task_app.command("list")

@@ -15,82 +15,27 @@ Every problem becomes one :class:`TaskFileError` line naming the file, the task
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from capataz.agents.commands import resolve_agent
 from capataz.config import Config
-from capataz.errors import CapatazError, UnknownAgentError
-from capataz.models import utcnow
-from capataz.store import TaskSpec
-from capataz.units import parse_duration
+from capataz.intake.errors import TaskFileError
+from capataz.intake.tasks import PreparedTask, TaskRequest, parse_when, prepare
 
 __all__ = [
-    "ImportedTask",
     "TaskEntry",
     "TaskFileError",
-    "default_title",
     "load_taskfile",
-    "new_task_id",
-    "parse_run_after",
     "parse_taskfile",
-    "parse_when",
     "to_specs",
 ]
 
 _FIX_FORMAT = 'write a list of tasks, or {"tasks": [...]}, each with at least an instruction'
-_TITLE_LENGTH = 80
-
-
-class TaskFileError(CapatazError):
-    """A task file cannot be read, parsed or validated."""
-
-
-def new_task_id(now: datetime | None = None) -> str:
-    """The store's id format: sortable by creation time, random enough to never clash."""
-    return f"t-{(now or utcnow()):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
-
-
-def default_title(instruction: str) -> str:
-    """A title from the instruction's first line, for people who give only the
-    instruction: lists and commits need something short to show."""
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    return first if len(first) <= _TITLE_LENGTH else first[: _TITLE_LENGTH - 1] + "…"
-
-
-def parse_when(value: str | float | date) -> datetime | timedelta:
-    """A moment or a delay: an ISO time (``2030-01-02T03:04``; without a zone it is
-    local time, as a person at a terminal means it) is a moment; ``10m``, ``90s`` or a
-    bare number of seconds is a delay, to be counted from when the task is added."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.astimezone()
-    if isinstance(value, date):
-        return datetime.combine(value, time()).astimezone()
-    if isinstance(value, str):
-        try:
-            return parse_when(datetime.fromisoformat(value.strip()))
-        except ValueError:
-            pass
-    try:
-        return timedelta(seconds=parse_duration(value))
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is neither an ISO time (2030-01-02T03:04:05) "
-            "nor a delay such as '10m' or '1h'"
-        ) from None
-
-
-def parse_run_after(value: str | float | date, now: datetime | None = None) -> datetime:
-    """The moment ``value`` (see :func:`parse_when`) means, delays counted from ``now``."""
-    when = parse_when(value)
-    return (now or utcnow()) + when if isinstance(when, timedelta) else when
 
 
 class TaskEntry(BaseModel):
@@ -140,15 +85,6 @@ class _TaskFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[TaskEntry] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class ImportedTask:
-    """One entry of the file, ready for the store: what to call it in output (its name,
-    or ``#N`` for an unnamed one) and the spec with its generated id."""
-
-    label: str
-    spec: TaskSpec
 
 
 def load_taskfile(path: Path) -> list[TaskEntry]:
@@ -258,37 +194,31 @@ def to_specs(
     config: Config,
     *,
     now: datetime | None = None,
-    new_id: Callable[[], str] = new_task_id,
-) -> list[ImportedTask]:
-    """Give every entry an id and turn local names in ``depends_on`` into those ids.
-    Agents are checked against ``config`` here, with the task named, because the store
-    does not know which agents exist."""
-    now = now or utcnow()
-    ids = [new_id() for _ in entries]
-    by_name = {e.name: tid for e, tid in zip(entries, ids, strict=True) if e.name is not None}
-    result: list[ImportedTask] = []
-    for number, (entry, task_id) in enumerate(zip(entries, ids, strict=True), start=1):
-        label = entry.name or f"#{number}"
-        agent = entry.agent or config.project.default_agent
-        try:
-            resolve_agent(config, agent)
-        except UnknownAgentError as exc:
-            raise UnknownAgentError(f"task {label}: {exc.message}", fix=exc.fix) from None
-        run_after = entry.run_after
-        if isinstance(run_after, timedelta):
-            run_after = now + run_after
-        spec = TaskSpec(
-            id=task_id,
-            title=entry.title or default_title(entry.instruction),
+    new_id: Callable[[], str] | None = None,
+) -> list[PreparedTask]:
+    """The entries as tasks for the store, through the one intake
+    (:func:`capataz.intake.tasks.prepare`): ids generated, local names in
+    ``depends_on`` mapped to them, agents checked, each problem naming the task."""
+    labels = [entry.name or f"#{number}" for number, entry in enumerate(entries, start=1)]
+
+    def names(index: int, field: str) -> str:
+        # "task a: unknown agent 'gpt'": the agent's message names the field itself.
+        return f"task {labels[index]}" if field == "agent" else f"task {labels[index]}: {field}"
+
+    requests = [
+        TaskRequest(
             instruction=entry.instruction,
-            agent=agent,
-            depends_on=tuple(dict.fromkeys(by_name.get(d, d) for d in entry.depends_on)),
+            title=entry.title,
+            agent=entry.agent,
+            name=entry.name,
+            depends_on=entry.depends_on,
             priority=entry.priority,
             max_attempts=entry.max_attempts,
-            labels=tuple(entry.labels),
-            run_after=run_after,
+            labels=entry.labels,
+            run_after=entry.run_after,
             idempotency_key=entry.idempotency_key,
             allow_high=entry.allow_high,
         )
-        result.append(ImportedTask(label=label, spec=spec))
-    return result
+        for entry in entries
+    ]
+    return prepare(requests, config, names=names, now=now, new_id=new_id, batch=True)

@@ -1,5 +1,5 @@
 """The supervised pipeline: one task, prepare to finalize, and its evidence."""
 
-from capataz.pipeline.supervisor import Event, Listener, RunHooks, RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import Event, Listener, RunHooks, RunReport, RunSpec, Supervisor
 
-__all__ = ["Event", "Listener", "RunHooks", "RunReport", "Supervisor", "TaskSpec"]
+__all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec", "Supervisor"]

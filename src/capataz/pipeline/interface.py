@@ -14,11 +14,15 @@ from capataz.pipeline.escalation import Answer
 from capataz.sandbox.base import ExecResult, OutputLine
 from capataz.secrets.delivery import SecretSource
 
-__all__ = ["Event", "Listener", "RunHooks", "RunReport", "TaskSpec"]
+__all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec"]
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class RunSpec:
+    """What one supervised run executes: a task as the pipeline sees it. Not the queue's
+    record of a task (:class:`capataz.store.NewTask` / :class:`capataz.store.Task`): a
+    run needs only the instruction and who runs it, and one task may have many runs."""
+
     task_id: str
     instruction: str
     agent: str

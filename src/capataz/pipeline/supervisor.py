@@ -24,8 +24,8 @@ from capataz.models import (
     EscalationChoice,
     GatePhase,
     Outcome,
+    ProgressStatus,
     Severity,
-    TaskStatus,
     Violation,
     ViolationType,
     utcnow,
@@ -33,7 +33,7 @@ from capataz.models import (
 from capataz.names import validate_task_id
 from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
-from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, TaskSpec
+from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
 from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox import get_sandbox
@@ -45,14 +45,14 @@ from capataz.workspace.isolated import Workspace
 from capataz.workspace.landing import land, rollback
 from capataz.workspace.repo import Repository
 
-__all__ = ["Event", "Listener", "RunHooks", "RunReport", "Supervisor", "TaskSpec"]
+__all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec", "Supervisor"]
 
 
 @dataclass
 class _Run:
     """Mutable state of one run, handed from step to step."""
 
-    spec: TaskSpec
+    spec: RunSpec
     progress: ProgressDir
     workspace: Workspace
     log: RunLog
@@ -90,7 +90,7 @@ class Supervisor:
 
     # -- the pipeline -------------------------------------------------------------
 
-    def execute(self, spec: TaskSpec) -> RunReport:
+    def execute(self, spec: RunSpec) -> RunReport:
         self.secrets.prepare(spec.agent)  # a missing credential: refused before anything
         run = self._prepare(spec)
         try:
@@ -98,7 +98,7 @@ class Supervisor:
             run.progress.record_decision("pre-task", verdict.decision, verdict.reason)
             if verdict.decision is Decision.BLOCK:
                 run.violations = pre.violations
-                return self._roll_back(run, verdict, Outcome.BLOCKED, TaskStatus.BLOCKED)
+                return self._roll_back(run, verdict, Outcome.BLOCKED, ProgressStatus.BLOCKED)
             self._step(run, "execute", lambda: self._execute(run))
             self._step(run, "collect", lambda: self._collect(run))
             if run.agent is not None and run.agent.outcome is ExecOutcome.CANCELLED:
@@ -129,7 +129,7 @@ class Supervisor:
         )
         run.progress.record_decision("error", Decision.ROLLED_BACK, reason)
         run.progress.update(
-            status=TaskStatus.ROLLED_BACK.value,
+            status=ProgressStatus.ROLLED_BACK.value,
             outcome="error",
             reason=reason,
             completedAt=utcnow().isoformat(),
@@ -145,12 +145,12 @@ class Supervisor:
                 fix="check the id (see the progress directory)",
             )
         state = progress.load()
-        if state.get("status") != TaskStatus.ESCALATED.value or not state.get("awaitingHuman"):
+        if state.get("status") != ProgressStatus.ESCALATED.value or not state.get("awaitingHuman"):
             raise TaskError(
                 f"task {task_id!r} is {state.get('status')}, not waiting for edits",
                 fix="only a task answered with `modify` can be resumed",
             )
-        spec = TaskSpec(
+        spec = RunSpec(
             task_id=task_id,
             instruction=state["instruction"],
             agent=state["agent"],
@@ -168,7 +168,7 @@ class Supervisor:
             log=RunLog(progress.run_log),
             steps=list(state.get("steps", [])),
         )
-        progress.update(awaitingHuman=False, status=TaskStatus.VALIDATING_POST.value)
+        progress.update(awaitingHuman=False, status=ProgressStatus.VALIDATING_POST.value)
         try:
             self._step(run, "collect", lambda: self._collect(run, message="human edits"))
             return self._judge(run)
@@ -177,7 +177,7 @@ class Supervisor:
 
     def _cancelled(self, run: _Run, why: str) -> RunReport:
         verdict = Verdict(Decision.BLOCK, why)
-        return self._roll_back(run, verdict, Outcome.CANCELLED, TaskStatus.ROLLED_BACK)
+        return self._roll_back(run, verdict, Outcome.CANCELLED, ProgressStatus.ROLLED_BACK)
 
     def _judge(self, run: _Run) -> RunReport:
         post, verdict = self._step(run, "post-gates", lambda: self._gates(run, GatePhase.POST))
@@ -189,12 +189,12 @@ class Supervisor:
             answer = self._step(run, "escalation", lambda: self._escalate(run, verdict))
             return self._apply_answer(run, verdict, answer)
         if verdict.decision is Decision.BLOCK:
-            return self._roll_back(run, verdict, Outcome.BLOCKED, TaskStatus.BLOCKED)
+            return self._roll_back(run, verdict, Outcome.BLOCKED, ProgressStatus.BLOCKED)
         return self._finalize(run, verdict)
 
     # -- steps --------------------------------------------------------------------
 
-    def _prepare(self, spec: TaskSpec) -> _Run:
+    def _prepare(self, spec: RunSpec) -> _Run:
         validate_task_id(spec.task_id)
         agent = resolve_agent(self.config, spec.agent)  # fail before touching anything
         progress = ProgressDir(self.progress_root, spec.task_id)
@@ -209,7 +209,7 @@ class Supervisor:
                 "instruction": spec.instruction,
                 "agent": spec.agent,
                 "allowHigh": spec.allow_high,
-                "status": TaskStatus.PENDING.value,
+                "status": ProgressStatus.PENDING.value,
                 "currentPhase": "prepare",
                 "createdAt": now,
                 "startedAt": now,
@@ -246,7 +246,11 @@ class Supervisor:
     def _gates(self, run: _Run, phase: GatePhase) -> tuple[GateReport, Verdict]:
         """Run one phase's gates and decide on them, once: the report file and the
         decision log are both written from this one verdict, so they never disagree."""
-        status = TaskStatus.VALIDATING_PRE if phase is GatePhase.PRE else TaskStatus.VALIDATING_POST
+        status = (
+            ProgressStatus.VALIDATING_PRE
+            if phase is GatePhase.PRE
+            else ProgressStatus.VALIDATING_POST
+        )
         run.progress.set(status=status.value)
         extra = self._collected_violations(run) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
@@ -313,7 +317,7 @@ class Supervisor:
         return found + run.published.violations
 
     def _execute(self, run: _Run) -> ExecResult:
-        run.progress.set(status=TaskStatus.IN_PROGRESS.value)
+        run.progress.set(status=ProgressStatus.IN_PROGRESS.value)
         agent = resolve_agent(self.config, run.spec.agent)
         argv = render_command(
             agent,
@@ -384,7 +388,7 @@ class Supervisor:
 
     def _escalate(self, run: _Run, verdict: Verdict) -> Answer:
         timeout = self.config.project.escalation_timeout
-        run.progress.update(status=TaskStatus.ESCALATED.value)
+        run.progress.update(status=ProgressStatus.ESCALATED.value)
         record = open_escalation(
             run.progress,
             reason=verdict.reason,
@@ -422,7 +426,7 @@ class Supervisor:
         if answer.choice is EscalationChoice.MODIFY:
             run.progress.record_decision("escalation", Decision.ESCALATE, reason)
             run.progress.update(
-                status=TaskStatus.ESCALATED.value,
+                status=ProgressStatus.ESCALATED.value,
                 awaitingHuman=True,
                 currentPhase="awaiting-human",
                 steps=run.steps,
@@ -434,7 +438,7 @@ class Supervisor:
             return self._report(run, Outcome.AWAITING_HUMAN, Decision.ESCALATE, reason, message)
         outcome = Outcome.REJECTED if answer.choice is EscalationChoice.REJECT else Outcome.ABORTED
         return self._roll_back(
-            run, Verdict(Decision.ROLLED_BACK, reason), outcome, TaskStatus.ROLLED_BACK
+            run, Verdict(Decision.ROLLED_BACK, reason), outcome, ProgressStatus.ROLLED_BACK
         )
 
     def _finalize(self, run: _Run, verdict: Verdict) -> RunReport:
@@ -444,7 +448,9 @@ class Supervisor:
             run.progress.record_decision(
                 "completion", Decision.COMPLETED, "the agent changed nothing"
             )
-            run.progress.update(status=TaskStatus.COMPLETED.value, outcome=Outcome.NO_CHANGES.value)
+            run.progress.update(
+                status=ProgressStatus.COMPLETED.value, outcome=Outcome.NO_CHANGES.value
+            )
             return self._report(
                 run,
                 Outcome.NO_CHANGES,
@@ -468,7 +474,7 @@ class Supervisor:
         run.workspace.discard()
         run.progress.record_decision("completion", Decision.COMPLETED, landed.message)
         run.progress.update(
-            status=TaskStatus.COMPLETED.value,
+            status=ProgressStatus.COMPLETED.value,
             outcome=landed.outcome.value,
             landedCommit=landed.commit if landed.outcome is Outcome.LANDED else None,
             branch=landed.branch,
@@ -481,7 +487,7 @@ class Supervisor:
         return report
 
     def _roll_back(
-        self, run: _Run, verdict: Verdict, outcome: Outcome, status: TaskStatus
+        self, run: _Run, verdict: Verdict, outcome: Outcome, status: ProgressStatus
     ) -> RunReport:
         done = self._step(
             run,

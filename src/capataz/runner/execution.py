@@ -20,7 +20,7 @@ from capataz.context.store import context_link
 from capataz.errors import CapatazError
 from capataz.models import EscalationChoice, Outcome, ViolationType
 from capataz.pipeline.escalation import Answer
-from capataz.pipeline.supervisor import Event, RunHooks, RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import Event, RunHooks, RunReport, RunSpec, Supervisor
 from capataz.runner.queue import RunnerQueue
 from capataz.secrets.credentials import CredentialsWaitingError
 from capataz.secrets.delivery import queue_source
@@ -114,7 +114,7 @@ class TaskExecution:
         supervisor = Supervisor(
             self.repo, self.config, listener=self._observe, hooks=hooks, context=context
         )
-        spec = TaskSpec(
+        spec = RunSpec(
             task_id=claimed.id,
             instruction=claimed.instruction,
             agent=claimed.agent,

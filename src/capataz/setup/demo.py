@@ -12,7 +12,7 @@ from capataz.config import load_config
 from capataz.models import Outcome
 from capataz.pipeline.escalation import submit_decision
 from capataz.pipeline.progress import ProgressDir
-from capataz.pipeline.supervisor import Listener, RunReport, Supervisor, TaskSpec
+from capataz.pipeline.supervisor import Listener, RunReport, RunSpec, Supervisor
 from capataz.workspace.repo import Repository, create_repository
 
 __all__ = ["DEMO_TASKS", "DemoTask", "create_demo_repo", "run_demo_task"]
@@ -99,7 +99,7 @@ def run_demo_task(repo: Repository, task: DemoTask, listener: Listener) -> RunRe
     supervisor = Supervisor(repo, config, listener=_start_on_escalation(listener, timer))
     try:
         return supervisor.execute(
-            TaskSpec(
+            RunSpec(
                 task_id=task.task_id, instruction=task.instruction, agent="shell", title=task.title
             )
         )

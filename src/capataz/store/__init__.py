@@ -5,7 +5,9 @@ from capataz.store.engine import create_engine_for, database_url
 from capataz.store.errors import (
     DatabaseUrlError,
     DependencyCycleError,
+    NoSuchTaskError,
     StoreError,
+    TaskExistsError,
     UnknownDependencyError,
 )
 from capataz.store.manager import Store
@@ -13,6 +15,7 @@ from capataz.store.migrate import upgrade
 from capataz.store.records import (
     ClaimedTask,
     EscalationAnswer,
+    NewTask,
     RunDetail,
     RunDetails,
     RunInfo,
@@ -20,8 +23,8 @@ from capataz.store.records import (
     RunRecord,
     StepInfo,
     Task,
-    TaskSpec,
     TokenInfo,
+    task_json,
 )
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -30,6 +33,8 @@ __all__ = [
     "DatabaseUrlError",
     "DependencyCycleError",
     "EscalationAnswer",
+    "NewTask",
+    "NoSuchTaskError",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -40,11 +45,12 @@ __all__ = [
     "Store",
     "StoreError",
     "Task",
-    "TaskSpec",
+    "TaskExistsError",
     "TaskState",
     "TokenInfo",
     "UnknownDependencyError",
     "create_engine_for",
     "database_url",
+    "task_json",
     "upgrade",
 ]

@@ -1,7 +1,8 @@
 """What every part of :class:`capataz.store.manager.Store` shares: the engine, the
 clock, transactions, audit appends and wake-up notifications. The Store is assembled
-from mixins (``_leasing``, ``_runners``, ``_runs``, ``_escalations``) that all build on
-this base, so each file stays small while one class still owns all the SQL."""
+from mixins (``_leasing``, ``_runners``, ``_runs``, ``_escalations``, ``_tokens``,
+``_secrets``) that all build on this base, so each file stays small while one class
+still owns all the SQL."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.store import _events
 from capataz.store import audit as audit_log
 from capataz.store.engine import READ_ONLY
+from capataz.store.errors import NoSuchTaskError
 
 __all__ = ["READY_CHANNEL", "StoreBase", "no_task"]
 
@@ -26,8 +27,8 @@ READY_CHANNEL = "capataz_ready"
 _NOTIFY = sa.select(sa.func.pg_notify(READY_CHANNEL, ""))
 
 
-def no_task(task_id: str) -> TaskError:
-    return TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+def no_task(task_id: str) -> NoSuchTaskError:
+    return NoSuchTaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
 
 
 class StoreBase:

@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.store import _leases
+from capataz.store import _lease_sql
 from capataz.store._base import no_task
 from capataz.store.errors import ClaimConflictError
 from capataz.store.records import ClaimedTask
@@ -38,7 +38,7 @@ _REPLAY = (
         runs.c.runner_id == sa.bindparam("runner_id"),
         tasks.c.fencing_token == runs.c.fencing_token,
         tasks.c.lease_owner == runs.c.runner_id,
-        tasks.c.status.in_(_leases.LEASED),
+        tasks.c.status.in_(_lease_sql.LEASED),
     )
 )
 
@@ -66,12 +66,12 @@ def replay(
         .where(tasks.c.id == row.id, tasks.c.fencing_token == row.fencing_token)
         .values(lease_expires_at=expires)
     )
-    return _leases.claimed(row, row.run_id, expires)
+    return _lease_sql.claimed(row, row.run_id, expires)
 
 
 def claim_one_statement() -> sa.Update:
     """Lease the task ``task_id`` if it is ready and due (parameters as
-    ``_leases.claim_statement``); no row when it is not. Concurrent claimers of the same
+    ``_lease_sql.claim_statement``); no row when it is not. Concurrent claimers of the same
     row serialise on its lock (SQLite: on the write lock) and only the first matches."""
     if not _CLAIM_ONE:
         now = sa.bindparam("now", type_=UTCDateTime())
@@ -111,7 +111,7 @@ def refusal(conn: sa.Connection, task_id: str, now: datetime) -> Exception:
     if row is None:
         return no_task(task_id)
     status = row.status
-    if status in _leases.LEASED:
+    if status in _lease_sql.LEASED:
         owner = row.lease_owner or "no runner (waiting for an operator)"
         return ClaimConflictError(
             f"task {task_id} is taken: {status} on {owner}",

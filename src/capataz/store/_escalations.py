@@ -16,7 +16,7 @@ from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.models import EscalationChoice
 from capataz.redaction import redact, redact_data
-from capataz.store import _leases
+from capataz.store import _lease_sql
 from capataz.store._base import StoreBase
 from capataz.store.records import EscalationAnswer
 from capataz.store.schema import escalations, runs, tasks
@@ -43,8 +43,8 @@ class EscalationsMixin(StoreBase):
         now = self.clock()
         reason, details = redact(reason), redact_data(details)
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
-            if not _leases.holds(current, fencing_token):
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
+            if not _lease_sql.holds(current, fencing_token):
                 return False
             if current.status == TaskState.ESCALATED.value:
                 return True
@@ -97,7 +97,7 @@ class EscalationsMixin(StoreBase):
             ) from None
         now = self.clock()
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             waiting = conn.execute(
                 sa.select(escalations.c.id)
                 .where(
@@ -108,7 +108,7 @@ class EscalationsMixin(StoreBase):
                 .order_by(escalations.c.id.desc())
                 .limit(1)
             ).scalar()
-            if not _leases.holds(current, current.fencing_token) or waiting is None:
+            if not _lease_sql.holds(current, current.fencing_token) or waiting is None:
                 if current.status == TaskState.ESCALATED.value:
                     raise TaskError(
                         f"task {task_id} is escalated but no runner is waiting for an answer",
@@ -183,7 +183,7 @@ class EscalationsMixin(StoreBase):
                     tasks.c.id == task_id
                 )
             ).first()
-        if state is None or not _leases.holds(state, fencing_token):
+        if state is None or not _lease_sql.holds(state, fencing_token):
             why = "the task no longer holds this lease" if state else "the task is gone"
             return EscalationAnswer("abort", why, "capataz", now)
         if row is None or row.decision is None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact
-from capataz.store import _claim_keys, _leases, _runs, _sqlite_claims, _tasks
+from capataz.store import _claim_keys, _lease_sql, _runs, _sqlite_claims, _tasks
 from capataz.store._base import StoreBase
 from capataz.store.records import ClaimedTask, RunDetails
 from capataz.store.schema import UTCDateTime, tasks
@@ -31,7 +31,7 @@ _ENDINGS = frozenset(
 _IS_CURRENT = sa.select(sa.literal(1)).where(
     tasks.c.id == sa.bindparam("task_id"),
     tasks.c.fencing_token == sa.bindparam("token"),
-    tasks.c.status.in_(_leases.LEASED),
+    tasks.c.status.in_(_lease_sql.LEASED),
     tasks.c.lease_owner.is_not(None),
 )
 
@@ -77,7 +77,7 @@ class LeasingMixin(StoreBase):
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if labels is None else sorted(set(labels))
         if self._claim_connections is not None:
-            run_id = _leases.new_run_id()
+            run_id = _lease_sql.new_run_id()
             return _sqlite_claims.claim(
                 self._claim_connections,
                 runner_id,
@@ -87,7 +87,7 @@ class LeasingMixin(StoreBase):
                 run_id=run_id,
                 claim_key=claim_key,
             )
-        stmt = _leases.claim_statement(labels=wanted is not None, postgres=True)
+        stmt = _lease_sql.claim_statement(labels=wanted is not None, postgres=True)
         params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
         if wanted is not None:
             params["runner_labels"] = wanted
@@ -99,11 +99,11 @@ class LeasingMixin(StoreBase):
             row = conn.execute(stmt, params).first()
             if row is None:
                 return None
-            run_id = _leases.start_run(conn, row, runner_id, now, claim_key)
+            run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
             payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
             self._audit(conn, runner_id, "task.claimed", row.id, **payload)
             self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
-        return _leases.claimed(row, run_id, expires)
+        return _lease_sql.claimed(row, run_id, expires)
 
     def _claim_events(
         self, conn: sa.Connection, task_id: str, run_id: str, runner_id: str, attempt: int
@@ -184,11 +184,11 @@ class LeasingMixin(StoreBase):
             row = conn.execute(_claim_keys.claim_one_statement(), params).first()
             if row is None:
                 raise _claim_keys.refusal(conn, task_id, now)
-            run_id = _leases.start_run(conn, row, runner_id, now, claim_key)
+            run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
             payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
             self._audit(conn, runner_id, "task.claimed", row.id, **payload)
             self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
-        return _leases.claimed(row, run_id, expires)
+        return _lease_sql.claimed(row, run_id, expires)
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
         """Extend the lease (of a running or escalated task); False means the task is no
@@ -199,7 +199,7 @@ class LeasingMixin(StoreBase):
             sa.update(tasks)
             .where(
                 tasks.c.id == task_id,
-                tasks.c.status.in_(_leases.LEASED),
+                tasks.c.status.in_(_lease_sql.LEASED),
                 tasks.c.fencing_token == fencing_token,
                 tasks.c.lease_owner.is_not(None),
             )
@@ -243,9 +243,9 @@ class LeasingMixin(StoreBase):
         now = self.clock()
         rows = _runs.detail_rows(details, now) if details is not None else None
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             who = actor or current.lease_owner or "runner"
-            if not _leases.holds(current, fencing_token):
+            if not _lease_sql.holds(current, fencing_token):
                 if _claim_keys.ended_as(
                     conn, task_id, fencing_token, RunStatus.FINISHED, state.value
                 ):
@@ -276,7 +276,7 @@ class LeasingMixin(StoreBase):
                 },
             )
             run_values = _runs.detail_values(details) if details is not None else {}
-            run_id = _leases.end_run(
+            run_id = _lease_sql.end_run(
                 conn,
                 task_id,
                 fencing_token,
@@ -290,7 +290,7 @@ class LeasingMixin(StoreBase):
             if rows is not None and run_id is not None:
                 _runs.insert_details(conn, run_id, rows)
             if current.status == TaskState.ESCALATED.value:
-                _leases.close_escalations(conn, task_id, now)
+                _lease_sql.close_escalations(conn, task_id, now)
             self._audit(
                 conn,
                 who,
@@ -345,9 +345,9 @@ class LeasingMixin(StoreBase):
         release of the same lease is accepted again."""
         now = self.clock()
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             who = current.lease_owner or "runner"
-            if not _leases.holds(current, fencing_token):
+            if not _lease_sql.holds(current, fencing_token):
                 if _claim_keys.ended_as(conn, task_id, fencing_token, RunStatus.RELEASED):
                     return True  # a retry of a release that landed (its answer was lost)
                 self._audit(
@@ -373,11 +373,11 @@ class LeasingMixin(StoreBase):
                     updated_at=now,
                 )
             )
-            run_id = _leases.end_run(
+            run_id = _lease_sql.end_run(
                 conn, task_id, fencing_token, RunStatus.RELEASED, now=now, reason=reason
             )
             if current.status == TaskState.ESCALATED.value:
-                _leases.close_escalations(conn, task_id, now)
+                _lease_sql.close_escalations(conn, task_id, now)
             self._audit(conn, who, "task.released", task_id, reason=reason, token=fencing_token)
             self._ended_events(
                 conn,
@@ -399,7 +399,7 @@ class LeasingMixin(StoreBase):
         at claim. Safe to run from every runner at once: each row is taken by one
         sweeper only."""
         now = now or self.clock()
-        expired = _leases.expired_statement(now, limit, postgres=self._postgres)
+        expired = _lease_sql.expired_statement(now, limit, postgres=self._postgres)
         rescued: list[tuple[str, TaskState]] = []
         with self._write() as conn:
             for row in conn.execute(expired).all():
@@ -420,11 +420,11 @@ class LeasingMixin(StoreBase):
                         updated_at=now,
                     )
                 )
-                run_id = _leases.end_run(
+                run_id = _lease_sql.end_run(
                     conn, row.id, row.fencing_token, RunStatus.LOST, now=now, reason=reason
                 )
                 if row.status == TaskState.ESCALATED.value:
-                    _leases.close_escalations(conn, row.id, now)
+                    _lease_sql.close_escalations(conn, row.id, now)
                 self._audit(
                     conn,
                     actor,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from capataz.errors import TaskError
 from capataz.events import EventType
-from capataz.store import _events, _leases
+from capataz.store import _events, _lease_sql
 from capataz.store._base import StoreBase
 from capataz.store.records import RunnerInfo
 from capataz.store.schema import runners, runs, tasks
@@ -180,7 +180,7 @@ class RunnersMixin(StoreBase):
             ).all()
             held: dict[str, list[str]] = {}
             leases = sa.select(tasks.c.lease_owner, tasks.c.id).where(
-                tasks.c.status.in_(_leases.LEASED), tasks.c.lease_owner.is_not(None)
+                tasks.c.status.in_(_lease_sql.LEASED), tasks.c.lease_owner.is_not(None)
             )
             for owner, task_id in conn.execute(leases.order_by(tasks.c.id)):
                 held.setdefault(owner, []).append(task_id)
@@ -222,7 +222,7 @@ class RunnersMixin(StoreBase):
                     ),
                 )
             )
-            .where(tasks.c.status.in_(_leases.LEASED), tasks.c.lease_owner.is_not(None))
+            .where(tasks.c.status.in_(_lease_sql.LEASED), tasks.c.lease_owner.is_not(None))
             .order_by(tasks.c.id)
         )
         found: dict[str, list[dict[str, Any]]] = {}

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact, redact_data
-from capataz.store import _events, _leases
+from capataz.store import _events, _lease_sql
 from capataz.store._base import StoreBase
 from capataz.store.records import RunDetail, RunDetails, RunInfo, RunRecord, StepInfo
 from capataz.store.schema import (
@@ -114,7 +114,7 @@ class RunsMixin(StoreBase):
         unknown."""
         current = sa.and_(
             tasks.c.fencing_token == runs.c.fencing_token,
-            tasks.c.status.in_(_leases.LEASED),
+            tasks.c.status.in_(_lease_sql.LEASED),
             tasks.c.lease_owner.is_not(None),
         )
         query = (

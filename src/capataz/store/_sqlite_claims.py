@@ -6,7 +6,7 @@ several times that, and even a pool checkout costs as much as a statement. So on
 :meth:`Store.claim` runs this module's fixed SQL on a DBAPI connection that each thread
 keeps (:class:`ClaimConnections`): ``BEGIN IMMEDIATE``; one ``UPDATE … RETURNING`` that picks and
 leases the task; the run row; the audit entry; ``COMMIT``. It is the same transaction,
-with the same effects, as the SQLAlchemy statement of ``_leases.claim_statement`` (which
+with the same effects, as the SQLAlchemy statement of ``_lease_sql.claim_statement`` (which
 PostgreSQL uses), and values are stored in the format SQLAlchemy reads back (UTC
 timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text, booleans as 0/1). The test
 suite runs every claim test against it and checks the audit chain after concurrent

@@ -11,13 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.store import _events
 from capataz.store import audit as audit_log
-from capataz.store.errors import DependencyCycleError, UnknownDependencyError
+from capataz.store.errors import DependencyCycleError, TaskExistsError, UnknownDependencyError
 from capataz.store.graph import find_cycle
-from capataz.store.records import Task, TaskSpec
+from capataz.store.records import NewTask, Task
 from capataz.store.schema import UTCDateTime, task_dependencies, tasks
 from capataz.store.statuses import TaskState
 
@@ -26,7 +25,7 @@ __all__ = ["insert_batch", "load", "load_page", "release_or_cascade"]
 
 def insert_batch(
     conn: sa.Connection,
-    specs: Sequence[TaskSpec],
+    specs: Sequence[NewTask],
     ids: list[str],
     now: datetime,
     actor: str,
@@ -48,7 +47,7 @@ def insert_batch(
     new = {task_id: spec for spec, task_id in zip(specs, ids, strict=True) if task_id not in alias}
     taken = conn.execute(sa.select(tasks.c.id).where(tasks.c.id.in_(new))).scalars().first()
     if taken:
-        raise TaskError(f"task {taken} already exists", fix="choose another id")
+        raise TaskExistsError(f"task {taken} already exists", fix="choose another id")
     edges = {tid: sorted({alias.get(d, d) for d in spec.depends_on}) for tid, spec in new.items()}
     outside = {dep for deps in edges.values() for dep in deps if dep not in new}
     states = {

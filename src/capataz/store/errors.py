@@ -9,7 +9,9 @@ __all__ = [
     "ClaimConflictError",
     "DatabaseUrlError",
     "DependencyCycleError",
+    "NoSuchTaskError",
     "StoreError",
+    "TaskExistsError",
     "UnknownDependencyError",
 ]
 
@@ -33,3 +35,11 @@ class DependencyCycleError(TaskError):
 class ClaimConflictError(TaskError):
     """The named task cannot be claimed now: another runner holds it, its dependencies
     are not done, it is not due yet, or it already ended (HTTP 409)."""
+
+
+class NoSuchTaskError(TaskError):
+    """No task has this id (HTTP 404): a typo or a task that was never added."""
+
+
+class TaskExistsError(TaskError):
+    """A task with this id is already queued (HTTP 409): ids are chosen once."""

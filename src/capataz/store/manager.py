@@ -6,15 +6,15 @@ On SQLite each write transaction starts with BEGIN IMMEDIATE (see engine.py), wh
 serialises writers; on PostgreSQL rows are locked explicitly (FOR UPDATE, SKIP LOCKED
 where another runner may simply take the next row).
 
-The class is assembled from mixins, one file per concern: leases (``_leasing``),
-runners (``_runners``), run records (``_runs``), escalations (``_escalations``) and
-API tokens (``_tokens``);
-tasks, operators, metrics and wake-ups live here.
+The class is assembled from mixins, one file per concern: leases (``_leasing``, over
+the statements in ``_lease_sql``), runners (``_runners``), run records (``_runs``),
+escalations (``_escalations``), API tokens (``_tokens``) and secrets with the context
+store's rows (``_secrets``); tasks, operators, metrics, events, audit and wake-ups live
+here.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -26,7 +26,8 @@ from sqlalchemy.engine import Engine
 from capataz.errors import TaskError
 from capataz.events import EventRecord, EventType
 from capataz.models import utcnow
-from capataz.store import _events, _leases, _tasks
+from capataz.names import new_task_id
+from capataz.store import _events, _lease_sql, _tasks
 from capataz.store import audit as audit_log
 from capataz.store._base import no_task
 from capataz.store._escalations import EscalationsMixin
@@ -39,7 +40,7 @@ from capataz.store._tokens import TokensMixin
 from capataz.store._wakeup import ReadyListener
 from capataz.store.engine import create_engine_for
 from capataz.store.migrate import upgrade
-from capataz.store.records import Task, TaskSpec
+from capataz.store.records import NewTask, Task
 from capataz.store.schema import UTCDateTime, runners, runs, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -49,10 +50,6 @@ __all__ = ["Store"]
 TIDY_SECONDS = 10.0
 # On SQLite a runner polls: wait_for_ready sleeps at most this long.
 SQLITE_POLL_SECONDS = 0.05
-
-
-def new_task_id(now: datetime) -> str:
-    return f"t-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin, SecretsMixin):
@@ -101,12 +98,12 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         actor: str = "capataz",
         **options: Any,
     ) -> Task:
-        """Add one task (see :class:`TaskSpec` for the options). An idempotency key that
+        """Add one task (see :class:`NewTask` for the options). An idempotency key that
         already exists returns the existing task instead of adding another."""
-        spec = TaskSpec(title=title, instruction=instruction, agent=agent, **options)
+        spec = NewTask(title=title, instruction=instruction, agent=agent, **options)
         return self.add_tasks([spec], actor=actor)[0]
 
-    def add_tasks(self, specs: Sequence[TaskSpec], *, actor: str = "capataz") -> list[Task]:
+    def add_tasks(self, specs: Sequence[NewTask], *, actor: str = "capataz") -> list[Task]:
         """Add tasks that may depend on each other, all or nothing. Unknown dependencies
         and cycles are refused before anything is written."""
         now = self.clock()
@@ -167,7 +164,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         now = self.clock()
         reason = reason or f"cancelled by {actor}"
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             if TaskState(current.status).terminal:
                 raise TaskError(
                     f"task {task_id} already ended {current.status}",
@@ -185,7 +182,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     updated_at=now,
                 )
             )
-            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _lease_sql.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._audit(conn, actor, "task.cancelled", task_id, reason=reason, was=current.status)
             self._taken_events(
                 conn, task_id, run_id, TaskState.CANCELLED, was=current.status, reason=reason
@@ -202,7 +199,7 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
         ends cancelled, its token is revoked) instead of being answered."""
         now = self.clock()
         with self._write() as conn:
-            current = _leases.lock_task(conn, task_id, postgres=self._postgres)
+            current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             if current.status in (
                 TaskState.DONE.value,
                 TaskState.RUNNING.value,
@@ -213,10 +210,10 @@ class Store(LeasingMixin, RunnersMixin, RunsMixin, EscalationsMixin, TokensMixin
                     f"task {task_id} is {current.status}; nothing to requeue",
                     fix="requeue failed, blocked, cancelled or escalated tasks",
                 )
-            unfinished = _leases.unfinished_dependencies(conn, task_id)
+            unfinished = _lease_sql.unfinished_dependencies(conn, task_id)
             state = TaskState.PENDING if unfinished else TaskState.READY
             reason = f"requeued by {actor}"
-            run_id = _leases.take_from_runner(conn, task_id, current, now=now, reason=reason)
+            run_id = _lease_sql.take_from_runner(conn, task_id, current, now=now, reason=reason)
             self._taken_events(conn, task_id, run_id, state, was=current.status, reason=reason)
             conn.execute(
                 sa.update(tasks)

@@ -1,6 +1,7 @@
-"""SQL for leases and runs that :class:`capataz.store.manager.Store` composes into its
-transactions: picking and leasing a task, opening and closing run rows, finding expired
-leases. Private to the store."""
+"""SQL statements and row helpers for leases and runs, with no transaction of their own:
+picking and leasing a task, opening and closing run rows, finding expired leases. The
+operations that compose them into transactions (claim, heartbeat, complete, release,
+sweep) are in ``_leasing``. Private to the store."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
+from capataz.store._base import no_task
 from capataz.store.records import ClaimedTask
 from capataz.store.schema import UTCDateTime, escalations, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
@@ -217,7 +218,7 @@ def lock_task(conn: sa.Connection, task_id: str, *, postgres: bool) -> Any:
     transaction is exclusive already)."""
     row = conn.execute(_LOCK_TASK[postgres], {"task_id": task_id}).first()
     if row is None:
-        raise TaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
+        raise no_task(task_id)
     return row
 
 

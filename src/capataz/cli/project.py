@@ -1,4 +1,6 @@
-"""What most commands need first: the repository and its validated configuration."""
+"""Opening the project: what most commands need first, the repository and its
+validated configuration. (Not to be confused with ``context_cmds``: the context tasks
+publish for their dependents.)"""
 
 from __future__ import annotations
 
