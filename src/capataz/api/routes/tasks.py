@@ -13,12 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from capataz.agents.commands import resolve_agent
 from capataz.api.auth import Access, requires
-from capataz.api.deps import Offset, config_of, has_nul, ok, store_of
+from capataz.api.deps import Answer, Offset, config_of, has_nul, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.schemas import TaskOut
 from capataz.errors import CapatazError, TaskError
 from capataz.intake.taskfile import default_title, new_task_id, parse_run_after
 from capataz.models import utcnow
 from capataz.names import validate_task_id
+from capataz.runner.protocol import Envelope
 from capataz.store import Store, Task, TaskSpec, TaskState, TokenInfo
 
 __all__ = ["get_task_or_404", "router"]
@@ -98,7 +100,11 @@ def task_json(task: Task) -> dict[str, Any]:
 _TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 
-@router.get("", summary="Tasks, oldest first; filter by status, page with limit/offset")
+@router.get(
+    "",
+    summary="Tasks, oldest first; filter by status, page with limit/offset",
+    response_model=Envelope[list[TaskOut]],
+)
 def list_tasks(
     request: Request,
     response: Response,
@@ -106,14 +112,14 @@ def list_tasks(
     status: TaskState | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Answer:
     found, total = store_of(request).page_tasks(status, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return ok([task_json(task) for task in found])
 
 
-@router.post("", status_code=201, summary="Queue a task")
-def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]:
+@router.post("", status_code=201, summary="Queue a task", response_model=Envelope[TaskOut])
+def add_task(request: Request, token: Operator, body: NewTask) -> Answer:
     config = config_of(request)
     agent = body.agent or config.project.default_agent
     now = utcnow()
@@ -150,15 +156,19 @@ def add_task(request: Request, token: Operator, body: NewTask) -> dict[str, Any]
     return ok(task)
 
 
-@router.get("/{task_id}", summary="One task")
-def get_task(request: Request, _: Reader, task_id: TaskId) -> dict[str, Any]:
+@router.get("/{task_id}", summary="One task", response_model=Envelope[TaskOut])
+def get_task(request: Request, _: Reader, task_id: TaskId) -> Answer:
     return ok(get_task_or_404(store_of(request), task_id))
 
 
-@router.post("/{task_id}/requeue", summary="Run an ended or escalated task again")
+@router.post(
+    "/{task_id}/requeue",
+    summary="Run an ended or escalated task again",
+    response_model=Envelope[TaskOut],
+)
 def requeue(
     request: Request, token: Operator, task_id: TaskId, body: Requeue | None = None
-) -> dict[str, Any]:
+) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     seconds = body.backoff_seconds if body else 0.0
@@ -168,10 +178,14 @@ def requeue(
         raise ApiError(409, str(exc)) from None
 
 
-@router.post("/{task_id}/cancel", summary="Cancel a task that has not ended")
+@router.post(
+    "/{task_id}/cancel",
+    summary="Cancel a task that has not ended",
+    response_model=Envelope[TaskOut],
+)
 def cancel(
     request: Request, token: Operator, task_id: TaskId, body: Cancel | None = None
-) -> dict[str, Any]:
+) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     try:
