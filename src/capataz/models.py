@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 __all__ = [
     "ChangeKind",
@@ -16,6 +17,7 @@ __all__ = [
     "EscalationChoice",
     "FileChange",
     "GatePhase",
+    "IsoTime",
     "Outcome",
     "ProgressStatus",
     "Severity",
@@ -27,6 +29,16 @@ __all__ = [
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+# A time written as ``datetime.isoformat()`` gives it ("+00:00", not pydantic's "Z"): the
+# files and answers written before the models existed used that form, and readers
+# comparing strings keep working.
+IsoTime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
 
 
 class Severity(StrEnum):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from capataz.errors import EscalationError
-from capataz.models import EscalationChoice, Severity, Violation, ViolationType
+from capataz.models import EscalationChoice, Severity, Violation, ViolationType, utcnow
 from capataz.pipeline.escalation import (
     close_escalation,
     open_escalation,
@@ -16,12 +16,34 @@ from capataz.pipeline.escalation import (
     wait_for_answer,
 )
 from capataz.pipeline.progress import ProgressDir
+from capataz.pipeline.progress_state import ProgressState
+
+
+def _state(task_id: str) -> ProgressState:
+    """The least a run writes when it starts."""
+    now = utcnow()
+    return ProgressState(
+        task_id=task_id,
+        title="",
+        description="",
+        instruction="true",
+        agent="shell",
+        allow_high=None,
+        status="pending",
+        current_phase="prepare",
+        created_at=now,
+        started_at=now,
+        completed_at=None,
+        base_commit="0" * 40,
+        target_branch="main",
+        sandbox="none",
+    )
 
 
 @pytest.fixture
 def progress(tmp_path: Path) -> ProgressDir:
     p = ProgressDir(tmp_path / "progress", "t1")
-    p.reset({"taskId": "t1"})
+    p.reset(_state("t1"))
     open_escalation(
         p,
         reason="1 medium violation",
@@ -96,6 +118,6 @@ def test_submit_rejects_bad_choices_and_closed_or_missing_escalations(
     with pytest.raises(EscalationError, match="already answered"):
         submit_decision(progress, "approve")
     other = ProgressDir(tmp_path / "progress", "t2")
-    other.reset({})
+    other.reset(_state("t2"))
     with pytest.raises(EscalationError, match="has no escalation"):
         submit_decision(other, "approve")

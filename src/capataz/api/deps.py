@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -12,7 +12,16 @@ from capataz.config import Config
 from capataz.redaction import redact_data
 from capataz.store import Store
 
-__all__ = ["MAX_OFFSET", "Offset", "capataz_version", "config_of", "has_nul", "ok", "store_of"]
+__all__ = [
+    "MAX_OFFSET",
+    "Answer",
+    "Offset",
+    "capataz_version",
+    "config_of",
+    "has_nul",
+    "ok",
+    "store_of",
+]
 
 # PostgreSQL binds LIMIT/OFFSET as a 32-bit INTEGER and SQLite's integers stop at 2**63:
 # a bigger offset is refused as input (422) instead of failing in the database (5xx).
@@ -26,7 +35,16 @@ def has_nul(*values: str | None) -> bool:
     return any(value is not None and "\x00" in value for value in values)
 
 
-def ok(data: Any) -> dict[str, Any]:
+class Answer(TypedDict):
+    """A success answer as a route returns it: the route's ``response_model``
+    (``Envelope[...]``, :mod:`capataz.runner.protocol`) says what ``data`` holds, and
+    FastAPI checks it against that before it leaves."""
+
+    ok: Literal[True]
+    data: Any
+
+
+def ok(data: object) -> Answer:
     """``{"ok": true, "data": ...}`` with dataclasses, enums and times made JSON, and
     secret values masked (whatever a run printed or a human typed)."""
     return {"ok": True, "data": redact_data(jsonable_encoder(data))}

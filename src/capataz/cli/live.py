@@ -144,7 +144,7 @@ def report_json(report: RunReport) -> str:
         "branch": report.branch,
         "file_changes": [c.model_dump(mode="json") for c in report.file_changes],
         "violations": [v.model_dump(mode="json") for v in report.violations],
-        "steps": report.steps,
+        "steps": [s.model_dump(by_alias=True, mode="json") for s in report.steps],
         "progress_dir": str(report.progress_dir),
         "exit_code": report.outcome.exit_code,
     }

@@ -11,6 +11,7 @@ from typing import Any
 
 from capataz.models import Decision, FileChange, Outcome, Violation
 from capataz.pipeline.escalation import Answer
+from capataz.pipeline.progress_state import StepRecord
 from capataz.sandbox.base import ExecResult, OutputLine
 from capataz.secrets.delivery import SecretSource
 
@@ -57,7 +58,7 @@ class RunReport:
     file_changes: list[FileChange] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     agent: ExecResult | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     progress_dir: Path | None = None
     diff: str | None = None  # the result against its base, unified
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from capataz.models import Decision, DecisionRecord, GatePhase, Violation, utcnow
+from capataz.pipeline.progress_state import ProgressState, read_progress
 from capataz.redaction import redact_data
 from capataz.statedir import refuse_symlink, write_json_atomic
 
@@ -36,7 +37,7 @@ class ProgressDir:
     def __init__(self, root: Path, task_id: str) -> None:
         self.path = root / task_id
         self.artifacts = self.path / "artifacts"
-        self.state: dict[str, Any] = {}
+        self._state: ProgressState | None = None
         self.token: str | None = None
         self._owner_checked = 0.0
 
@@ -44,7 +45,15 @@ class ProgressDir:
     def run_log(self) -> Path:
         return self.artifacts / "run.log"
 
-    def reset(self, state: dict[str, Any]) -> None:
+    @property
+    def state(self) -> ProgressState:
+        """The run's progress; the supervisor changes it in place and :meth:`save`
+        writes it (once per step, and at the moments a reader must see at once)."""
+        if self._state is None:
+            raise RuntimeError(f"{self.path}: no progress yet (reset or load first)")
+        return self._state
+
+    def reset(self, state: ProgressState) -> None:
         """Start a run of this task id afresh: re-running an id overwrites, never duplicates."""
         refuse_symlink(self.path)
         if self.path.exists():
@@ -54,7 +63,7 @@ class ProgressDir:
             (self.path / name).touch()
         self.token = uuid.uuid4().hex
         (self.path / ".owner").write_text(self.token)
-        self.state = state
+        self._state = state
         self.save()
 
     @property
@@ -73,28 +82,23 @@ class ProgressDir:
             self._owner_checked = now
         return owned
 
-    def load(self) -> dict[str, Any]:
-        self.state = json.loads((self.path / "progress.json").read_text(encoding="utf-8"))
+    def load(self) -> ProgressState:
+        """progress.json read back through the model (a file capataz did not write is
+        a one-line :class:`~capataz.errors.TaskError`)."""
+        path = self.path / "progress.json"
+        self._state = read_progress(path.read_text(encoding="utf-8"), str(path))
         owner = self.path / ".owner"
         self.token = owner.read_text() if owner.exists() else None
-        return self.state
+        return self._state
 
     def exists(self) -> bool:
         return (self.path / "progress.json").is_file()
 
-    def update(self, **fields: Any) -> None:
-        self.state.update(fields)
-        self.save()
-
-    def set(self, **fields: Any) -> None:
-        """Change the state without writing it yet (the end of the step writes it)."""
-        self.state.update(fields)
-
     def save(self) -> None:
         if not self.owned:
             return
-        self.state["lastUpdate"] = utcnow().isoformat()
-        write_json_atomic(self.path / "progress.json", self.state)
+        self.state.last_update = utcnow()
+        write_json_atomic(self.path / "progress.json", self.state.to_json())
 
     def record_decision(self, phase: str, decision: Decision, reason: str) -> DecisionRecord:
         record = DecisionRecord(phase=phase, decision=decision, reason=reason)

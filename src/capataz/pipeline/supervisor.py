@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypeVar
 
 from capataz.agents.commands import agent_env, render_command, resolve_agent
 from capataz.config import Config
@@ -35,6 +35,13 @@ from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
 from capataz.pipeline.progress import ProgressDir
+from capataz.pipeline.progress_state import (
+    GateSummary,
+    ProgressMetrics,
+    ProgressState,
+    StepRecord,
+    Validation,
+)
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
@@ -46,6 +53,8 @@ from capataz.workspace.landing import land, rollback
 from capataz.workspace.repo import Repository
 
 __all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec", "Supervisor"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,7 +69,7 @@ class _Run:
     changes: ChangeSet | None = None
     agent: ExecResult | None = None
     violations: list[Violation] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     nested_git: list[str] = field(default_factory=list)
     published: Publication = field(default_factory=Publication)
 
@@ -128,13 +137,13 @@ class Supervisor:
             artifacts=run.progress.artifacts if run.progress.owned else None,
         )
         run.progress.record_decision("error", Decision.ROLLED_BACK, reason)
-        run.progress.update(
-            status=ProgressStatus.ROLLED_BACK.value,
-            outcome="error",
-            reason=reason,
-            completedAt=utcnow().isoformat(),
-            steps=run.steps,
-        )
+        state = run.progress.state
+        state.status = ProgressStatus.ROLLED_BACK.value
+        state.outcome = "error"
+        state.reason = reason
+        state.completed_at = utcnow()
+        state.steps = run.steps
+        run.progress.save()
 
     def resume(self, task_id: str) -> RunReport:
         """Re-judge a task a human modified (escalation answered ``modify``)."""
@@ -145,30 +154,36 @@ class Supervisor:
                 fix="check the id (see the progress directory)",
             )
         state = progress.load()
-        if state.get("status") != ProgressStatus.ESCALATED.value or not state.get("awaitingHuman"):
+        if (
+            state.status != ProgressStatus.ESCALATED.value
+            or not state.awaiting_human
+            or state.workspace is None
+        ):
             raise TaskError(
-                f"task {task_id!r} is {state.get('status')}, not waiting for edits",
+                f"task {task_id!r} is {state.status}, not waiting for edits",
                 fix="only a task answered with `modify` can be resumed",
             )
         spec = RunSpec(
             task_id=task_id,
-            instruction=state["instruction"],
-            agent=state["agent"],
-            title=state.get("title", ""),
-            allow_high=state.get("allowHigh"),
+            instruction=state.instruction,
+            agent=state.agent,
+            title=state.title,
+            allow_high=state.allow_high,
         )
         self.secrets.prepare(spec.agent)  # the post-gates may need theirs
         ws = Workspace.existing(
-            self.repo, task_id, self.workspaces, state["baseCommit"], Path(state["workspace"]).name
+            self.repo, task_id, self.workspaces, state.base_commit, Path(state.workspace).name
         )
         run = _Run(
             spec=spec,
             progress=progress,
             workspace=ws,
             log=RunLog(progress.run_log),
-            steps=list(state.get("steps", [])),
+            steps=list(state.steps),
         )
-        progress.update(awaitingHuman=False, status=ProgressStatus.VALIDATING_POST.value)
+        state.awaiting_human = False
+        state.status = ProgressStatus.VALIDATING_POST.value
+        progress.save()
         try:
             self._step(run, "collect", lambda: self._collect(run, message="human edits"))
             return self._judge(run)
@@ -200,27 +215,27 @@ class Supervisor:
         progress = ProgressDir(self.progress_root, spec.task_id)
         state_dir(self.repo.root)
         base = self.repo.branch_tip(self.config.project.target_branch)
-        now = utcnow().isoformat()
+        now = utcnow()
         progress.reset(
-            {
-                "taskId": spec.task_id,
-                "title": spec.title,
-                "description": spec.title or spec.instruction,
-                "instruction": spec.instruction,
-                "agent": spec.agent,
-                "allowHigh": spec.allow_high,
-                "status": ProgressStatus.PENDING.value,
-                "currentPhase": "prepare",
-                "createdAt": now,
-                "startedAt": now,
-                "completedAt": None,
-                "baseCommit": base,
-                "targetBranch": self.config.project.target_branch,
-                "sandbox": self.sandbox.name,
-                "validation": {},
-                "metrics": {},
-                "steps": [],
-            }
+            ProgressState(
+                task_id=spec.task_id,
+                title=spec.title,
+                description=spec.title or spec.instruction,
+                instruction=spec.instruction,
+                agent=spec.agent,
+                allow_high=spec.allow_high,
+                status=ProgressStatus.PENDING.value,
+                current_phase="prepare",
+                created_at=now,
+                started_at=now,
+                completed_at=None,
+                base_commit=base,
+                target_branch=self.config.project.target_branch,
+                sandbox=self.sandbox.name,
+                validation=Validation(),
+                metrics=ProgressMetrics(),
+                steps=[],
+            )
         )
         log = RunLog(progress.run_log)
         run = _Run(spec=spec, progress=progress, workspace=None, log=log)  # type: ignore[arg-type]
@@ -235,7 +250,7 @@ class Supervisor:
                 f"{spec.task_id}.{spec.attempt}" if spec.attempt else None,
             ),
         )
-        progress.set(workspace=str(run.workspace.path))
+        progress.state.workspace = str(run.workspace.path)
         log.note(
             "capataz",
             f"task {spec.task_id}: agent {spec.agent} ({agent.command[0]}), "
@@ -251,7 +266,7 @@ class Supervisor:
             if phase is GatePhase.PRE
             else ProgressStatus.VALIDATING_POST
         )
-        run.progress.set(status=status.value)
+        run.progress.state.status = status.value
         extra = self._collected_violations(run) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
@@ -272,13 +287,13 @@ class Supervisor:
         if any(g.get("outcome") for g in report.gates):  # a command gate ran in the tree
             self._clean_tree(run)
         run.progress.record_violations(report.violations)
-        key = "preTask" if phase is GatePhase.PRE else "postTask"
-        summary = {
-            "passed": report.passed,
-            "timestamp": utcnow().isoformat(),
-            "violations": [v.model_dump(mode="json") for v in report.violations],
-        }
-        run.progress.state.setdefault("validation", {})[key] = summary
+        summary = GateSummary(
+            passed=report.passed, timestamp=utcnow(), violations=report.violations
+        )
+        if phase is GatePhase.PRE:
+            run.progress.state.validation.pre_task = summary
+        else:
+            run.progress.state.validation.post_task = summary
         allow_high = run.spec.allow_high
         if allow_high is None:
             allow_high = self.config.project.allow_high
@@ -287,10 +302,10 @@ class Supervisor:
             phase,
             {
                 "phase": f"{phase.value}-task",
-                "timestamp": summary["timestamp"],
+                "timestamp": summary.timestamp.isoformat(),
                 "status": verdict.decision.value,
                 "gates": report.gates,
-                "violations": summary["violations"],
+                "violations": [v.model_dump(mode="json") for v in report.violations],
                 "message": verdict.reason,
             },
         )
@@ -317,7 +332,7 @@ class Supervisor:
         return found + run.published.violations
 
     def _execute(self, run: _Run) -> ExecResult:
-        run.progress.set(status=ProgressStatus.IN_PROGRESS.value)
+        run.progress.state.status = ProgressStatus.IN_PROGRESS.value
         agent = resolve_agent(self.config, run.spec.agent)
         argv = render_command(
             agent,
@@ -343,17 +358,14 @@ class Supervisor:
         run.log.note(
             "capataz", f"agent ended: {run.agent.outcome.value} {run.agent.detail}".strip()
         )
-        run.progress.state["metrics"].update(
-            {
-                "agentExitCode": run.agent.exit_code,
-                "agentOutcome": run.agent.outcome.value,
-                "executionTimeMs": round(run.agent.wall_seconds * 1000),
-                "agentCpuSeconds": round(run.agent.cpu_seconds, 3),
-                "agentPeakMemoryBytes": run.agent.peak_memory_bytes,
-                "agentOutputBytes": run.agent.output_bytes,
-                "leftoverProcesses": run.agent.leftover_processes,
-            }
-        )
+        metrics = run.progress.state.metrics
+        metrics.agent_exit_code = run.agent.exit_code
+        metrics.agent_outcome = run.agent.outcome.value
+        metrics.execution_time_ms = round(run.agent.wall_seconds * 1000)
+        metrics.agent_cpu_seconds = round(run.agent.cpu_seconds, 3)
+        metrics.agent_peak_memory_bytes = run.agent.peak_memory_bytes
+        metrics.agent_output_bytes = run.agent.output_bytes
+        metrics.leftover_processes = run.agent.leftover_processes
         return run.agent
 
     def _collect(self, run: _Run, message: str = "") -> ChangeSet | None:
@@ -372,23 +384,20 @@ class Supervisor:
             run.workspace.changes(head) if run.result else ChangeSet(root=run.workspace.tree)
         )
         changes = run.changes.changes
-        run.progress.state["metrics"].update(
-            {
-                "filesCreated": sum(c.kind.value == "added" for c in changes),
-                "filesModified": sum(c.kind.value == "modified" for c in changes),
-                "filesDeleted": sum(c.kind.value == "deleted" for c in changes),
-                "linesAdded": sum(c.lines_added for c in changes),
-                "linesRemoved": sum(c.lines_removed for c in changes),
-            }
-        )
-        run.progress.set(
-            resultCommit=run.result, fileChanges=[c.model_dump(mode="json") for c in changes]
-        )
+        state = run.progress.state
+        state.metrics.files_created = sum(c.kind.value == "added" for c in changes)
+        state.metrics.files_modified = sum(c.kind.value == "modified" for c in changes)
+        state.metrics.files_deleted = sum(c.kind.value == "deleted" for c in changes)
+        state.metrics.lines_added = sum(c.lines_added for c in changes)
+        state.metrics.lines_removed = sum(c.lines_removed for c in changes)
+        state.result_commit = run.result
+        state.file_changes = list(changes)
         return run.changes
 
     def _escalate(self, run: _Run, verdict: Verdict) -> Answer:
         timeout = self.config.project.escalation_timeout
-        run.progress.update(status=ProgressStatus.ESCALATED.value)
+        run.progress.state.status = ProgressStatus.ESCALATED.value
+        run.progress.save()
         record = open_escalation(
             run.progress,
             reason=verdict.reason,
@@ -425,12 +434,12 @@ class Supervisor:
             return self._finalize(run, Verdict(Decision.CONTINUE, reason))
         if answer.choice is EscalationChoice.MODIFY:
             run.progress.record_decision("escalation", Decision.ESCALATE, reason)
-            run.progress.update(
-                status=ProgressStatus.ESCALATED.value,
-                awaitingHuman=True,
-                currentPhase="awaiting-human",
-                steps=run.steps,
-            )
+            state = run.progress.state
+            state.status = ProgressStatus.ESCALATED.value
+            state.awaiting_human = True
+            state.current_phase = "awaiting-human"
+            state.steps = run.steps
+            run.progress.save()
             message = (
                 f"workspace kept for your edits: {run.workspace.tree}; "
                 f"then run `capataz resume {run.spec.task_id}`"
@@ -448,9 +457,9 @@ class Supervisor:
             run.progress.record_decision(
                 "completion", Decision.COMPLETED, "the agent changed nothing"
             )
-            run.progress.update(
-                status=ProgressStatus.COMPLETED.value, outcome=Outcome.NO_CHANGES.value
-            )
+            run.progress.state.status = ProgressStatus.COMPLETED.value
+            run.progress.state.outcome = Outcome.NO_CHANGES.value
+            run.progress.save()
             return self._report(
                 run,
                 Outcome.NO_CHANGES,
@@ -473,12 +482,12 @@ class Supervisor:
         self.context.publish(run.spec.task_id, run.published, run.log)
         run.workspace.discard()
         run.progress.record_decision("completion", Decision.COMPLETED, landed.message)
-        run.progress.update(
-            status=ProgressStatus.COMPLETED.value,
-            outcome=landed.outcome.value,
-            landedCommit=landed.commit if landed.outcome is Outcome.LANDED else None,
-            branch=landed.branch,
-        )
+        state = run.progress.state
+        state.status = ProgressStatus.COMPLETED.value
+        state.outcome = landed.outcome.value
+        state.landed_commit = landed.commit if landed.outcome is Outcome.LANDED else None
+        state.branch = landed.branch
+        run.progress.save()
         report = self._report(
             run, landed.outcome, Decision.COMPLETED, verdict.reason, landed.message
         )
@@ -503,14 +512,13 @@ class Supervisor:
             ),
         )
         run.progress.record_decision("rollback", Decision.ROLLED_BACK, verdict.reason)
-        metrics = run.progress.state.setdefault("metrics", {})
-        metrics["rollbacksApplied"] = metrics.get("rollbacksApplied", 0) + 1
-        run.progress.update(
-            status=status.value,
-            outcome=outcome.value,
-            rejectedRef=done.rejected_ref,
-            rejectedInspect=done.inspect,
-        )
+        state = run.progress.state
+        state.metrics.rollbacks_applied = (state.metrics.rollbacks_applied or 0) + 1
+        state.status = status.value
+        state.outcome = outcome.value
+        state.rejected_ref = done.rejected_ref
+        state.rejected_inspect = done.inspect
+        run.progress.save()
         message = (
             f"rolled back; {run.spec.task_id} left no trace on {self.config.project.target_branch}"
         )
@@ -537,13 +545,13 @@ class Supervisor:
     def _report(
         self, run: _Run, outcome: Outcome, decision: Decision, reason: str, message: str
     ) -> RunReport:
-        run.progress.update(
-            completedAt=utcnow().isoformat(),
-            currentPhase=outcome.value,
-            steps=run.steps,
-            reason=reason,
-            message=message,
-        )
+        state = run.progress.state
+        state.completed_at = utcnow()
+        state.current_phase = outcome.value
+        state.steps = run.steps
+        state.reason = reason
+        state.message = message
+        run.progress.save()
         return RunReport(
             task_id=run.spec.task_id,
             outcome=outcome,
@@ -560,10 +568,12 @@ class Supervisor:
             diff=run.changes.patch if run.changes and run.result else None,
         )
 
-    def _step(self, run: _Run, name: str, action: Callable[[], Any]) -> Any:
+    def _step(self, run: _Run, name: str, action: Callable[[], T]) -> T:
+        """Run one step, recording it (start, end, outcome) in progress.json, which is
+        written once at the step's end with whatever the step changed."""
         started = utcnow()
         self.listener(Event("step", name, "started"))
-        run.progress.set(currentPhase=name)
+        run.progress.state.current_phase = name
         outcome = "error"
         try:
             value = action()
@@ -572,15 +582,16 @@ class Supervisor:
         finally:
             ended = utcnow()
             run.steps.append(
-                {
-                    "phase": name,
-                    "startedAt": started.isoformat(),
-                    "endedAt": ended.isoformat(),
-                    "outcome": outcome,
-                    "seconds": round((ended - started).total_seconds(), 4),
-                }
+                StepRecord(
+                    phase=name,
+                    started_at=started,
+                    ended_at=ended,
+                    outcome=outcome,
+                    seconds=round((ended - started).total_seconds(), 4),
+                )
             )
-            run.progress.update(steps=run.steps)
+            run.progress.state.steps = run.steps
+            run.progress.save()
             self.listener(Event("step", name, "finished", outcome))
 
     def _output(self, run: _Run, source: str, line: OutputLine) -> None:

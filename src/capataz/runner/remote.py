@@ -28,18 +28,40 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from capataz.errors import QueueRefusedError, QueueUnavailable, TaskError
+from capataz.runner.protocol import (
+    BatchRecorded,
+    Claim,
+    ClaimedTaskOut,
+    Complete,
+    ContextEntries,
+    Current,
+    Escalate,
+    EscalationAnswerOut,
+    Heartbeat,
+    OutboxLog,
+    OutboxStep,
+    Publish,
+    QueueMetrics,
+    Records,
+    Register,
+    Release,
+    Rescued,
+    RunDetailsIn,
+    RunnerIdOut,
+    Sweep,
+    TaskSecrets,
+)
 from capataz.store.records import ClaimedTask, EscalationAnswer, RunDetails
 from capataz.store.statuses import TaskState
 
@@ -59,6 +81,8 @@ BATCH_LIMIT = 1000
 # How long the server's word that a lease is held stands in for an is_current request.
 CONFIRMED_FOR = 0.75
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+A = TypeVar("A")
+_IGNORED: TypeAdapter[object] = TypeAdapter(object)  # an answer whose data is not used
 
 
 @dataclasses.dataclass
@@ -70,7 +94,7 @@ class _Outbox:
     sending: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     seq: int = 0
-    pending: deque[dict[str, Any]] = dataclasses.field(default_factory=deque)
+    pending: deque[OutboxStep | OutboxLog] = dataclasses.field(default_factory=deque)
 
 
 class RemoteQueue:
@@ -122,20 +146,16 @@ class RemoteQueue:
         pid: int,
         concurrency: int,
     ) -> str:
-        body = {
-            "name": name,
-            "labels": list(labels),
-            "hostname": hostname,
-            "pid": pid,
-            "concurrency": concurrency,
-        }
-        return str(self._data("POST", "/runner/register", body)["runner_id"])
+        body = Register(
+            name=name, labels=list(labels), hostname=hostname, pid=pid, concurrency=concurrency
+        )
+        return self._call("POST", "/runner/register", _RUNNER_ID, body).runner_id
 
     def runner_heartbeat(self, runner_id: str) -> None:
-        self._data("POST", f"/runner/{runner_id}/heartbeat", {})
+        self._call("POST", f"/runner/{runner_id}/heartbeat", _RUNNER_ID, _EMPTY)
 
     def runner_stopped(self, runner_id: str) -> None:
-        self._data("POST", f"/runner/{runner_id}/stopped", {})
+        self._call("POST", f"/runner/{runner_id}/stopped", _RUNNER_ID, _EMPTY)
 
     # -- leases -------------------------------------------------------------------------
 
@@ -147,24 +167,17 @@ class RemoteQueue:
         *,
         claim_key: str | None = None,
     ) -> ClaimedTask | None:
-        body = {
-            "runner_id": runner_id,
-            "lease_seconds": lease_seconds,
-            "labels": None if labels is None else list(labels),
-            "claim_key": claim_key,
-        }
+        body = Claim(
+            runner_id=runner_id,
+            lease_seconds=lease_seconds,
+            labels=None if labels is None else list(labels),
+            claim_key=claim_key,
+        )
         asked = time.monotonic()
-        data = self._data("POST", "/runner/claim", body)
+        data = self._call("POST", "/runner/claim", _CLAIMED, body)
         if data is None:
             return None
-        known = {f.name for f in dataclasses.fields(ClaimedTask)}
-        claimed = ClaimedTask(
-            **{
-                **{key: value for key, value in data.items() if key in known},
-                "labels": tuple(data["labels"]),
-                "lease_expires_at": datetime.fromisoformat(data["lease_expires_at"]),
-            }
-        )
+        claimed = ClaimedTask(**{**data.model_dump(), "labels": tuple(data.labels)})
         with self._lock:
             self._runs[(claimed.id, claimed.fencing_token)] = claimed.run_id
             self._leases[claimed.run_id] = (claimed.id, claimed.fencing_token)
@@ -172,7 +185,7 @@ class RemoteQueue:
         return claimed
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
-        body = {"fencing_token": fencing_token, "lease_seconds": lease_seconds}
+        body = Heartbeat(fencing_token=fencing_token, lease_seconds=lease_seconds)
         asked = time.monotonic()
         held = self._held("POST", f"/runner/tasks/{task_id}/heartbeat", body)
         self._confirm((task_id, fencing_token), held, asked)
@@ -191,9 +204,9 @@ class RemoteQueue:
             return known[1]
         asked = time.monotonic()
         params = {"token": fencing_token}
-        data = self._data("GET", f"/runner/tasks/{task_id}/current", params=params)
-        self._confirm(lease, bool(data["current"]), asked)
-        return bool(data["current"])
+        data = self._call("GET", f"/runner/tasks/{task_id}/current", _CURRENT, params=params)
+        self._confirm(lease, data.current, asked)
+        return data.current
 
     def _confirm(self, lease: tuple[str, int], current: bool, asked: float) -> None:
         """Note the server's answer about ``lease`` to a request sent at ``asked``
@@ -210,16 +223,16 @@ class RemoteQueue:
         and hands out only under the current lease (used by the pipeline, through
         :func:`capataz.secrets_delivery.remote_source`). Never logged."""
         params = {"token": fencing_token}
-        data = self._data("GET", f"/runner/tasks/{task_id}/secrets", params=params)
-        return {str(name): str(value) for name, value in (data.get("values") or {}).items()}
+        path = f"/runner/tasks/{task_id}/secrets"
+        return dict(self._call("GET", path, _SECRETS, params=params).values)
 
-    def task_context(self, task_id: str, fencing_token: int) -> dict[str, Any]:
+    def task_context(self, task_id: str, fencing_token: int) -> dict[str, JsonValue]:
         """What the claimed task receives from its dependencies (``{context}``), picked
         by the server under the current lease (used through
         :class:`capataz.context_store.RemoteContextLink`)."""
         params = {"token": fencing_token}
-        data = self._data("GET", f"/runner/tasks/{task_id}/context", params=params)
-        return dict(data.get("entries") or {})
+        path = f"/runner/tasks/{task_id}/context"
+        return dict(self._call("GET", path, _CONTEXT, params=params).entries)
 
     def publish_context(
         self,
@@ -230,18 +243,14 @@ class RemoteQueue:
     ) -> None:
         """Store what a landed run published; repeatable (the same entries again only
         rewrite them), so a retry after a lost answer is safe."""
-        body = {
-            "fencing_token": fencing_token,
-            "entries": dict(entries),
-            "ttl_seconds": ttl_seconds,
-        }
-        self._data("POST", f"/runner/tasks/{task_id}/context", body)
+        body = Publish(fencing_token=fencing_token, entries=dict(entries), ttl_seconds=ttl_seconds)
+        self._call("POST", f"/runner/tasks/{task_id}/context", _IGNORED, body)
 
     def release(
         self, task_id: str, fencing_token: int, reason: str, *, delay_seconds: float = 0.0
     ) -> bool:
         self._flush_run(task_id, fencing_token)
-        body = {"fencing_token": fencing_token, "reason": reason, "delay_seconds": delay_seconds}
+        body = Release(fencing_token=fencing_token, reason=reason, delay_seconds=delay_seconds)
         released = self._held("POST", f"/runner/tasks/{task_id}/release", body)
         self._forget(task_id, fencing_token)
         return released
@@ -259,61 +268,68 @@ class RemoteQueue:
     ) -> bool:
         """Report the result after the run's last steps and log lines are in."""
         self._flush_run(task_id, fencing_token)
-        body = {
-            "fencing_token": fencing_token,
-            "state": TaskState(state).value,
-            "reason": reason,
-            "decision": decision,
-            "actor": actor,
-            "details": dataclasses.asdict(details) if details is not None else None,
-        }
+        body = Complete(
+            fencing_token=fencing_token,
+            state=TaskState(state),
+            reason=reason,
+            decision=decision,
+            actor=actor,
+            details=(
+                RunDetailsIn.model_validate(dataclasses.asdict(details))
+                if details is not None
+                else None
+            ),
+        )
         accepted = self._held("POST", f"/runner/tasks/{task_id}/complete", body)
         self._forget(task_id, fencing_token)
         return accepted
 
     def sweep(self, *, actor: str = "sweeper") -> list[str]:
-        return [str(t) for t in self._data("POST", "/runner/sweep", {"actor": actor})["rescued"]]
+        return self._call("POST", "/runner/sweep", _RESCUED, Sweep(actor=actor)).rescued
 
     # -- what a run records -------------------------------------------------------------
 
     def step_started(self, run_id: str, phase: str) -> None:
-        self._record(run_id, {"kind": "step", "phase": phase, "status": "started"})
+        self._record(
+            run_id, lambda seq: OutboxStep(kind="step", seq=seq, phase=phase, status="started")
+        )
 
     def step_finished(self, run_id: str, phase: str, outcome: str) -> None:
-        record = {"kind": "step", "phase": phase, "status": "finished", "outcome": outcome}
-        self._record(run_id, record)
+        self._record(
+            run_id,
+            lambda seq: OutboxStep(
+                kind="step", seq=seq, phase=phase, status="finished", outcome=outcome
+            ),
+        )
 
     def append_log(self, run_id: str, text: str) -> None:
         if text:
-            self._record(run_id, {"kind": "log", "text": text})
+            self._record(run_id, lambda seq: OutboxLog(kind="log", seq=seq, text=text))
 
     def open_escalation(
         self,
         task_id: str,
         fencing_token: int,
         reason: str,
-        details: dict[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> bool:
-        body = {"fencing_token": fencing_token, "reason": reason, "details": details}
+        body = Escalate(
+            fencing_token=fencing_token,
+            reason=reason,
+            details=None if details is None else dict(details),
+        )
         return self._held("POST", f"/runner/tasks/{task_id}/escalation", body)
 
     def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
         params = {"token": fencing_token}
-        data = self._data("GET", f"/runner/tasks/{task_id}/escalation", params=params)
-        if data is None:
-            return None
-        return EscalationAnswer(
-            decision=data["decision"],
-            note=data["note"],
-            decided_by=data["decided_by"],
-            answered_at=datetime.fromisoformat(data["answered_at"]),
-        )
+        path = f"/runner/tasks/{task_id}/escalation"
+        data = self._call("GET", path, _ANSWER, params=params)
+        return None if data is None else EscalationAnswer(**data.model_dump())
 
     # -- idling ---------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._data("GET", "/runner/metrics")
-        return data
+        return self._call("GET", "/runner/metrics", _METRICS).as_dict()
 
     @property
     def waits_for_ready(self) -> bool:
@@ -325,7 +341,7 @@ class RemoteQueue:
 
     # -- the outbox -----------------------------------------------------------------------
 
-    def _record(self, run_id: str, body: dict[str, Any]) -> None:
+    def _record(self, run_id: str, make: Callable[[int], OutboxStep | OutboxLog]) -> None:
         """Queue a step or log chunk of ``run_id`` with the run's next number and let
         the sender deliver it: never blocks on the network."""
         with self._lock:
@@ -335,7 +351,7 @@ class RemoteQueue:
                 self._sender.start()
         with box.lock:
             box.seq += 1
-            box.pending.append({**body, "seq": box.seq})
+            box.pending.append(make(box.seq))
             if len(box.pending) > OUTBOX_LIMIT:
                 box.pending.popleft()
                 log.warning("run %s: server away too long; dropped its oldest record", run_id)
@@ -382,16 +398,17 @@ class RemoteQueue:
                         return
                     batch = list(itertools.islice(box.pending, BATCH_LIMIT))
                 asked = time.monotonic()
+                path = f"/runner/runs/{run_id}/records"
                 try:
-                    data = self._data("POST", f"/runner/runs/{run_id}/records", {"records": batch})
+                    data = self._call("POST", path, _BATCH, Records(records=batch))
                 except TaskError as exc:
                     log.warning("run %s: %d records refused: %s", run_id, len(batch), exc)
                 else:
-                    if lease is not None and isinstance(data, dict) and "current" in data:
-                        self._confirm(lease, bool(data["current"]), asked)
-                last = batch[-1]["seq"]
+                    if lease is not None:
+                        self._confirm(lease, data.current, asked)
+                last = batch[-1].seq
                 with box.lock:  # drop what was sent (unless the limit dropped it meanwhile)
-                    while box.pending and box.pending[0]["seq"] <= last:
+                    while box.pending and box.pending[0].seq <= last:
                         box.pending.popleft()
 
     def _flush_run(self, task_id: str, fencing_token: int) -> None:
@@ -410,26 +427,28 @@ class RemoteQueue:
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def _held(self, method: str, path: str, body: dict[str, Any]) -> bool:
+    def _held(self, method: str, path: str, body: BaseModel) -> bool:
         """A write under a lease: True when done, False when the lease is not (or no
         longer) this runner's (409, the runner treats it as lost)."""
         try:
-            self._data(method, path, body, conflict_ok=True)
+            self._call(method, path, _IGNORED, body, conflict_ok=True)
         except _Conflict:
             return False
         return True
 
-    def _data(
+    def _call(
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None = None,
+        answer: TypeAdapter[A],
+        body: BaseModel | None = None,
         *,
-        params: dict[str, Any] | None = None,
+        params: dict[str, int] | None = None,
         conflict_ok: bool = False,
-    ) -> Any:
-        """``data`` of the answer to one request, or the error its status means."""
-        content = None if body is None else json.dumps(body, default=str).encode()
+    ) -> A:
+        """``data`` of the answer to one request, read through ``answer`` (the
+        protocol's model of it), or the error its status means."""
+        content = None if body is None else body.model_dump_json().encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
             response = self._client.request(
@@ -442,7 +461,14 @@ class RemoteQueue:
             ) from None
         status = response.status_code
         if status < 300:
-            return _payload(response).get("data")
+            try:
+                return answer.validate_python(_payload(response).get("data"))
+            except ValidationError as exc:
+                raise QueueRefusedError(
+                    f"{method} {path}: not the answer this runner understands: "
+                    f"{exc.errors()[0]['msg']}",
+                    fix="run the same capataz version on the server and the runners",
+                ) from None
         message = _error_message(response)
         if status == 409 and conflict_ok:
             raise _Conflict(message)
@@ -459,6 +485,22 @@ class RemoteQueue:
         if status in (404, 409):
             raise TaskError(f"{method} {path}: {message}")
         raise QueueRefusedError(f"{method} {path} refused ({status}): {message}")
+
+
+class _Empty(BaseModel):
+    """A request without fields (``{}``)."""
+
+
+_EMPTY = _Empty()
+_RUNNER_ID = TypeAdapter(RunnerIdOut)
+_CLAIMED = TypeAdapter(ClaimedTaskOut | None)
+_CURRENT = TypeAdapter(Current)
+_SECRETS = TypeAdapter(TaskSecrets)
+_CONTEXT = TypeAdapter(ContextEntries)
+_RESCUED = TypeAdapter(Rescued)
+_ANSWER = TypeAdapter(EscalationAnswerOut | None)
+_METRICS = TypeAdapter(QueueMetrics)
+_BATCH = TypeAdapter(BatchRecorded)
 
 
 class _Conflict(Exception):

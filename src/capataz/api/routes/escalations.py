@@ -4,16 +4,18 @@ aborts a run that stopped to ask; the runner waiting on it picks the answer up."
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import ok, store_of
+from capataz.api.deps import Answer, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.tasks import get_task_or_404
+from capataz.api.schemas import Decided, EscalationOut
 from capataz.errors import TaskError
+from capataz.runner.protocol import Envelope
 from capataz.store import TokenInfo
 
 __all__ = ["router"]
@@ -30,7 +32,11 @@ class Decision(BaseModel):
     note: str = Field(default="", max_length=10_000)
 
 
-@router.get("", summary="Escalations, newest first; open ones unless open=false")
+@router.get(
+    "",
+    summary="Escalations, newest first; open ones unless open=false",
+    response_model=Envelope[list[EscalationOut]],
+)
 def list_escalations(
     request: Request,
     _: Reader,
@@ -40,18 +46,22 @@ def list_escalations(
     ] = True,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> Answer:
     found = store_of(request).list_escalations(open_only=open_only, limit=limit, offset=offset)
     return ok(found)
 
 
-@router.post("/{task_id}/decision", summary="Answer the task's open escalation")
+@router.post(
+    "/{task_id}/decision",
+    summary="Answer the task's open escalation",
+    response_model=Envelope[Decided],
+)
 def decide(
     request: Request,
     token: Operator,
     task_id: Annotated[str, Path(max_length=200)],
     body: Decision,
-) -> dict[str, Any]:
+) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     actor = f"api:{token.name}"

@@ -3,17 +3,17 @@ runbook's first check."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
-from capataz.api.deps import capataz_version, ok
+from capataz.api.deps import Answer, capataz_version, ok
+from capataz.api.schemas import HealthOut
+from capataz.runner.protocol import Envelope
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Is the server up")
-def health() -> dict[str, Any]:
+@router.get("/health", summary="Is the server up", response_model=Envelope[HealthOut])
+def health() -> Answer:
     return ok({"status": "ok", "version": capataz_version()})

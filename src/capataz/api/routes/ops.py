@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 
 from capataz.api.auth import Access, destructive, requires
-from capataz.api.deps import ok, store_of
+from capataz.api.deps import Answer, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.schemas import Forgotten, RunnerStatusOut
+from capataz.runner.protocol import Envelope, QueueMetrics
 from capataz.store import RunnerInfo, TokenInfo
 
 __all__ = ["router"]
@@ -43,13 +45,21 @@ def runner_json(
     }
 
 
-@router.get("/metrics", summary="Tasks by state, runners, fail rate, backlog age")
-def get_metrics(request: Request, _: Reader) -> dict[str, Any]:
+@router.get(
+    "/metrics",
+    summary="Tasks by state, runners, fail rate, backlog age",
+    response_model=Envelope[QueueMetrics],
+)
+def get_metrics(request: Request, _: Reader) -> Answer:
     return ok(store_of(request).metrics())
 
 
-@router.get("/runner/status", summary="Every runner, online or offline, with last_seen_at")
-def runner_status(request: Request, _: Reader) -> dict[str, Any]:
+@router.get(
+    "/runner/status",
+    summary="Every runner, online or offline, with last_seen_at",
+    response_model=Envelope[list[RunnerStatusOut]],
+)
+def runner_status(request: Request, _: Reader) -> Answer:
     store = store_of(request)
     runners = store.list_runners()
     current = store.current_runs()
@@ -59,10 +69,11 @@ def runner_status(request: Request, _: Reader) -> dict[str, Any]:
 @router.delete(
     "/runners/{runner_id}",
     summary="Forget an offline runner (needs [server] allow_destructive)",
+    response_model=Envelope[Forgotten],
 )
 def forget_runner(
     request: Request, token: Admin, runner_id: Annotated[str, Path(max_length=200)]
-) -> dict[str, Any]:
+) -> Answer:
     destructive(request)  # after the role check: strangers get 401/403 first
     store = store_of(request)
     if not any(r.id == runner_id for r in store.list_runners()):

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import config_of, ok, store_of
+from capataz.api.deps import Answer, config_of, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.schemas import CredentialRequestOut
 from capataz.errors import TaskError
+from capataz.runner.protocol import Envelope, TaskSecrets
 from capataz.secrets.credentials import RequestState, needed_secrets, request_states
 from capataz.secrets.vault import KEY_ENV, KEY_FILE, MasterKey, Vault, VaultError
 from capataz.store import Store, TokenInfo
@@ -73,18 +75,21 @@ def server_vault(request: Request, store: Store) -> Vault:
     return vault
 
 
-@router.get("/ops/requests", summary="Credential requests and their status (WAITING/PROVIDED)")
-def list_requests(request: Request, _: Reader) -> dict[str, Any]:
+@router.get(
+    "/ops/requests",
+    summary="Credential requests and their status (WAITING/PROVIDED)",
+    response_model=Envelope[list[CredentialRequestOut]],
+)
+def list_requests(request: Request, _: Reader) -> Answer:
     return ok([state.as_json() for state in _states(request)])
 
 
 @router.post(
     "/ops/requests/{request_id}/value",
     summary="Provide a request's secret (stored encrypted; never returned)",
+    response_model=Envelope[CredentialRequestOut],
 )
-def provide_value(
-    request: Request, token: Operator, request_id: RequestId, body: Value
-) -> dict[str, Any]:
+def provide_value(request: Request, token: Operator, request_id: RequestId, body: Value) -> Answer:
     declared = next((r for r in config_of(request).requests if r.id == request_id), None)
     if declared is None:
         raise ApiError(404, f"no credential request {request_id}")
@@ -98,13 +103,14 @@ def provide_value(
     "/runner/tasks/{task_id}/secrets",
     summary="The claimed task's secrets, for a remote runner holding its lease",
     tags=["runner"],
+    response_model=Envelope[TaskSecrets],
 )
 def task_secrets(
     request: Request,
     _: Runner,
     task_id: TaskId,
     fencing_token: Annotated[int, Query(alias="token")],
-) -> dict[str, Any]:
+) -> Answer:
     """Values of the secrets the task's agent and the gates may see, read from the
     server's own configuration (a runner cannot ask for more), and only while
     ``token`` is the task's current lease: a stale or foreign runner gets 409. The

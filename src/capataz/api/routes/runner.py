@@ -16,19 +16,43 @@ transaction); the one-record routes stay for older runners."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import ok, store_of
+from capataz.api.deps import Answer, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.tasks import get_task_or_404
 from capataz.errors import TaskError
-from capataz.store import RunDetails, RunRecord, TaskState, TokenInfo
+from capataz.runner.protocol import (
+    Accepted,
+    BatchRecorded,
+    Claim,
+    ClaimedTaskOut,
+    ClaimThis,
+    Complete,
+    Current,
+    Envelope,
+    Escalate,
+    EscalationAnswerOut,
+    Heartbeat,
+    LogChunk,
+    Opened,
+    QueueMetrics,
+    Recorded,
+    Records,
+    Register,
+    Release,
+    Released,
+    Rescued,
+    RunDetailsIn,
+    RunnerIdOut,
+    Step,
+    Sweep,
+)
+from capataz.store import RunDetails, RunRecord, TokenInfo
 from capataz.store.errors import ClaimConflictError
 
 __all__ = ["router"]
@@ -39,103 +63,6 @@ TaskId = Annotated[str, Path(max_length=200)]
 RunId = Annotated[str, Path(max_length=200)]
 RunnerId = Annotated[str, Path(max_length=200)]
 Token = Annotated[int, Query(ge=0, description="The fencing token of the runner's lease.")]
-Lease = Annotated[float, Field(gt=0, le=86_400)]
-Text = Annotated[str, Field(max_length=10_000)]
-MAX_BATCH = 5000  # records in one batch: a remote runner's whole outbox (OUTBOX_LIMIT)
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Register(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    labels: list[str] = Field(default_factory=list)
-    hostname: Annotated[str, Field(max_length=255)] = ""
-    pid: int = 0
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
-
-
-class Claim(_Body):
-    runner_id: Annotated[str, Field(min_length=1, max_length=200)]
-    lease_seconds: Lease = 30.0
-    labels: list[str] | None = None
-    claim_key: Annotated[str | None, Field(max_length=200)] = None
-
-
-class ClaimThis(_Body):
-    runner_id: Annotated[str, Field(min_length=1, max_length=200)]
-    lease_seconds: Lease = 30.0
-    claim_key: Annotated[str | None, Field(max_length=200)] = None
-
-
-class Heartbeat(_Body):
-    fencing_token: int
-    lease_seconds: Lease = 30.0
-
-
-class Release(_Body):
-    fencing_token: int
-    reason: Text = "released by its runner"
-    delay_seconds: float = Field(default=0.0, ge=0, le=86400)  # e.g. waiting for a credential
-
-
-class Complete(_Body):
-    fencing_token: int
-    state: TaskState
-    reason: str | None = None
-    decision: str | None = None
-    actor: Annotated[str | None, Field(max_length=200)] = None
-    details: dict[str, Any] | None = Field(
-        default=None, description="RunDetails: outcome, exit_code, file_changes, ..."
-    )
-
-
-class Escalate(_Body):
-    fencing_token: int
-    reason: Text
-    details: dict[str, Any] | None = Field(
-        default=None, description="What the human judges: violations, file changes, diff."
-    )
-
-
-class Step(_Body):
-    phase: Annotated[str, Field(min_length=1, max_length=100)]
-    status: Literal["started", "finished"]
-    outcome: Text = ""
-    seq: Annotated[int | None, Field(ge=1)] = None
-
-
-class LogChunk(_Body):
-    text: str
-    seq: Annotated[int | None, Field(ge=1)] = None
-
-
-class StepRecord(_Body):
-    kind: Literal["step"]
-    seq: Annotated[int, Field(ge=1)]
-    phase: Annotated[str, Field(min_length=1, max_length=100)]
-    status: Literal["started", "finished"]
-    outcome: Text = ""
-
-
-class LogRecord(_Body):
-    kind: Literal["log"]
-    seq: Annotated[int, Field(ge=1)]
-    text: str
-
-
-class Records(_Body):
-    """A run's pending records, as a remote runner's outbox sends them all at once."""
-
-    records: Annotated[
-        list[Annotated[StepRecord | LogRecord, Field(discriminator="kind")]],
-        Field(max_length=MAX_BATCH),
-    ]
-
-
-class Sweep(_Body):
-    actor: Annotated[str, Field(max_length=200)] = "sweeper"
 
 
 def _stale(task_id: str, fencing_token: int) -> ApiError:
@@ -149,8 +76,12 @@ def _stale(task_id: str, fencing_token: int) -> ApiError:
 # -- the runner itself ------------------------------------------------------------------
 
 
-@router.post("/register", summary="Register a starting runner; returns its id")
-def register(request: Request, _: Runner, body: Register) -> dict[str, Any]:
+@router.post(
+    "/register",
+    summary="Register a starting runner; returns its id",
+    response_model=Envelope[RunnerIdOut],
+)
+def register(request: Request, _: Runner, body: Register) -> Answer:
     runner_id = store_of(request).register_runner(
         body.name,
         labels=body.labels,
@@ -161,8 +92,10 @@ def register(request: Request, _: Runner, body: Register) -> dict[str, Any]:
     return ok({"runner_id": runner_id})
 
 
-@router.post("/{runner_id}/heartbeat", summary="The runner is alive")
-def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> dict[str, Any]:
+@router.post(
+    "/{runner_id}/heartbeat", summary="The runner is alive", response_model=Envelope[RunnerIdOut]
+)
+def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
     try:
         store_of(request).runner_heartbeat(runner_id)
     except TaskError as exc:
@@ -170,8 +103,10 @@ def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> dict[s
     return ok({"runner_id": runner_id})
 
 
-@router.post("/{runner_id}/stopped", summary="The runner shut down")
-def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> dict[str, Any]:
+@router.post(
+    "/{runner_id}/stopped", summary="The runner shut down", response_model=Envelope[RunnerIdOut]
+)
+def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
     try:
         store_of(request).runner_stopped(runner_id)
     except TaskError as exc:
@@ -179,29 +114,41 @@ def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> dict[str
     return ok({"runner_id": runner_id})
 
 
-@router.get("/metrics", summary="Queue figures (an idle runner checks whether work is left)")
-def metrics(request: Request, _: Runner) -> dict[str, Any]:
+@router.get(
+    "/metrics",
+    summary="Queue figures (an idle runner checks whether work is left)",
+    response_model=Envelope[QueueMetrics],
+)
+def metrics(request: Request, _: Runner) -> Answer:
     return ok(store_of(request).metrics())
 
 
-@router.post("/sweep", summary="Rescue tasks whose lease expired")
-def sweep(request: Request, _: Runner, body: Sweep) -> dict[str, Any]:
+@router.post("/sweep", summary="Rescue tasks whose lease expired", response_model=Envelope[Rescued])
+def sweep(request: Request, _: Runner, body: Sweep) -> Answer:
     return ok({"rescued": store_of(request).sweep(actor=body.actor)})
 
 
 # -- leases -----------------------------------------------------------------------------
 
 
-@router.post("/claim", summary="Lease the most urgent ready task (data null when none)")
-def claim(request: Request, _: Runner, body: Claim) -> dict[str, Any]:
+@router.post(
+    "/claim",
+    summary="Lease the most urgent ready task (data null when none)",
+    response_model=Envelope[ClaimedTaskOut | None],
+)
+def claim(request: Request, _: Runner, body: Claim) -> Answer:
     claimed = store_of(request).claim(
         body.runner_id, body.lease_seconds, body.labels, claim_key=body.claim_key
     )
     return ok(claimed)
 
 
-@router.post("/tasks/{task_id}/claim", summary="Lease this task (409 when it cannot be)")
-def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) -> dict[str, Any]:
+@router.post(
+    "/tasks/{task_id}/claim",
+    summary="Lease this task (409 when it cannot be)",
+    response_model=Envelope[ClaimedTaskOut],
+)
+def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) -> Answer:
     try:
         claimed = store_of(request).claim_task(
             task_id, body.runner_id, body.lease_seconds, claim_key=body.claim_key
@@ -213,20 +160,32 @@ def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) ->
     return ok(claimed)
 
 
-@router.post("/tasks/{task_id}/heartbeat", summary="Extend the lease (409 when stale)")
-def heartbeat(request: Request, _: Runner, task_id: TaskId, body: Heartbeat) -> dict[str, Any]:
+@router.post(
+    "/tasks/{task_id}/heartbeat",
+    summary="Extend the lease (409 when stale)",
+    response_model=Envelope[Current],
+)
+def heartbeat(request: Request, _: Runner, task_id: TaskId, body: Heartbeat) -> Answer:
     if not store_of(request).heartbeat(task_id, body.fencing_token, body.lease_seconds):
         raise _stale(task_id, body.fencing_token)
     return ok({"current": True})
 
 
-@router.get("/tasks/{task_id}/current", summary="Is the lease still this runner's")
-def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> dict[str, Any]:
+@router.get(
+    "/tasks/{task_id}/current",
+    summary="Is the lease still this runner's",
+    response_model=Envelope[Current],
+)
+def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answer:
     return ok({"current": store_of(request).is_current(task_id, token)})
 
 
-@router.post("/tasks/{task_id}/release", summary="Give the task back unfinished")
-def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> dict[str, Any]:
+@router.post(
+    "/tasks/{task_id}/release",
+    summary="Give the task back unfinished",
+    response_model=Envelope[Released],
+)
+def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     if not store.release(
@@ -236,8 +195,12 @@ def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> dict
     return ok({"released": True})
 
 
-@router.post("/tasks/{task_id}/complete", summary="Report how the attempt ended")
-def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> dict[str, Any]:
+@router.post(
+    "/tasks/{task_id}/complete",
+    summary="Report how the attempt ended",
+    response_model=Envelope[Accepted],
+)
+def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     details = _run_details(body.details) if body.details is not None else None
@@ -258,13 +221,21 @@ def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> di
     return ok({"accepted": True})
 
 
-@router.get("/tasks/{task_id}/escalation", summary="The answer to the run's question, if any")
-def poll_escalation(request: Request, _: Runner, task_id: TaskId, token: Token) -> dict[str, Any]:
+@router.get(
+    "/tasks/{task_id}/escalation",
+    summary="The answer to the run's question, if any",
+    response_model=Envelope[EscalationAnswerOut | None],
+)
+def poll_escalation(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answer:
     return ok(store_of(request).poll_escalation(task_id, token))
 
 
-@router.post("/tasks/{task_id}/escalation", summary="Ask a human about the run")
-def open_escalation(request: Request, _: Runner, task_id: TaskId, body: Escalate) -> dict[str, Any]:
+@router.post(
+    "/tasks/{task_id}/escalation",
+    summary="Ask a human about the run",
+    response_model=Envelope[Opened],
+)
+def open_escalation(request: Request, _: Runner, task_id: TaskId, body: Escalate) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     if not store.open_escalation(task_id, body.fencing_token, body.reason, body.details):
@@ -275,8 +246,12 @@ def open_escalation(request: Request, _: Runner, task_id: TaskId, body: Escalate
 # -- what a run records -----------------------------------------------------------------
 
 
-@router.post("/runs/{run_id}/steps", summary="A step of the run started or finished")
-def step(request: Request, _: Runner, run_id: RunId, body: Step) -> dict[str, Any]:
+@router.post(
+    "/runs/{run_id}/steps",
+    summary="A step of the run started or finished",
+    response_model=Envelope[Recorded],
+)
+def step(request: Request, _: Runner, run_id: RunId, body: Step) -> Answer:
     store = store_of(request)
 
     def record() -> bool:
@@ -287,8 +262,12 @@ def step(request: Request, _: Runner, run_id: RunId, body: Step) -> dict[str, An
     return ok({"recorded": _found(record)})
 
 
-@router.post("/runs/{run_id}/log", summary="Append a chunk to the run's log")
-def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> dict[str, Any]:
+@router.post(
+    "/runs/{run_id}/log",
+    summary="Append a chunk to the run's log",
+    response_model=Envelope[Recorded],
+)
+def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> Answer:
     store = store_of(request)
     recorded = _found(lambda: store.append_log(run_id, body.text, seq=body.seq))
     return ok({"recorded": recorded})
@@ -297,8 +276,9 @@ def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> di
 @router.post(
     "/runs/{run_id}/records",
     summary="Several numbered steps and log chunks of the run, in one transaction",
+    response_model=Envelope[BatchRecorded],
 )
-def records(request: Request, _: Runner, run_id: RunId, body: Records) -> dict[str, Any]:
+def records(request: Request, _: Runner, run_id: RunId, body: Records) -> Answer:
     """What a remote runner's outbox holds, sent in one request; records already stored
     (by ``seq``) are dropped. ``current`` says whether the run's lease is still held,
     so the runner learns of a cancel without asking separately."""
@@ -317,11 +297,7 @@ def _found(record: Callable[[], bool]) -> bool:
         raise ApiError(404, str(exc)) from None
 
 
-def _run_details(raw: dict[str, Any]) -> RunDetails:
-    """The reported details as the Store takes them; fields this server does not know
-    are ignored (a newer runner), a missing ``outcome`` is 422."""
-    known = {f.name for f in dataclasses.fields(RunDetails)}
-    try:
-        return RunDetails(**{key: value for key, value in raw.items() if key in known})
-    except TypeError as exc:
-        raise ApiError(422, f"body.details: {exc}") from None
+def _run_details(details: RunDetailsIn) -> RunDetails:
+    """The reported details as the Store takes them (the model already dropped the
+    fields this server does not know: a newer runner's)."""
+    return RunDetails(**details.model_dump())

@@ -12,19 +12,19 @@ encrypted and decrypted with the server's master key (the vault's: see
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import config_of, ok, store_of
+from capataz.api.deps import Answer, config_of, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.requests import server_vault
 from capataz.config import AgentConfig
 from capataz.context.keys import ContextError, allowed, check_key, encode_value
 from capataz.context.store import ContextStore
 from capataz.errors import TaskError
+from capataz.runner.protocol import ContextEntries, Envelope, Publish, Published
 from capataz.store import Store, Task, TokenInfo
 
 __all__ = ["router"]
@@ -33,15 +33,6 @@ router = APIRouter(prefix="/runner", tags=["runner"])
 Runner = Annotated[TokenInfo, Depends(requires(Access.RUNNER))]
 TaskId = Annotated[str, Path(max_length=200)]
 Token = Annotated[int, Query(ge=0, description="The fencing token of the runner's lease.")]
-
-
-class Publish(BaseModel):
-    """What a landed run of the task published (``.capataz/context-out.json``)."""
-
-    model_config = ConfigDict(extra="forbid")
-    fencing_token: int
-    entries: dict[str, Any]
-    ttl_seconds: Annotated[float | None, Field(gt=0)] = None
 
 
 def _leased_task(request: Request, task_id: str, fencing_token: int) -> tuple[Store, Task]:
@@ -71,8 +62,9 @@ def _context_store(request: Request, store: Store) -> ContextStore:
 @router.get(
     "/tasks/{task_id}/context",
     summary="The context the claimed task receives, for a remote runner holding its lease",
+    response_model=Envelope[ContextEntries],
 )
-def task_context(request: Request, _: Runner, task_id: TaskId, token: Token) -> dict[str, Any]:
+def task_context(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answer:
     """Its direct dependencies' unexpired entries its agent may read. Answered without
     ``ok()``: the agent must receive the values exactly as a database runner's agent
     does (a runner-role token already reaches the task's secrets, unmasked)."""
@@ -85,8 +77,9 @@ def task_context(request: Request, _: Runner, task_id: TaskId, token: Token) -> 
 @router.post(
     "/tasks/{task_id}/context",
     summary="Publish the claimed task's context entries (under its lease)",
+    response_model=Envelope[Published],
 )
-def publish_context(request: Request, _: Runner, task_id: TaskId, body: Publish) -> dict[str, Any]:
+def publish_context(request: Request, _: Runner, task_id: TaskId, body: Publish) -> Answer:
     """Every key is checked against the agent's ``context_write`` globs here too (422
     naming the key) before anything is stored; the entries land in one transaction.
     Publishing the same entries again only rewrites them (a retry after a lost answer

@@ -3,14 +3,16 @@ its steps, file changes, violations, decisions and log tail."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import Offset, has_nul, ok, store_of
+from capataz.api.deps import Answer, Offset, has_nul, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.schemas import RunDetailOut, RunOut
 from capataz.errors import TaskError
+from capataz.runner.protocol import Envelope
 from capataz.store import RunStatus, TokenInfo
 
 __all__ = ["router"]
@@ -19,7 +21,11 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
 
 
-@router.get("", summary="Runs, newest first; X-Total-Count has the total")
+@router.get(
+    "",
+    summary="Runs, newest first; X-Total-Count has the total",
+    response_model=Envelope[list[RunOut]],
+)
 def list_runs(
     request: Request,
     response: Response,
@@ -29,7 +35,7 @@ def list_runs(
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Answer:
     if has_nul(task_id):
         raise ApiError(422, "query.task_id: text cannot contain NUL (\\x00) characters")
     store = store_of(request)
@@ -39,10 +45,12 @@ def list_runs(
     return ok(found)
 
 
-@router.get("/{run_id}", summary="One run with everything recorded about it")
-def get_run(
-    request: Request, _: Reader, run_id: Annotated[str, Path(max_length=200)]
-) -> dict[str, Any]:
+@router.get(
+    "/{run_id}",
+    summary="One run with everything recorded about it",
+    response_model=Envelope[RunDetailOut],
+)
+def get_run(request: Request, _: Reader, run_id: Annotated[str, Path(max_length=200)]) -> Answer:
     if has_nul(run_id):  # no run id has one; PostgreSQL could not even compare it
         raise ApiError(404, f"no run {run_id}")
     try:

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from capataz.api.auth import Access, requires
-from capataz.api.deps import Offset, config_of, has_nul, ok, store_of
+from capataz.api.deps import Answer, Offset, config_of, has_nul, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.schemas import TaskOut
 from capataz.errors import TaskError
 from capataz.intake.tasks import TaskRequest, prepare, submit
+from capataz.runner.protocol import Envelope
 from capataz.store import Store, Task, TaskState, TokenInfo, task_json
 
 __all__ = ["get_task_or_404", "router", "task_json"]
@@ -73,7 +75,11 @@ def get_task_or_404(store: Store, task_id: str) -> Task:
         raise ApiError(404, f"no task {task_id}") from None
 
 
-@router.get("", summary="Tasks, oldest first; filter by status, page with limit/offset")
+@router.get(
+    "",
+    summary="Tasks, oldest first; filter by status, page with limit/offset",
+    response_model=Envelope[list[TaskOut]],
+)
 def list_tasks(
     request: Request,
     response: Response,
@@ -81,7 +87,7 @@ def list_tasks(
     status: TaskState | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Answer:
     found, total = store_of(request).page_tasks(status, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return ok([task_json(task) for task in found])
@@ -89,8 +95,8 @@ def list_tasks(
 
 # Refusals (invalid input, unknown dependency, a state that does not allow the change)
 # reach the client through the one table of statuses in capataz.api.errors.
-@router.post("", status_code=201, summary="Queue a task")
-def add_task(request: Request, token: Operator, body: TaskBody) -> dict[str, Any]:
+@router.post("", status_code=201, summary="Queue a task", response_model=Envelope[TaskOut])
+def add_task(request: Request, token: Operator, body: TaskBody) -> Answer:
     prepared = prepare([TaskRequest(**body.model_dump())], config_of(request), names=_in_body)
     added = submit(store_of(request), prepared, actor=f"api:{token.name}")[0]
     return ok(task_json(added.task))
@@ -100,25 +106,33 @@ def _in_body(index: int, field: str) -> str:
     return f"body.{field}"
 
 
-@router.get("/{task_id}", summary="One task")
-def get_task(request: Request, _: Reader, task_id: TaskId) -> dict[str, Any]:
+@router.get("/{task_id}", summary="One task", response_model=Envelope[TaskOut])
+def get_task(request: Request, _: Reader, task_id: TaskId) -> Answer:
     return ok(get_task_or_404(store_of(request), task_id))
 
 
-@router.post("/{task_id}/requeue", summary="Run an ended or escalated task again")
+@router.post(
+    "/{task_id}/requeue",
+    summary="Run an ended or escalated task again",
+    response_model=Envelope[TaskOut],
+)
 def requeue(
     request: Request, token: Operator, task_id: TaskId, body: Requeue | None = None
-) -> dict[str, Any]:
+) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     seconds = body.backoff_seconds if body else 0.0
     return ok(task_json(store.requeue(task_id, seconds, actor=f"api:{token.name}")))
 
 
-@router.post("/{task_id}/cancel", summary="Cancel a task that has not ended")
+@router.post(
+    "/{task_id}/cancel",
+    summary="Cancel a task that has not ended",
+    response_model=Envelope[TaskOut],
+)
 def cancel(
     request: Request, token: Operator, task_id: TaskId, body: Cancel | None = None
-) -> dict[str, Any]:
+) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
     reason = body.reason if body else None
