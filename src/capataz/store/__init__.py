@@ -6,7 +6,9 @@ from capataz.store.errors import (
     DatabaseUrlError,
     DependencyCycleError,
     StoreError,
+    StoreUnavailable,
     UnknownDependencyError,
+    ValueRefusedError,
 )
 from capataz.store.manager import Store
 from capataz.store.migrate import upgrade
@@ -39,11 +41,13 @@ __all__ = [
     "StepInfo",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "Task",
     "TaskSpec",
     "TaskState",
     "TokenInfo",
     "UnknownDependencyError",
+    "ValueRefusedError",
     "create_engine_for",
     "database_url",
     "upgrade",
