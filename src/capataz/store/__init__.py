@@ -25,9 +25,10 @@ from capataz.store.records import (
     TaskSpec,
     TokenInfo,
 )
-from capataz.store.statuses import RunStatus, TaskState
+from capataz.store.statuses import RUN_FILTERS, RunState, RunStatus, TaskState
 
 __all__ = [
+    "RUN_FILTERS",
     "ClaimedTask",
     "DatabaseUrlError",
     "DependencyCycleError",
@@ -36,6 +37,7 @@ __all__ = [
     "RunDetails",
     "RunInfo",
     "RunRecord",
+    "RunState",
     "RunStatus",
     "RunnerInfo",
     "StepInfo",
