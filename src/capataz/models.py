@@ -42,7 +42,7 @@ class Severity(StrEnum):
 
 
 class Decision(StrEnum):
-    """Decision names from the supervised-loop document (a contract)."""
+    """Decision names (a contract: docs/decisions.md)."""
 
     CONTINUE = "CONTINUE"
     BLOCK = "BLOCK"

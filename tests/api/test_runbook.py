@@ -1,5 +1,5 @@
 """The runbook's cheatsheet commands, run as written with real curl and jq, only the
-base URL and a bearer token added."""
+base URL and a bearer token added (docs/runbook.md maps every one)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one error shape of the API, ``{"ok": false, "error": {"code", "message"}}``,
 for every failure: our own refusals, FastAPI's 404/405/422 and anything unexpected.
-Scripts in the runbook pipe every answer into jq, so no path may answer with HTML or a
-traceback."""
+Scripts in the runbook (docs/runbook.md) pipe every answer into jq, so no path may
+answer with HTML or a traceback."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`capataz run list/show` and `capataz metrics`: what the queue has done, as the runbook
-reads it."""
+reads it (docs/runbook.md)."""
 
 from __future__ import annotations
 
