@@ -7,7 +7,7 @@ on the thread's sqlite3 connection plus the decryption (served from the store's 
 of decrypted texts after the first read of an entry) and the JSON decoding; then the
 same with the cache off (a Fernet decryption on every read). Also: what a dependent
 receives (``for_tasks``) and ``set``. The machine's load average is printed: on a
-busy machine the p99 measures the scheduler. Goal (ARCHITECTURE.md): read p99 < 1 ms.
+busy machine the p99 measures the scheduler. Goal (docs/performance.md): read p99 < 1 ms.
 Prints figures; asserts nothing.
 
     python bench/context_reads.py [--entries 1000] [--reads 10000] [--json]

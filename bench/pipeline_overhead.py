@@ -1,6 +1,6 @@
 """Median cost of each pipeline phase for a trivial task, and sandbox start-up vs bare.
 
-Goals (ARCHITECTURE.md): < 100 ms of capataz overhead per trivial task; < 10 ms sandbox
+Goals (docs/performance.md): < 25 ms median of capataz overhead per trivial task; < 7 ms sandbox
 start-up over a bare process. Prints figures; asserts nothing.
 
     python bench/pipeline_overhead.py [--runs 30]

@@ -1,7 +1,8 @@
 """Trivial tasks per minute through the whole pipeline (claim → workspace → sandbox →
 gates → land → record) with runner processes sharing one queue.
 
-Goal (ARCHITECTURE.md): > 1,200 trivial tasks/min on 2 cores. Prints figures only.
+Goal (docs/performance.md): >= 2,400 trivial tasks/min with 2 runners on 2 cores.
+Prints figures only.
 
     python bench/pipeline_throughput.py [--tasks 200] [--runners 2] [--concurrency 2]
 """

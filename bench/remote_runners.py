@@ -9,7 +9,7 @@
 2. trivial tasks per minute through the whole pipeline with runner processes working
    through the API (``runner run --server``) versus the same runners on the database.
 
-Goals (issue 4): p99 claim latency < 50 ms; remote throughput >= 80 % of the database
+Goals (docs/performance.md): p99 claim latency < 50 ms; remote throughput >= 80 % of the database
 runners'. Prints figures only.
 
     python bench/remote_runners.py [--runners 8] [--claims 150] [--tasks 120]

@@ -19,6 +19,7 @@ ROOT = Path(capataz.__file__).parent
 # before it, so it has no cycle and a newcomer sees where a helper belongs.
 FOUNDATION = [
     "errors",
+    "retry",
     "units",
     "models",
     "names",

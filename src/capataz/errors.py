@@ -13,6 +13,7 @@ __all__ = [
     "QueueUnavailable",
     "SandboxError",
     "TaskError",
+    "Unavailable",
     "UnknownAgentError",
 ]
 
@@ -59,7 +60,14 @@ class TaskError(CapatazError):
     """A task id or task state does not allow the requested operation."""
 
 
-class QueueUnavailable(CapatazError):
+class Unavailable(CapatazError):
+    """Something capataz depends on is away for now (the database, the control plane)
+    and may come back by itself. The one transient kind: a runner retries exactly these
+    (see :mod:`capataz.retry`); every other error is a bug or a refusal and surfaces at
+    once, because retrying it for minutes would only hide it."""
+
+
+class QueueUnavailable(Unavailable):
     """The control plane a remote runner works through did not answer (network error,
     timeout, server restarting, 5xx): transient, the runner retries with backoff."""
 

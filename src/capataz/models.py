@@ -54,7 +54,7 @@ class Severity(StrEnum):
 
 
 class Decision(StrEnum):
-    """Decision names from the supervised-loop document (a contract)."""
+    """Decision names (a contract: docs/decisions.md)."""
 
     CONTINUE = "CONTINUE"
     BLOCK = "BLOCK"

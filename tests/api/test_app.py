@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from capataz.api import create_app
 from capataz.config import Config
 from capataz.models import utcnow
-from capataz.store import TokenInfo
+from capataz.store import StoreUnavailable, TokenInfo
 
 
 class BrokenStore:
@@ -25,7 +25,11 @@ class BrokenStore:
         raise RuntimeError("secret internals /etc/passwd")
 
     def list_runners(self) -> list[Any]:
-        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        raise StoreUnavailable("database postgresql://db/x is unavailable: connection refused")
+
+    def get_task(self, task_id: str) -> Any:
+        # Any other database error is a bug: a 500, not a "retry later".
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
 
 
 def test_unexpected_errors_are_enveloped_without_details() -> None:
@@ -38,6 +42,7 @@ def test_unexpected_errors_are_enveloped_without_details() -> None:
 
     crashed = anyio.run(call, "/ops/metrics")
     database = anyio.run(call, "/ops/runner/status")
+    bug = anyio.run(call, "/ops/tasks/t-1")
     assert crashed.status_code == 500
     assert crashed.json()["error"]["code"] == "internal"
     assert "secret" not in crashed.text
@@ -45,3 +50,6 @@ def test_unexpected_errors_are_enveloped_without_details() -> None:
     assert database.status_code == 503
     assert database.json()["error"]["code"] == "unavailable"
     assert "connection refused" not in database.text
+    assert bug.status_code == 500
+    assert bug.json()["error"]["code"] == "internal"
+    assert "duplicate key" not in bug.text

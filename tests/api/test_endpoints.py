@@ -1,4 +1,4 @@
-"""The runbook's endpoints over real HTTP: envelopes on every path, field names,
+"""The runbook's endpoints (docs/runbook.md) over real HTTP: envelopes on every path, field names,
 validation naming the field, pagination, and tasks, runs, escalations and metrics
 that agree with the store and the CLI."""
 

@@ -336,7 +336,7 @@ def test_a_run_streams_its_log_live(
     assert page.locator("#live-status").inner_text() == "live"
     shot(page, "streaming")
 
-    expect(status).to_have_text("finished", timeout=40_000)
+    expect(status).to_have_text("succeeded", timeout=40_000)
     expect(log).to_contain_text("line-8")
     text = log.inner_text()
     assert text.index("line-1") < text.index("line-3") < text.index("line-8")

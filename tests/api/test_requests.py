@@ -1,4 +1,4 @@
-"""Credential requests over HTTP: the runbook's ``GET /ops/requests``, the panel's Setup
+"""Credential requests over HTTP: the runbook's ``GET /ops/requests`` (docs/runbook.md), the panel's Setup
 (``POST /ops/requests/{id}/value``) and the secrets a remote runner may fetch."""
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """The runbook's cheatsheet commands, run as written with real curl and jq, only the
-base URL and a bearer token added."""
+base URL and a bearer token added (docs/runbook.md maps every one)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from tests.api.conftest import Server
+
+from capataz.store import Store
 
 
 def _sh(server: Server, script: str) -> str:
@@ -63,3 +66,75 @@ def test_cheatsheet_commands_work_with_curl_and_jq(server: Server) -> None:
     assert requeued == "ready"
     last = _sh(server, f"curl -s \"$API_BASE_URL/runs\" {auth} | jq -c '.data[0]'")
     assert last == "null"
+
+
+def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> None:
+    """The runbook's "fail_rate alto" recipe: failed runs by their status, the failed
+    run's steps, and the tasks with a last_error, all as written."""
+    if any(shutil.which(tool) is None for tool in ("curl", "jq")):
+        pytest.skip("needs curl and jq")
+    # A failed attempt is retried at once (no backoff), so the test need not wait.
+    store = Store.open(server.url, retry_base_seconds=0.001, retry_cap_seconds=0.001)
+    try:
+        store.add_task("blocked", "false", id="blocked", priority=3)
+        store.add_task("fine", "true", id="fine", priority=2)
+        store.add_task("flaky", "false", id="flaky", priority=1, max_attempts=2)
+        runner = store.register_runner("daemon", hostname="h", pid=1, concurrency=1)
+        ended = {}
+        for task_id, outcome in (("blocked", "blocked"), ("fine", "done"), ("flaky", "failed")):
+            claimed = store.claim(runner, 60)
+            assert claimed is not None and claimed.id == task_id
+            store.step_started(claimed.run_id, "execute")
+            store.step_finished(claimed.run_id, "execute", "ok" if outcome == "done" else "error")
+            store.complete(claimed.id, claimed.fencing_token, outcome, f"{claimed.id}: {outcome}")
+            ended[claimed.id] = claimed.run_id
+        time.sleep(0.01)
+        retry = store.claim(runner, 60)  # flaky's second attempt, still running
+        assert retry is not None and retry.id == "flaky"
+    finally:
+        store.close()
+    auth = '-H "Authorization: Bearer $T"'
+    failed = _sh(
+        server,
+        f'curl -s "$API_BASE_URL/runs" {auth}'
+        """ | jq -c '.data[] | select(.status=="failed") | {task_id, status, lifecycle, outcome}'""",
+    ).splitlines()
+    assert sorted(failed) == sorted(
+        [
+            '{"task_id":"flaky","status":"failed","lifecycle":"finished","outcome":"failed"}',
+            '{"task_id":"blocked","status":"failed","lifecycle":"finished","outcome":"blocked"}',
+        ]
+    )
+    # The same filter in SQL, with the total in the header.
+    in_sql = _sh(
+        server,
+        f'curl -s -D /dev/stderr "$API_BASE_URL/runs?status=failed" {auth}'
+        " | jq -r '[.data[].task_id] | sort | join(\",\")'",
+    )
+    assert in_sql == "blocked,flaky"
+    statuses = _sh(
+        server,
+        f'curl -s "$API_BASE_URL/runs" {auth}'
+        " | jq -r '.data[:5] | .[] | {id,task_id,status,started_at} | .status' | sort | uniq -c",
+    )
+    assert [line.split() for line in statuses.splitlines()] == [
+        ["2", "failed"],
+        ["1", "running"],
+        ["1", "succeeded"],
+    ]
+    steps = _sh(
+        server,
+        f'curl -s "$API_BASE_URL/runs/{ended["blocked"]}" {auth} | jq -c "[.data.steps[].phase]"',
+    )
+    assert steps == '["execute"]'
+    with_errors = _sh(
+        server,
+        f'curl -s "$API_BASE_URL/ops/tasks" {auth}'
+        " | jq -c '.data[] | select(.last_error != null) | {id, status, last_error}'",
+    ).splitlines()
+    assert sorted(with_errors) == [
+        '{"id":"blocked","status":"blocked","last_error":"blocked: blocked"}',
+        '{"id":"flaky","status":"running","last_error":"flaky: failed"}',
+    ]
+    refused = _sh(server, f'curl -s "$API_BASE_URL/runs?status=bogus" {auth} | jq -r .error.code')
+    assert refused == "invalid"

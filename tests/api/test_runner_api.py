@@ -96,7 +96,7 @@ def test_claim_fencing_and_repeated_writes(server: Server) -> None:
         detail = store.get_run(run)
         assert detail.log_tail == "hello\nworld\n"
         assert [(s.phase, s.outcome) for s in detail.steps] == [("prepare", "ok")]
-        assert (detail.status, detail.result, detail.exit_code) == ("finished", "landed", 0)
+        assert (detail.lifecycle, detail.result, detail.exit_code) == ("finished", "landed", 0)
         task = store.get_task("dep")
         assert task.status.value == "done" and task.attempts == 1
         assert store.get_task("child").status.value == "ready"

@@ -401,3 +401,22 @@ def test_queue_views_and_runner_commands_refuse_bad_input(
         data["runs"]["fail_rate_last_20"] == 0.0
         and data["backlog"]["oldest_ready_age_seconds"] is None
     )
+
+
+def test_task_show_json_has_the_last_error(repo: Path) -> None:
+    """The runbook's last_error, in `task show --json` as in the API: null until an
+    attempt fails, then that attempt's reason."""
+    from capataz.store import Store
+
+    cli = Cli(repo, _env())
+    task = cli.json("task", "add", "false", "--max-attempts", "1")
+    assert task["last_error"] is None
+    store = Store.open(f"sqlite:///{repo / '.capataz' / 'capataz.db'}")
+    try:
+        claimed = store.claim("r1", 60)
+        assert claimed is not None
+        store.complete(claimed.id, claimed.fencing_token, "failed", "exit 1 in execute")
+    finally:
+        store.close()
+    shown = cli.json("task", "show", task["id"])
+    assert (shown["status"], shown["last_error"]) == ("failed", "exit 1 in execute")

@@ -1,4 +1,4 @@
-"""The decision table of the supervised-loop document, row by row."""
+"""The decision table of docs/decisions.md, row by row."""
 
 from __future__ import annotations
 

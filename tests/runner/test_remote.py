@@ -220,7 +220,7 @@ def test_lost_answers_neither_lose_nor_duplicate_anything(plane: Plane) -> None:
         task = store.get_task(task_id)
         assert (task.status, task.attempts) == (TaskState.DONE, 1), task.reason
         (run,) = store.list_runs(task_id=task_id)
-        assert run.status == "finished"
+        assert (run.lifecycle, run.status) == ("finished", "succeeded")
     detail = store.get_run(store.list_runs(task_id="only")[0].id)
     assert detail.log_tail.count("hello") == 1
     phases = [s.phase for s in detail.steps]
@@ -251,7 +251,7 @@ def test_a_server_restart_mid_run_loses_and_duplicates_nothing(plane: Plane) -> 
     task = store.get_task("long")
     assert (task.status, task.attempts) == (TaskState.DONE, 1), task.reason
     (run,) = store.list_runs(task_id="long")
-    assert run.status == "finished" and run.outcome == "done"
+    assert run.lifecycle == "finished" and run.outcome == "done"
     log_tail = store.get_run(run.id).log_tail
     assert "start" in log_tail and "end" in log_tail
     assert git(plane.repo, "rev-list", "--count", "main") == "2"  # landed exactly once

@@ -247,7 +247,7 @@ def test_a_killed_runner_is_rescued(repo: Path, queue_url: str) -> None:
     second.communicate(timeout=120)
     task = store.get_task("victim")
     assert task.status is TaskState.DONE and task.attempts == 2
-    assert [r.status for r in store.list_runs(task_id="victim")] == ["finished", "lost"]
+    assert [r.status for r in store.list_runs(task_id="victim")] == ["succeeded", "lost"]
     store.close()
 
 

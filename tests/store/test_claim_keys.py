@@ -92,7 +92,7 @@ def test_repeated_reports_are_accepted_once_written(store: Store) -> None:
     assert store.release("b", b.fencing_token, "stopping")
     assert store.release("b", b.fencing_token, "stopping")
     assert not store.complete("b", b.fencing_token, "done")
-    assert [r.status for r in store.list_runs(task_id="a")] == [RunStatus.FINISHED.value]
+    assert [r.lifecycle for r in store.list_runs(task_id="a")] == [RunStatus.FINISHED.value]
     assert store.verify_audit() is None
 
 

@@ -1,5 +1,5 @@
-"""Giving tasks back, is_current, the runbook's metrics and wake-ups, on both
-databases."""
+"""Giving tasks back, is_current, the runbook's metrics (docs/runbook.md) and wake-ups,
+on both databases."""
 
 from __future__ import annotations
 

@@ -99,7 +99,8 @@ def test_complete_with_details_records_them_with_the_run(store: Store) -> None:
     claimed = _claim(store)
     assert store.complete("a", claimed.fencing_token, "done", "landed", details=DETAILS)
     run = store.get_run(claimed.run_id)
-    assert (run.status, run.outcome, run.result) == (RunStatus.FINISHED, "done", "landed")
+    assert (run.lifecycle, run.outcome, run.result) == (RunStatus.FINISHED, "done", "landed")
+    assert run.status == "succeeded"
     assert (run.exit_code, run.wall_seconds, run.cpu_seconds) == (0, 1.5, 0.25)
     assert run.peak_memory_bytes == 10_000_000
     assert (run.result_commit, run.landed_commit) == ("abc123", "def456")
@@ -165,6 +166,9 @@ def test_list_runs_newest_first_filtered_and_paged(store: Store, clock: Clock) -
     assert (first.id, second.id, third.id) == ("a", "a", "b")
     assert [r.id for r in store.list_runs(task_id="a")] == [second.run_id, first.run_id]
     assert [r.id for r in store.list_runs(status="finished")] == [first.run_id]
+    assert [r.id for r in store.list_runs(status="failed")] == [first.run_id]
+    assert [r.id for r in store.list_runs(status="running")] == [third.run_id, second.run_id]
+    assert store.count_runs(status="failed") == 1 and store.count_runs(status="succeeded") == 0
     assert [r.id for r in store.list_runs(limit=1, offset=1)] == [second.run_id]
     assert store.list_runs(task_id="nope") == []
     with pytest.raises(TaskError, match="no run status 'bogus'"):

@@ -65,8 +65,8 @@ API_ERRORS: dict[int | str, dict[str, Any]] = {
 
 class FormAsJson:
     """``curl -d '{...}'`` without a Content-Type sends form encoding; the runbook's
-    requeue command posts JSON exactly that way. The API takes no forms, so such bodies
-    are read as the JSON they are."""
+    requeue command (docs/runbook.md) posts JSON exactly that way. The API takes no
+    forms, so such bodies are read as the JSON they are."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,7 +1,7 @@
 """The one error shape of the API, ``{"ok": false, "error": {"code", "message"}}``,
 for every failure: our own refusals, FastAPI's 404/405/422 and anything unexpected.
-Scripts in the runbook pipe every answer into jq, so no path may answer with HTML or a
-traceback."""
+Scripts in the runbook (docs/runbook.md) pipe every answer into jq, so no path may
+answer with HTML or a traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +23,7 @@ from capataz.intake.errors import (
     UnknownDependencyError,
 )
 from capataz.redaction import redact
+from capataz.store.errors import StoreUnavailable, ValueRefusedError
 
 __all__ = ["STATUS_OF_ERROR", "ApiError", "error_response", "install_handlers", "status_of"]
 
@@ -127,16 +127,18 @@ def install_handlers(app: FastAPI) -> None:
         return error_response(status, _CODES.get(status, "error"), str(exc))
 
     async def on_database(request: Request, exc: Exception) -> JSONResponse:
+        # Only a database that is away (the store's StoreUnavailable): any other database
+        # error is a bug and answers 500 like any other.
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return error_response(503, "unavailable", "the database is unavailable; retry later")
 
     async def on_unfit_value(request: Request, exc: Exception) -> JSONResponse:
         # A value the route let through but the database cannot hold: a number beyond
-        # its column (PostgreSQL's DataError, SQLite's OverflowError at bind time), a NUL
-        # in PostgreSQL text, a time past year 9999. The input is wrong, not the server;
-        # routes validate what they know, and this keeps the rest from becoming a 5xx.
-        orig = getattr(exc, "orig", None) or exc
-        reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        # its column (the store's ValueRefusedError, SQLite's OverflowError at bind time),
+        # a NUL in PostgreSQL text, a time past year 9999. The input is wrong, not the
+        # server; routes validate what they know, and this keeps the rest from a 5xx.
+        text = exc.message if isinstance(exc, ValueRefusedError) else str(exc)
+        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         log.info("value refused on %s %s: %s", request.method, request.url.path, reason)
         return error_response(422, "invalid", f"a value in the request does not fit: {reason}")
 
@@ -148,7 +150,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(CapatazError, on_capataz)
-    app.add_exception_handler(sa.exc.DBAPIError, on_database)
-    app.add_exception_handler(sa.exc.DataError, on_unfit_value)
+    app.add_exception_handler(StoreUnavailable, on_database)
+    app.add_exception_handler(ValueRefusedError, on_unfit_value)
     app.add_exception_handler(OverflowError, on_unfit_value)
     app.add_exception_handler(Exception, on_anything)

@@ -14,10 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.markup import escape
-from sqlalchemy.engine import make_url
 
 from capataz.cli import app
 from capataz.cli.console import out
@@ -25,7 +23,8 @@ from capataz.cli.options import JsonOption, RepoOption
 from capataz.errors import CapatazError
 from capataz.secrets.vault import install_redaction
 from capataz.statedir import state_dir
-from capataz.store import Store, StoreError, create_engine_for, database_url, upgrade
+from capataz.store import Store, create_engine_for, database_url, upgrade
+from capataz.store.engine import redacted_url
 from capataz.store.migrate import current_revision
 from capataz.workspace.repo import Repository
 
@@ -38,11 +37,6 @@ audit_app = typer.Typer(
 db_app = typer.Typer(name="db", help="The database behind the task queue.", no_args_is_help=True)
 app.add_typer(audit_app)
 app.add_typer(db_app)
-
-_DB_FIX = (
-    "check CAPATAZ_DATABASE_URL and that the database server is running "
-    "(unset it to use .capataz/capataz.db)"
-)
 
 
 class AuditBrokenError(CapatazError):
@@ -59,45 +53,18 @@ def cli_actor() -> str:
         return "cli"
 
 
-def _redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return url.rsplit("@", maxsplit=1)[-1]
-
-
-def _database_problem(url: str, exc: Exception) -> StoreError:
-    """One line for a database that cannot be reached or used, instead of a driver
-    traceback; the URL is shown without its password."""
-    cause = getattr(exc, "orig", None) or exc
-    detail = " ".join(str(cause).split())[:300]
-    return StoreError(f"database {_redact(url)}: {detail}", fix=_DB_FIX)
-
-
-def _database_errors() -> tuple[type[Exception], ...]:
-    """What a broken or unreachable database raises. Only evaluated when something was
-    raised (an ``except`` expression), so Alembic is imported only then."""
-    from alembic.util import CommandError
-
-    return (sa.exc.DBAPIError, CommandError)
-
-
 @contextmanager
 def opened_store(repo: Repository, *, strict_vault: bool = False) -> Iterator[Store]:
     """The store of ``repo`` ($CAPATAZ_DATABASE_URL, else .capataz/capataz.db), migrated
-    to the newest schema, closed afterwards. Database failures become one StoreError.
-    Secret values are masked in all this process writes (``strict_vault``: a master key
-    that does not open the vault is an error, for commands that run agents)."""
-    url = database_url(repo.root)
-    try:
-        store = Store.open(url)
-    except _database_errors() as exc:
-        raise _database_problem(url, exc) from None
+    to the newest schema, closed afterwards. A database that cannot be opened, or is
+    away, is one StoreError line (the store says which); anything else is a bug and
+    keeps its traceback. Secret values are masked in all this process writes
+    (``strict_vault``: a master key that does not open the vault is an error, for
+    commands that run agents)."""
+    store = Store.open(database_url(repo.root))
     try:
         install_redaction(store, state_dir(repo.root), strict=strict_vault)
         yield store
-    except sa.exc.DBAPIError as exc:
-        raise _database_problem(url, exc) from None
     finally:
         store.close()
 
@@ -198,17 +165,17 @@ def db_upgrade_command(as_json: JsonOption = False, repo_path: RepoOption = Path
     """Apply the schema migrations this capataz ships (commands also do it on start)."""
     url = database_url(discover_repo(repo_path).root)
     engine = create_engine_for(url)
-    try:
+    try:  # a database that cannot be opened raises one StoreError line
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
-    except _database_errors() as exc:
-        raise _database_problem(url, exc) from None
     finally:
         engine.dispose()
     if as_json:
-        out.print_json(json.dumps({"database": _redact(url), "from": before, "revision": after}))
+        out.print_json(
+            json.dumps({"database": redacted_url(url), "from": before, "revision": after})
+        )
         return
     change = "already up to date" if before == after else f"upgraded from {before or 'empty'}"
     out.print(f"[green]✓[/] database at revision {after} ({change})", highlight=False)
-    out.print(f"  {_redact(url)}", highlight=False, markup=False)
+    out.print(f"  {redacted_url(url)}", highlight=False, markup=False)

@@ -1,5 +1,5 @@
 """`capataz run list/show` and `capataz metrics`: what the queue has done, as the runbook
-reads it."""
+reads it (docs/runbook.md)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,12 @@ def _json(value: Any) -> str:
 def list_command(
     task: Annotated[str | None, typer.Option("--task", help="Only this task's runs.")] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="running, finished, lost, ...")
+        str | None,
+        typer.Option(
+            "--status",
+            help="failed, running, succeeded, escalated, cancelled, lost, released, or "
+            "finished (docs/runbook.md)",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: JsonOption = False,

@@ -28,6 +28,7 @@ from capataz.cli.console import err, out
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project, warn_unsandboxed
 from capataz.errors import CapatazError, QueueUnavailable
+from capataz.retry import retry
 from capataz.runner import Runner
 from capataz.runner.daemon import daemon_files, is_alive, read_pid, start_daemon, stop_daemon, tail
 from capataz.runner.remote import NEEDS_RUNNER_ROLE, RemoteQueue
@@ -236,22 +237,14 @@ def logs_command(
 
 def _open_with_retry(url: str, patience: float = 120.0) -> Store:
     """A runner starting while the database is briefly unreachable (or, on SQLite, write-
-    locked by another process) waits for it instead of dying: it is a daemon."""
-    import sqlalchemy.exc
+    locked by another process) waits for it instead of dying: it is a daemon. Only that
+    (StoreUnavailable) is waited out; a wrong URL or password fails at once."""
+    log = logging.getLogger("capataz.runner")
 
-    deadline, delay = time.monotonic() + patience, 0.5
-    while True:
-        try:
-            return Store.open(url)
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            first = (str(exc).splitlines() or ["?"])[0][:200]
-            logging.getLogger("capataz.runner").warning(
-                "database unavailable (%s); retrying in %.1f s", first, delay
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def waiting(exc: BaseException, delay: float) -> None:
+        log.warning("%s; retrying in %.1f s", getattr(exc, "message", exc), delay)
+
+    return retry(lambda: Store.open(url), give_up=patience, on_retry=waiting)
 
 
 def _server_url(server: str) -> str:

@@ -1,4 +1,4 @@
-"""The decision engine, exactly as the supervised-loop document specifies it.
+"""The decision engine, exactly as docs/decisions.md specifies it.
 
 Pre-task: no violations → CONTINUE, any → BLOCK. Post-task: critical → BLOCK;
 high → BLOCK, or ESCALATE when the task allows high violations; medium → ESCALATE;

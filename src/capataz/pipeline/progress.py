@@ -1,4 +1,4 @@
-"""Progress files, the layout the supervised-loop document fixes (a contract):
+"""Progress files, the layout docs/progress-files.md fixes (a contract):
 
     <progress dir>/<task-id>/progress.json       current state, overwritten atomically
                              decisions.jsonl     append-only

@@ -1,5 +1,6 @@
 """`capataz runner start|stop|status|logs`: the runner as a background process with a pid
-file and a log file, the way the runbook's operators already run theirs."""
+file and a log file, the way the runbook's operators already run theirs (docs/runbook.md
+maps their commands)."""
 
 from __future__ import annotations
 

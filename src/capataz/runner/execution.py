@@ -58,7 +58,7 @@ def state_for(report: RunReport) -> TaskState:
     if report.outcome in (Outcome.ABORTED, Outcome.CANCELLED):
         return TaskState.CANCELLED
     if report.outcome is Outcome.REJECTED:
-        return TaskState.FAILED  # reject = roll back and try again (supervised-loop document)
+        return TaskState.FAILED  # reject = roll back and try again (docs/decisions.md)
     kinds = {v.type for v in report.violations}
     if kinds and kinds <= _ATTEMPT_FAILURES | {ViolationType.OUTPUT_LIMIT}:
         return TaskState.FAILED

@@ -19,8 +19,9 @@ __all__ = ["RunnerQueue"]
 
 class RunnerQueue(Protocol):
     """The Store methods a runner calls, with the Store's meaning: see each method
-    there. Transient failures raise what ``worker._TRANSIENT`` lists (database errors,
-    :class:`capataz.errors.QueueUnavailable`); everything else is fatal."""
+    there. Transient failures raise :class:`capataz.errors.Unavailable` (the Store's
+    StoreUnavailable, the remote queue's QueueUnavailable), which the runner retries;
+    everything else is fatal."""
 
     # -- the runner itself --------------------------------------------------------------
 

@@ -39,6 +39,7 @@ import httpx
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from capataz.errors import QueueRefusedError, QueueUnavailable, TaskError
+from capataz.retry import OUTAGE
 from capataz.runner.protocol import (
     BatchRecorded,
     Claim,
@@ -358,12 +359,12 @@ class RemoteQueue:
         self._wake.set()
 
     def _send_loop(self) -> None:
-        """Deliver every run's outbox, in order; after a failure wait (doubling up to
-        5 s) before the next try."""
-        delay = 0.0
+        """Deliver every run's outbox, in order; after failures wait capataz's one
+        backoff (:data:`capataz.retry.OUTAGE`, jittered) before the next try."""
+        failures = 0
         while not self._closed.is_set():
-            if delay:
-                self._closed.wait(delay)
+            if failures:
+                self._closed.wait(OUTAGE.delay(failures))
             else:
                 self._wake.wait(1.0)
             self._wake.clear()
@@ -372,13 +373,13 @@ class RemoteQueue:
             try:
                 for run_id in runs:
                     self._flush(run_id)
-                delay = 0.0
+                failures = 0
             except QueueUnavailable as exc:
                 log.debug("outbox: server unavailable (%s); will retry", exc)
-                delay = min(max(delay * 2, 0.2), 5.0)
+                failures += 1
             except Exception:
                 log.exception("outbox: could not deliver records; will retry")
-                delay = 1.0
+                failures += 1
 
     def _flush(self, run_id: str) -> None:
         """Send ``run_id``'s pending records, all of them in one request (up to

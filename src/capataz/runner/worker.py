@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-import sqlalchemy.exc
-
 from capataz.config import Config
-from capataz.errors import QueueRefusedError, QueueUnavailable
+from capataz.errors import QueueRefusedError, QueueUnavailable, Unavailable
+from capataz.retry import OUTAGE
+from capataz.retry import retry as retry_transient
 from capataz.runner.execution import TaskExecution
 from capataz.runner.queue import RunnerQueue
 from capataz.store import ClaimedTask
@@ -33,13 +33,10 @@ __all__ = ["Runner"]
 
 log = logging.getLogger("capataz.runner")
 T = TypeVar("T")
-_TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.DBAPIError,
-    OSError,
-    QueueUnavailable,
-)
+# What the queue raises when the database (StoreUnavailable) or the control plane
+# (QueueUnavailable) is away for now. Nothing else is retried: a constraint violation or
+# a broken query is a bug and must surface at once, not after minutes of retries.
+_TRANSIENT = (Unavailable,)
 
 
 class Runner:
@@ -122,6 +119,7 @@ class Runner:
 
     def _claim_loop(self) -> None:
         idle_wait = 0.05
+        failures = 0  # claims in a row that met an outage
         claim_key: str | None = None  # kept while a claim's answer is in doubt
         while not self.stopping.is_set():
             self._reap()
@@ -134,12 +132,13 @@ class Runner:
                     claimed = self.store.claim(
                         self.id, self.settings.lease, self.labels or None, claim_key=claim_key
                     )
-                    claim_key = None
+                    claim_key, failures = None, 0
                 except _TRANSIENT as exc:
                     # The claim may have happened with its answer lost: the retry sends
                     # the same key and gets that task back instead of a second one.
-                    log.warning("claim: %s; retrying", _unavailable(exc))
-                    claimed, idle_wait = None, max(idle_wait, 1.0)
+                    failures += 1
+                    claimed, idle_wait = None, OUTAGE.delay(failures)
+                    log.warning("claim: %s; retrying in %.1f s", _unavailable(exc), idle_wait)
                 if claimed is not None:
                     self._start(claimed)
                     idle_wait = 0.05
@@ -265,26 +264,21 @@ class Runner:
 
     def retry(self, call: Callable[[], T], what: str, *, give_up: float | None = 300.0) -> T:
         """Call the queue, retrying through transient errors (database or control plane
-        unreachable) with backoff.
-        After ``give_up`` seconds the error is raised (None: retry forever)."""
-        delay, started = 0.2, time.monotonic()
-        while True:
-            try:
-                return call()
-            except _TRANSIENT as exc:
-                if give_up is not None and time.monotonic() - started > give_up:
-                    raise
-                log.warning("%s: %s; retrying in %.1f s", what, _unavailable(exc), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        unreachable) with capataz's one backoff (:mod:`capataz.retry`); any other error
+        is raised at once. After ``give_up`` seconds the error is raised (None: retry
+        forever)."""
 
+        def waiting(exc: BaseException, delay: float) -> None:
+            log.warning("%s: %s; retrying in %.1f s", what, _unavailable(exc), delay)
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        return retry_transient(call, transient=_TRANSIENT, give_up=give_up, on_retry=waiting)
 
 
 def _unavailable(exc: BaseException) -> str:
-    """What went away, for the log: the control plane or the database."""
+    """What went away, for the log: the control plane or the database (the error's own
+    one-line message, which names which)."""
+    message = exc.message if isinstance(exc, Unavailable) else str(exc)
+    first = (message.splitlines() or [type(exc).__name__])[0][:200]
     if isinstance(exc, QueueUnavailable):
-        return f"server unavailable ({_first_line(exc)})"
-    return f"database unavailable ({_first_line(exc)})"
+        return f"server unavailable ({first})"
+    return f"database unavailable ({first})"

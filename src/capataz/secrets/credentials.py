@@ -46,7 +46,7 @@ class RequestState:
     status: RequestStatus
 
     def as_json(self) -> dict[str, Any]:
-        """The runbook's shape; ``name`` repeats ``secret`` for the panel."""
+        """The runbook's shape (docs/runbook.md); ``name`` repeats ``secret`` for the panel."""
         return {
             "id": self.id,
             "secret": self.secret,

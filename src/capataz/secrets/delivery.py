@@ -50,14 +50,12 @@ def vault_source(repo_root: Path) -> SecretSource:
     ``.capataz/capataz.db``), opened only when asked."""
 
     def fetch(names: Sequence[str]) -> Mapping[str, str]:
-        import sqlalchemy as sa
-
         from capataz.secrets.vault import VaultError
-        from capataz.store import Store, database_url
+        from capataz.store import Store, StoreError, database_url
 
         try:
             store = Store.open(database_url(repo_root))
-        except sa.exc.SQLAlchemyError as exc:
+        except StoreError as exc:  # unreachable, or not a database capataz can open
             raise VaultError(
                 f"the vault's database cannot be opened ({type(exc).__name__})",
                 fix="check CAPATAZ_DATABASE_URL and that the database is running",

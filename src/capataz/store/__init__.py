@@ -7,8 +7,10 @@ from capataz.store.errors import (
     DependencyCycleError,
     NoSuchTaskError,
     StoreError,
+    StoreUnavailable,
     TaskExistsError,
     UnknownDependencyError,
+    ValueRefusedError,
 )
 from capataz.store.manager import Store
 from capataz.store.migrate import upgrade
@@ -26,9 +28,10 @@ from capataz.store.records import (
     TokenInfo,
     task_json,
 )
-from capataz.store.statuses import RunStatus, TaskState
+from capataz.store.statuses import RUN_FILTERS, RunState, RunStatus, TaskState
 
 __all__ = [
+    "RUN_FILTERS",
     "ClaimedTask",
     "DatabaseUrlError",
     "DependencyCycleError",
@@ -39,16 +42,19 @@ __all__ = [
     "RunDetails",
     "RunInfo",
     "RunRecord",
+    "RunState",
     "RunStatus",
     "RunnerInfo",
     "StepInfo",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "Task",
     "TaskExistsError",
     "TaskState",
     "TokenInfo",
     "UnknownDependencyError",
+    "ValueRefusedError",
     "create_engine_for",
     "database_url",
     "task_json",

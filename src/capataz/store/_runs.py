@@ -26,16 +26,37 @@ from capataz.store.schema import (
     tasks,
     violations,
 )
-from capataz.store.statuses import RunStatus
+from capataz.store.statuses import RUN_FILTERS, RunState, RunStatus, TaskState
 
 __all__ = ["LOG_TAIL_CHARS", "RunsMixin", "detail_rows", "detail_values", "insert_details"]
 
 # runs.log_tail keeps the last 64 Ki characters of a run's output (64 KiB of ASCII).
 LOG_TAIL_CHARS = 64 * 1024
 
+_FINISHED = runs.c.status == RunStatus.FINISHED.value
+_BAD_OUTCOMES = (TaskState.FAILED.value, TaskState.BLOCKED.value)
+# RunState in SQL: one condition per state (the filter), and the CASE that names it.
+_RUN_STATES: dict[str, Any] = {
+    RunState.RUNNING: runs.c.status == RunStatus.RUNNING.value,
+    RunState.SUCCEEDED: sa.and_(_FINISHED, runs.c.outcome == TaskState.DONE.value),
+    RunState.FAILED: sa.and_(_FINISHED, runs.c.outcome.in_(_BAD_OUTCOMES)),
+    RunState.ESCALATED: sa.and_(_FINISHED, runs.c.outcome == TaskState.ESCALATED.value),
+    RunState.CANCELLED: sa.or_(
+        runs.c.status == RunStatus.CANCELLED.value,
+        sa.and_(_FINISHED, runs.c.outcome == TaskState.CANCELLED.value),
+    ),
+    RunState.LOST: runs.c.status == RunStatus.LOST.value,
+    RunState.RELEASED: runs.c.status == RunStatus.RELEASED.value,
+}
+_RUN_FILTER = {**_RUN_STATES, RunStatus.FINISHED.value: _FINISHED}
+_RUN_STATE = sa.case(
+    *((condition, sa.literal(str(state))) for state, condition in _RUN_STATES.items()),
+    else_=runs.c.status,
+).label("status")
 _RUN_COLUMNS = (
     runs.c.id, runs.c.task_id, tasks.c.title.label("task_title"), runs.c.attempt,
-    runs.c.runner_id, runs.c.fencing_token, runs.c.status, runs.c.outcome, runs.c.result,
+    runs.c.runner_id, runs.c.fencing_token, _RUN_STATE, runs.c.status.label("lifecycle"),
+    runs.c.outcome, runs.c.result,
     runs.c.decision, runs.c.reason, runs.c.started_at, runs.c.ended_at, runs.c.exit_code,
     runs.c.wall_seconds, runs.c.cpu_seconds, runs.c.peak_memory_bytes,
     runs.c.result_commit, runs.c.landed_commit,
@@ -55,6 +76,15 @@ _APPEND_LOG = {
 }
 _FILE_CHANGE_KEYS = ("path", "kind", "lines_added", "lines_removed", "binary")
 _VIOLATION_KEYS = ("type", "severity", "file", "line", "details", "suggestion", "gate", "phase")
+
+
+def _run_filter(status: str) -> Any:
+    try:
+        return _RUN_FILTER[status]
+    except KeyError:
+        raise TaskError(
+            f"no run status {status!r}", fix=f"use one of {', '.join(RUN_FILTERS)}"
+        ) from None
 
 
 def _no_run(run_id: str) -> TaskError:
@@ -189,20 +219,15 @@ class RunsMixin(StoreBase):
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunInfo]:
-        """Runs newest first, all or of one task, or in one run status."""
+        """Runs newest first, all or of one task, or in one status (a :class:`RunState`,
+        or ``finished``), filtered in SQL."""
         if limit < 0 or offset < 0:
             raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
         query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_TASKS)
         if task_id is not None:
             query = query.where(runs.c.task_id == task_id)
         if status is not None:
-            try:
-                query = query.where(runs.c.status == RunStatus(status).value)
-            except ValueError:
-                raise TaskError(
-                    f"no run status {status!r}",
-                    fix=f"use one of {', '.join(s.value for s in RunStatus)}",
-                ) from None
+            query = query.where(_run_filter(status))
         query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
         with self._read() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).all()
@@ -215,13 +240,7 @@ class RunsMixin(StoreBase):
         if task_id is not None:
             query = query.where(runs.c.task_id == task_id)
         if status is not None:
-            try:
-                query = query.where(runs.c.status == RunStatus(status).value)
-            except ValueError:
-                raise TaskError(
-                    f"no run status {status!r}",
-                    fix=f"use one of {', '.join(s.value for s in RunStatus)}",
-                ) from None
+            query = query.where(_run_filter(status))
         with self._read() as conn:
             return int(conn.execute(query).scalar_one())
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.store import _sqlite_claims
+from capataz.store import _outage, _sqlite_claims
 from capataz.store._base import StoreBase
 from capataz.store.schema import context_entries, secrets
 
@@ -196,9 +196,7 @@ class SecretsMixin(StoreBase):
             row = db.execute(_SQLITE_CONTEXT_ONE, params).fetchone()
         except sqlite3.Error as exc:
             connections.discard()
-            raise sa.exc.DBAPIError.instance(
-                _SQLITE_CONTEXT_ONE, params, exc, sqlite3.Error
-            ) from exc
+            raise _outage.dbapi_error(_SQLITE_CONTEXT_ONE, params, exc, connections.url) from exc
         finally:
             connections.put()
         if row is None:

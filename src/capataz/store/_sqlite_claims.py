@@ -10,7 +10,8 @@ with the same effects, as the SQLAlchemy statement of ``_lease_sql.claim_stateme
 PostgreSQL uses), and values are stored in the format SQLAlchemy reads back (UTC
 timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``, JSON as text, booleans as 0/1). The test
 suite runs every claim test against it and checks the audit chain after concurrent
-claims. Errors surface as SQLAlchemy's DBAPIError subclasses, like everywhere else.
+claims. Errors surface as they do through SQLAlchemy (``_outage.dbapi_error``): a busy
+database as StoreUnavailable, anything else as a DBAPIError subclass.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from capataz.events import EventType
+from capataz.store import _outage
 from capataz.store._events import SQLITE_INSERT as _EVENT
 from capataz.store.audit import GENESIS, canonical, entry_hash
 from capataz.store.records import ClaimedTask
@@ -105,6 +106,7 @@ class ClaimConnections:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.url = engine.url  # named in a StoreUnavailable
         self._local = threading.local()
         self._live: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -224,7 +226,7 @@ def _lease(
         db.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
         connections.discard()
-        raise _wrapped("BEGIN IMMEDIATE", (), exc) from exc
+        raise _wrapped("BEGIN IMMEDIATE", (), exc, connections) from exc
     try:
         if claim_key is not None:
             replayed = db.execute(_REPLAY, (claim_key, runner_id)).fetchone()
@@ -266,7 +268,7 @@ def _lease(
     except BaseException as exc:
         _rollback(connections, db)
         if isinstance(exc, sqlite3.Error):
-            raise _wrapped(statement, params, exc) from exc
+            raise _wrapped(statement, params, exc, connections) from exc
         raise
     return row, run_id
 
@@ -280,5 +282,7 @@ def _rollback(connections: ClaimConnections, db: sqlite3.Connection) -> None:
         connections.discard()  # never reuse a connection in an unknown state
 
 
-def _wrapped(statement: str, params: tuple[Any, ...], exc: sqlite3.Error) -> sa.exc.StatementError:
-    return sa.exc.DBAPIError.instance(statement, params, exc, sqlite3.Error)
+def _wrapped(
+    statement: str, params: tuple[Any, ...], exc: sqlite3.Error, connections: ClaimConnections
+) -> Exception:
+    return _outage.dbapi_error(statement, params, exc, connections.url)

@@ -17,8 +17,8 @@ from capataz.store import audit as audit_log
 from capataz.store.errors import DependencyCycleError, TaskExistsError, UnknownDependencyError
 from capataz.store.graph import find_cycle
 from capataz.store.records import NewTask, Task
-from capataz.store.schema import UTCDateTime, task_dependencies, tasks
-from capataz.store.statuses import TaskState
+from capataz.store.schema import UTCDateTime, runs, task_dependencies, tasks
+from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = ["insert_batch", "load", "load_page", "release_or_cascade"]
 
@@ -169,9 +169,32 @@ def _inherited(state: TaskState) -> TaskState:
     return TaskState.CANCELLED if state is TaskState.CANCELLED else TaskState.BLOCKED
 
 
+# The reason of a task's newest run that ended badly, for Task.last_error: one lookup
+# per task through ix_runs_task_id.
+_LAST_RUN_ERROR = (
+    sa.select(runs.c.reason)
+    .where(
+        runs.c.task_id == tasks.c.id,
+        sa.or_(
+            sa.and_(
+                runs.c.status == RunStatus.FINISHED.value,
+                runs.c.outcome.in_((TaskState.FAILED.value, TaskState.BLOCKED.value)),
+            ),
+            runs.c.status == RunStatus.LOST.value,
+        ),
+    )
+    .order_by(runs.c.started_at.desc(), runs.c.id.desc())
+    .limit(1)
+    .correlate(tasks)
+    .scalar_subquery()
+    .label("last_run_error")
+)
+_TASK_COLUMNS = (tasks, _LAST_RUN_ERROR)
+
+
 def load(conn: sa.Connection, where: Any, ids: Iterable[str] | None = None) -> list[Task]:
     """Tasks matching ``where`` (and ``ids``), oldest first, with their dependencies."""
-    query = sa.select(tasks).where(where)
+    query = sa.select(*_TASK_COLUMNS).where(where)
     if ids is not None:
         query = query.where(tasks.c.id.in_(list(ids)))
     found = conn.execute(query.order_by(tasks.c.created_at, tasks.c.id)).all()
@@ -190,7 +213,7 @@ def load_page(conn: sa.Connection, where: Any, limit: int, offset: int) -> tuple
     ix_tasks_status_created_at serve the order), and dependencies are read in one query
     for the page's ids only: a page of a big queue costs a page, not the queue."""
     total = conn.execute(sa.select(sa.func.count()).select_from(tasks).where(where)).scalar_one()
-    query = sa.select(tasks).where(where).order_by(tasks.c.created_at, tasks.c.id)
+    query = sa.select(*_TASK_COLUMNS).where(where).order_by(tasks.c.created_at, tasks.c.id)
     found = conn.execute(query.limit(limit).offset(offset)).all()
     deps: dict[str, list[str]] = {}
     if found:

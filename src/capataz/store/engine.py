@@ -22,9 +22,10 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from capataz.statedir import private_file, state_dir
+from capataz.store import _outage
 from capataz.store.errors import DatabaseUrlError
 
-__all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url"]
+__all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url", "redacted_url"]
 
 ENV_VAR = "CAPATAZ_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
@@ -75,6 +76,11 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def redacted_url(url: str) -> str:
+    """``url`` fit for a message or a log: never with its password."""
+    return _redact(url)
+
+
 def _redact(url: str) -> str:
     """Never print a password from a URL into an error message."""
     try:
@@ -85,14 +91,18 @@ def _redact(url: str) -> str:
 
 def create_engine_for(url: str, **kwargs: Any) -> Engine:
     """An Engine for ``url`` with capataz's connection settings; raises
-    :class:`DatabaseUrlError` for a URL capataz cannot use."""
+    :class:`DatabaseUrlError` for a URL capataz cannot use. Its connection failures
+    raise :class:`StoreUnavailable` (see ``_outage``)."""
     parsed = _parse(url)
     try:
         if parsed.get_backend_name() == "sqlite":
-            return _sqlite_engine(parsed, **kwargs)
-        return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+            engine = _sqlite_engine(parsed, **kwargs)
+        else:
+            engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseUrlError(f"cannot use {_redact(url)!r}: {exc}", fix=_FIX) from None
+    _outage.install(engine)
+    return engine
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:

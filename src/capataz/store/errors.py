@@ -3,7 +3,7 @@ with the fix."""
 
 from __future__ import annotations
 
-from capataz.errors import CapatazError, TaskError
+from capataz.errors import CapatazError, TaskError, Unavailable
 
 __all__ = [
     "ClaimConflictError",
@@ -11,13 +11,26 @@ __all__ = [
     "DependencyCycleError",
     "NoSuchTaskError",
     "StoreError",
+    "StoreUnavailable",
     "TaskExistsError",
     "UnknownDependencyError",
+    "ValueRefusedError",
 ]
 
 
 class StoreError(CapatazError):
     """The database could not be opened, migrated or used."""
+
+
+class StoreUnavailable(StoreError, Unavailable):
+    """The database server is gone for now: the connection was refused, lost or shut
+    down, or SQLite stayed locked past its busy timeout. Transient, so runners retry it
+    (and the API answers 503); see ``store/_outage.py`` for exactly what counts."""
+
+
+class ValueRefusedError(StoreError):
+    """A value the database cannot hold (a number beyond its column, a NUL in
+    PostgreSQL text): the input is wrong, not the server (the API answers 422)."""
 
 
 class DatabaseUrlError(StoreError):

@@ -70,15 +70,27 @@ class Task:
     updated_at: datetime
     reason: str | None
     depends_on: tuple[str, ...] = field(default=())
+    # Why it last went wrong (the runbook's ``last_error``; docs/runbook.md): for a
+    # failed or blocked task the reason it ended so; otherwise the reason of its newest
+    # run that ended failed, blocked or lost (a task waiting to retry); None when none
+    # did, and once the task is done.
+    last_error: str | None = None
 
     @classmethod
     def from_row(cls, row: Any, depends_on: Sequence[str] = ()) -> Task:
+        status = TaskState(row.status)
+        if status is TaskState.DONE:
+            last_error = None
+        elif status in (TaskState.FAILED, TaskState.BLOCKED):
+            last_error = row.reason
+        else:
+            last_error = getattr(row, "last_run_error", None)
         return cls(
             id=row.id,
             title=row.title,
             instruction=row.instruction,
             agent=row.agent,
-            status=TaskState(row.status),
+            status=status,
             priority=row.priority,
             attempts=row.attempts,
             max_attempts=row.max_attempts,
@@ -94,6 +106,7 @@ class Task:
             updated_at=row.updated_at,
             reason=row.reason,
             depends_on=tuple(sorted(depends_on)),
+            last_error=last_error,
         )
 
 
@@ -203,9 +216,11 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One attempt of a task. ``status`` is the run's (running, finished, lost,
-    cancelled, released); ``outcome`` the task state its runner reported; ``result``
-    the pipeline's own word for it (:attr:`RunDetails.outcome`)."""
+    """One attempt of a task. ``status`` is what became of it in the runbook's words
+    (:class:`RunState`: running, succeeded, failed, escalated, cancelled, lost,
+    released); ``lifecycle`` the stored run status it is derived from (running,
+    finished, lost, cancelled, released); ``outcome`` the task state its runner
+    reported; ``result`` the pipeline's own word for it (:attr:`RunDetails.outcome`)."""
 
     id: str
     task_id: str
@@ -214,6 +229,7 @@ class RunInfo:
     runner_id: str
     fencing_token: int
     status: str
+    lifecycle: str
     outcome: str | None
     result: str | None
     decision: str | None

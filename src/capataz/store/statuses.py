@@ -1,12 +1,12 @@
 """State names of the durable queue. The values are what the database stores and what
-the API and CLI print (ARCHITECTURE.md, "Task states", a contract), so they never
-change casually."""
+the API and CLI print (docs/queue-states.md, a contract), so they never change
+casually."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["TERMINAL_STATES", "RunStatus", "TaskState"]
+__all__ = ["RUN_FILTERS", "TERMINAL_STATES", "RunState", "RunStatus", "TaskState"]
 
 
 class TaskState(StrEnum):
@@ -40,3 +40,23 @@ class RunStatus(StrEnum):
     LOST = "lost"
     CANCELLED = "cancelled"
     RELEASED = "released"
+
+
+class RunState(StrEnum):
+    """A run's ``status`` as the API and CLI show it: the runbook's vocabulary, so
+    ``jq '.data[] | select(.status=="failed")'`` finds the runs that went wrong. Derived
+    in SQL from the stored :class:`RunStatus` (shown as ``lifecycle``) and the reported
+    ``outcome``; docs/queue-states.md has the table."""
+
+    RUNNING = "running"  # lifecycle running
+    SUCCEEDED = "succeeded"  # finished, outcome done
+    FAILED = "failed"  # finished, outcome failed or blocked
+    ESCALATED = "escalated"  # finished, outcome escalated (a human's edits awaited)
+    CANCELLED = "cancelled"  # cancelled under its runner, or finished cancelled
+    LOST = "lost"  # its runner went silent; the sweeper took the task back
+    RELEASED = "released"  # given back unfinished (shutdown, credential not yet there)
+
+
+# What ``GET /runs?status=`` and ``list_runs(status=)`` accept: a RunState, or
+# ``finished`` (every run that reported an ending, the filter of before RunState).
+RUN_FILTERS = (*(state.value for state in RunState), RunStatus.FINISHED.value)

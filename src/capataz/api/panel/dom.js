@@ -34,7 +34,7 @@ export function fill(node, ...children) {
 }
 
 const TONES = {
-  ok: ["done", "finished", "landed", "online", "approve", "completed", "continue", "provided", "applied"],
+  ok: ["done", "finished", "succeeded", "landed", "online", "approve", "completed", "continue", "provided", "applied"],
   info: ["running", "ready", "started", "pending", "modify", "in_progress"],
   warn: ["escalated", "escalate", "waiting", "released", "awaiting_human", "medium", "low"],
   bad: [

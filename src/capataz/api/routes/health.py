@@ -1,5 +1,5 @@
 """``GET /health``: the one endpoint without a token, for load balancers and the
-runbook's first check."""
+runbook's first check (docs/runbook.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The runbook's health figures and runners: ``GET /ops/metrics``, ``GET
-/ops/runner/status``, and forgetting an offline runner (destructive, so guarded)."""
+/ops/runner/status``, and forgetting an offline runner (destructive, so guarded). See
+docs/runbook.md."""
 
 from __future__ import annotations
 

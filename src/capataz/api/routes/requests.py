@@ -1,5 +1,5 @@
 """Credential requests over HTTP: the runbook's ``GET /ops/requests`` and the panel's
-Setup, ``POST /ops/requests/{id}/value``.
+Setup, ``POST /ops/requests/{id}/value`` (docs/runbook.md, Credentials).
 
 A value travels once, in the POST body; it is encrypted into the vault with the
 server's master key ($CAPATAZ_MASTER_KEY, or the key file in the served repository's

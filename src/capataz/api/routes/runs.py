@@ -1,5 +1,7 @@
 """Runs: the history (newest first, filter by task and status, paged) and one run with
-its steps, file changes, violations, decisions and log tail."""
+its steps, file changes, violations, decisions and log tail. A run's ``status`` is the
+runbook's word for it (docs/runbook.md: ``select(.status=="failed")`` finds failures);
+``lifecycle`` and ``outcome`` keep the stored detail."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from capataz.api.errors import ApiError
 from capataz.api.schemas import RunDetailOut, RunOut
 from capataz.errors import TaskError
 from capataz.runner.protocol import Envelope
-from capataz.store import RunStatus, TokenInfo
+from capataz.store import RUN_FILTERS, TokenInfo
 
 __all__ = ["router"]
 
@@ -32,16 +34,24 @@ def list_runs(
     _: Reader,
     *,
     task_id: Annotated[str | None, Query(max_length=200)] = None,
-    status: RunStatus | None = None,
+    status: Annotated[
+        str | None,
+        Query(
+            max_length=20,
+            description="failed, running, succeeded, escalated, cancelled, lost, released "
+            "(docs/runbook.md), or finished: every run that reported an ending.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Offset = 0,
 ) -> Answer:
     if has_nul(task_id):
         raise ApiError(422, "query.task_id: text cannot contain NUL (\\x00) characters")
+    if status is not None and status not in RUN_FILTERS:
+        raise ApiError(422, f"query.status: use one of {', '.join(RUN_FILTERS)}")
     store = store_of(request)
-    wanted = status.value if status else None
-    found = store.list_runs(task_id=task_id, status=wanted, limit=limit, offset=offset)
-    response.headers["X-Total-Count"] = str(store.count_runs(task_id=task_id, status=wanted))
+    found = store.list_runs(task_id=task_id, status=status, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(store.count_runs(task_id=task_id, status=status))
     return ok(found)
 
 

@@ -1,5 +1,5 @@
 """Tasks: list (filter and page), add, show, requeue and cancel, with the body fields
-``capataz task add`` and the runbook use."""
+``capataz task add`` and the runbook use (docs/runbook.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 import { api } from "../api.js";
 import { badge, diffPane, emptyState, fill, h, live, showError, table, time } from "../dom.js";
 
-const RUN_STATUSES = ["running", "finished", "lost", "cancelled", "released"];
+// A run's status in the runbook's words (docs/runbook.md); "finished" is every ending.
+const RUN_STATUSES = ["running", "succeeded", "failed", "escalated", "cancelled", "lost", "released", "finished"];
 const PAGE = 25;
 
 function seconds(value) {
