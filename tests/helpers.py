@@ -11,6 +11,8 @@ Imported as ``from tests.helpers import wait_for`` (the suite runs with
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,3 +53,29 @@ def host_pids(marker: str) -> list[int]:
         if marker.encode() in cmdline:
             found.append(int(entry.name))
     return found
+
+
+class Output:
+    """A child's stdout (text mode), read as it comes so that a test can wait for a
+    line, and kept whole for the assertions at the end."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self._chunks: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._chunks.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self._chunks)
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the process to exit and return everything it wrote."""
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
+        return self.text
