@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import git, snapshot
+from tests.helpers import wait_for
 
 from capataz.config import parse_config
 from capataz.errors import UnknownAgentError
@@ -53,12 +54,9 @@ def run_task(
     if answer is not None:
         progress = ProgressDir(repo.root / parsed.project.progress_dir, task_id)
 
-        def reviewer() -> None:
-            for _ in range(200):
-                if (progress.path / "escalation.json").exists():
-                    submit_decision(progress, answer, decided_by="test")
-                    return
-                threading.Event().wait(0.05)
+        def reviewer() -> None:  # answers once asked, however long the run takes to ask
+            wait_for((progress.path / "escalation.json").exists, "the run asks a human")
+            submit_decision(progress, answer, decided_by="test")
 
         threading.Thread(target=reviewer, daemon=True).start()
     return Supervisor(repo, parsed).execute(
