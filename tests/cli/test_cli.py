@@ -19,7 +19,7 @@ escalation_timeout = "30s"
 
 [agents.shell]
 command = ["bash", "-c", "{instruction}"]
-idle_timeout = "5s"
+idle_timeout = "30s"  # a silent agent on a loaded machine is not a hang
 
 [policy]
 forbidden_paths = ["legacy/**"]
@@ -203,7 +203,7 @@ def test_usage_errors_exit_two_without_traceback(repo: Path) -> None:
 
 # An agent nothing stops but a signal: no idle timeout (it is silent after "go") and a
 # wall-clock timeout far beyond any test, however loaded the machine.
-PATIENT = CONFIG.replace('idle_timeout = "5s"', 'idle_timeout = "1h"\ntimeout = "2h"')
+PATIENT = CONFIG.replace('idle_timeout = "30s"', 'idle_timeout = "1h"\ntimeout = "2h"')
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])

@@ -27,7 +27,7 @@ escalation_timeout = "20s"
 [agents.shell]
 command = ["bash", "-c", "{instruction}"]
 timeout = "30s"
-idle_timeout = "3s"
+idle_timeout = "20s"  # a silent agent on a loaded machine is not a hang
 memory = "1GiB"
 processes = 64
 
@@ -129,7 +129,9 @@ def test_blocked_changes_roll_back_and_never_touch_the_user(
 ) -> None:
     before = snapshot(user_repo)
     main = git(user_repo, "rev-parse", "main")
-    report = run_task(user_repo, instruction)
+    hangs = violation is ViolationType.AGENT_HUNG  # silent after "start": hung at 2 s
+    config = BASE_CONFIG.replace('idle_timeout = "20s"', 'idle_timeout = "2s"') if hangs else None
+    report = run_task(user_repo, instruction, config=config or BASE_CONFIG)
     assert report.outcome is Outcome.BLOCKED, report.reason
     assert violation in {v.type for v in report.violations}
     assert snapshot(user_repo) == before
