@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from tests.helpers import wait_for
 
 from .conftest import Server
 
@@ -45,14 +46,11 @@ class Frames:
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(f["data"]) for f in list(self.frames) if "data" in f]
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.events()
-            if len(found) >= count:
-                return found
-            time.sleep(0.05)
-        raise AssertionError(f"only {len(self.events())} events in {timeout} s: {self.events()}")
+    def wait_for(self, count: int) -> list[dict[str, Any]]:
+        return wait_for(
+            lambda: len(self.events()) >= count and self.events(),
+            f"{count} events (so far {self.events()})",
+        )
 
 
 @contextmanager
@@ -71,7 +69,9 @@ def stream(
 def test_events_arrive_live_and_resume_after_last_event_id(server: Server) -> None:
     operator = server.client("operator")
     with stream(server) as live:
-        time.sleep(0.3)  # the stream starts with the *next* event
+        # The stream starts after the last event when it opened, which its first comment
+        # names: what is created from now on is live.
+        wait_for(lambda: live.comments, "the stream's opening comment")
         made = operator.post("/ops/tasks", json={"title": "one", "instruction": "true"})
         task_id = made.json()["data"]["id"]
         operator.post(f"/ops/tasks/{task_id}/cancel")

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.api.conftest import ROLES, Server
 from tests.api.conftest import _free_port as free_port
 from tests.api.conftest import _wait_healthy as wait_healthy
 from tests.conftest import GIT_ENV, git
+from tests.helpers import wait_for
 
 from capataz.store import Store
 
@@ -143,7 +143,7 @@ def page(browser: Any, panel_server: Server, request: pytest.FixtureRequest) -> 
     """A fresh browser context (its own sessionStorage) per test; any script error on
     the page fails the test."""
     context = browser.new_context(viewport={"width": 1366, "height": 768})
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(90_000)  # a ceiling for a loaded machine
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
@@ -191,16 +191,6 @@ def sign_in(page: Any, server: Server, role: str) -> None:
     page.fill("#token-input", server.tokens[role])
     page.click("#signin-button")
     page.wait_for_selector("#app:not([hidden])")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what} not met in {timeout} s"
-        time.sleep(0.1)
 
 
 def api(server: Server, role: str, method: str, path: str, **options: Any) -> Any:
@@ -323,7 +313,7 @@ def test_a_run_streams_its_log_live(
         found = api(server, "viewer", "GET", "/runs", params={"task_id": task["id"]})
         return found[0]["id"] if found else None
 
-    run_id = wait_for(running_run, what="the runner starts the run")
+    run_id = wait_for(running_run, "the runner starts the run")
     page.goto(f"{server.base}/#/runs/{run_id}")
     log = page.locator("[data-pane=log]")
     status = page.locator("[data-field=run-status] .badge")

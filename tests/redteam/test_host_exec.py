@@ -7,9 +7,8 @@ lands them, and then the user starts a runner daemon in that repository."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
+from tests.helpers import wait_for
 from tests.redteam.conftest import Attacker
 
 # Each planted module writes a marker into the attacker's reach on the host, if it runs.
@@ -20,13 +19,6 @@ PLANTED = {
     "sitecustomize.py": "open({marker!r}, 'a').write('sitecustomize\\n')\n",
     "usercustomize.py": "open({marker!r}, 'a').write('usercustomize\\n')\n",
 }
-
-
-def wait_for(condition: Callable[[], bool], what: str, ceiling: float = 120) -> None:
-    deadline = time.monotonic() + ceiling
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.1)
 
 
 def test_a_landed_capataz_package_never_runs_in_the_runner_daemon(attacker: Attacker) -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from tests.helpers import wait_for
 from tests.redteam.conftest import UNPRIVILEGED, Attacker
 
 SECRET = "s3cr3t-Zq8vLw2Kx9"  # the vault value; the agent of the second task never has it
@@ -110,11 +110,12 @@ def test_a_merge_driver_never_runs_when_the_result_is_replayed(attacker: Attacke
         ],
     )
     state = attacker.repo / ".capataz" / "progress" / "t1" / "progress.json"
-    for _ in range(600):  # until the run asks a human (it has changed two files)
-        if state.exists() and json.loads(state.read_text()).get("status") == "escalated":
-            break
+
+    def escalated() -> bool:  # the run asks a human (it has changed two files)
         assert running.poll() is None, running.communicate()
-        time.sleep(0.1)
+        return state.exists() and json.loads(state.read_text()).get("status") == "escalated"
+
+    wait_for(escalated, "the run asks a human")
     (attacker.repo / "human.txt").write_text("human\n")
     os.chown(attacker.repo / "human.txt", attacker.uid, attacker.uid)
     attacker.git("add", "human.txt")

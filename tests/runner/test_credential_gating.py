@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.conftest import git
+from tests.helpers import wait_for
 
 from capataz.config import parse_config
 from capataz.runner import Runner
@@ -38,13 +38,6 @@ sweep_interval = "0.5s"
 poll_interval = "0.2s"
 credential_retry = "0.3s"
 """
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_a_waiting_credential_holds_the_task_until_it_is_provided(
@@ -74,9 +67,10 @@ def test_a_waiting_credential_holds_the_task_until_it_is_provided(
             waiting.append(task)
             return task.status is TaskState.READY and "REQ-009" in (task.reason or "")
 
-        wait_for(released)
-        time.sleep(1.0)  # several retries later: still not started, no attempt spent
-        wait_for(released)
+        wait_for(released, "the task is given back, waiting for the credential")
+        # Several retries later: still not started, no attempt spent.
+        wait_for(lambda: len(store.list_runs(task_id="k")) >= 3, "three tries")
+        wait_for(released, "the task is given back again")
         task = waiting[-1]
         assert task.attempts == 0
         assert task.reason is not None
@@ -88,7 +82,7 @@ def test_a_waiting_credential_holds_the_task_until_it_is_provided(
 
         state = root / ".capataz"
         Vault(store, MasterKey.load(state)).set("OPENAI_API_KEY", "sk-runner-ok", actor="test")
-        wait_for(lambda: store.get_task("k").status is TaskState.DONE)
+        wait_for(lambda: store.get_task("k").status is TaskState.DONE, "k is done")
     finally:
         thread.join(timeout=60)
         store.close()

@@ -6,15 +6,15 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.conftest import git
+from tests.helpers import Output, wait_for
 from tests.postgres import Cluster, create_database, no_postgres
-from tests.runner.test_runner import CONFIG, wait_for
+from tests.runner.test_runner import CONFIG
 
 from capataz.store import NewTask, Store, TaskState
 
@@ -93,14 +93,14 @@ def test_runner_survives_a_database_restart(
         text=True,
     )
     watcher = Store.open(url)
-    wait_for(lambda: watcher.get_task("t1").status is TaskState.DONE, timeout=60)
+    output = Output(runner)
+    wait_for(lambda: watcher.get_task("t1").status is TaskState.DONE, "t1 is done")
     watcher.close()
     cluster.stop("fast")  # the database goes away mid-backlog
-    time.sleep(3)
+    wait_for(lambda: "database unavailable" in output.text, "the runner notices the outage")
     cluster.start()
-    output, _ = runner.communicate(timeout=180)
-    assert runner.returncode == 0, output[-3000:]
-    assert "database unavailable" in output
+    text = output.finish(timeout=180)
+    assert runner.returncode == 0, text[-3000:]
     store = Store.open(url)
     assert Counter(t.status for t in store.list_tasks()) == {TaskState.DONE: 6}
     assert all(t.attempts == 1 or t.attempts == 2 for t in store.list_tasks())

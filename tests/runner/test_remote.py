@@ -17,7 +17,8 @@ import httpx
 import pytest
 from tests.api.conftest import _free_port, _wait_healthy
 from tests.conftest import git
-from tests.runner.test_runner import CONFIG, wait_for
+from tests.helpers import Output, wait_for
+from tests.runner.test_runner import CONFIG
 
 from capataz.config import parse_config
 from capataz.runner import Runner
@@ -170,7 +171,7 @@ def test_a_bad_token_is_one_line_and_a_good_one_stays_out_of_ps(
     assert plane.tokens["runner"] not in Path(f"/proc/{pid}/cmdline").read_text()
     store = Store.open(plane.url)
     store.add_task("bg", "echo bg > bg.txt", id="bg")
-    wait_for(lambda: store.get_task("bg").status is TaskState.DONE)
+    wait_for(lambda: store.get_task("bg").status is TaskState.DONE, "bg is done")
     store.close()
     assert capataz("stop").returncode == 0
     log = (plane.repo / ".capataz" / "runner.log").read_text()
@@ -235,19 +236,18 @@ def test_a_server_restart_mid_run_loses_and_duplicates_nothing(plane: Plane) -> 
     store = Store.open(plane.url)
     store.add_task("long", "echo start; sleep 3; echo done > long.txt; echo end", id="long")
     runner = plane.runner("--exit-when-idle")
-    wait_for(lambda: store.get_task("long").status is TaskState.RUNNING)
-    wait_for(lambda: "start" in store.get_run(store.list_runs(task_id="long")[0].id).log_tail)
+    output = Output(runner)
+    wait_for(lambda: "start" in log_tail(store, "long"), "the agent has started")
     plane.kill()  # SIGKILL: no graceful shutdown, answers in flight are lost
     try:
         httpx.get(f"{plane.base}/health", timeout=1)
         raise AssertionError("the server is still answering")
     except httpx.TransportError:
         pass
-    threading.Event().wait(1.5)
+    wait_for(lambda: "server unavailable" in output.text, "the runner notices the outage")
     plane.start()
-    output, _ = runner.communicate(timeout=120)
-    assert runner.returncode == 0, output[-3000:]
-    assert "server unavailable" in output
+    text = output.finish(timeout=120)
+    assert runner.returncode == 0, text[-3000:]
     task = store.get_task("long")
     assert (task.status, task.attempts) == (TaskState.DONE, 1), task.reason
     (run,) = store.list_runs(task_id="long")

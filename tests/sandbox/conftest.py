@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests import helpers
 
 from capataz.config import Limits, SandboxOptions
 from capataz.sandbox import BwrapSandbox, UnsandboxedSandbox
@@ -93,21 +94,7 @@ def run(workspace: Path) -> Callable[..., Ran]:
 @pytest.fixture
 def host_pids() -> Callable[[str], list[int]]:
     """Pids on the host whose command line contains a marker (zombies have none)."""
-
-    def matching(marker: str) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(entry.name))
-        return found
-
-    return matching
+    return helpers.host_pids
 
 
 @pytest.fixture(scope="session")

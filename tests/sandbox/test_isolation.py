@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -132,11 +131,9 @@ def test_fork_bomb_is_contained(
 ) -> None:
     marker = f"capataz-bomb-{unique()}"
     bomb = f"import os  # {marker}\nwhile True:\n    os.fork()"
-    started = time.monotonic()
     ran = run(bwrap, [python3, "-c", bomb], processes=32, memory=256 * 1024**2)
-    assert ran.result.outcome is ExecOutcome.FAILED
+    assert ran.result.outcome is ExecOutcome.FAILED  # ended by itself, not by the timeout
     assert "Resource temporarily unavailable" in ran.text  # fork hit the process limit
-    assert time.monotonic() - started < 10
     assert host_pids(marker) == []
 
 

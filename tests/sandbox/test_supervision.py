@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,31 +82,39 @@ def test_wall_clock_timeout_kills_the_whole_tree(
     ran = run(sandbox, f"echo started; sleep {marker} & sleep 60", timeout=1)
     assert ran.result.outcome is ExecOutcome.TIMEOUT
     assert ran.out == ["started"]
-    assert 1 <= ran.result.wall_seconds < 5
+    assert ran.result.wall_seconds >= 1  # not before its time; `sleep 60` never ended
     assert "after 1 s" in ran.result.detail
     assert host_pids(marker) == []
 
 
-def test_silence_is_a_hang(run: Run, sandbox: Sandbox) -> None:
-    ran = run(sandbox, "sleep 60", idle_timeout=1)
+def test_silence_is_a_hang(
+    run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
+) -> None:
+    marker = f"3005.{random.randrange(10**8)}"
+    ran = run(sandbox, f"echo started; sleep {marker}", idle_timeout=1)
     assert ran.result.outcome is ExecOutcome.HUNG
-    assert ran.result.wall_seconds < 5
+    assert ran.out == ["started"]
     assert ran.result.detail == "no output for 1 s; killed as a hang"
+    assert host_pids(marker) == []
 
 
 def test_output_keeps_a_command_alive(run: Run, sandbox: Sandbox) -> None:
-    ran = run(sandbox, "for i in 1 2 3 4; do echo tick; sleep 0.4; done", idle_timeout=1)
-    assert ran.result.outcome is ExecOutcome.OK
-    assert ran.out == ["tick"] * 4
+    # Longer in all than the idle timeout; a tick never further apart than a third of it.
+    ran = run(sandbox, "for i in 1 2 3 4 5; do echo tick; sleep 0.6; done", idle_timeout=2)
+    assert ran.result.outcome is ExecOutcome.OK, ran.result.detail
+    assert ran.result.wall_seconds > 2
+    assert ran.out == ["tick"] * 5
 
 
-def test_should_stop_cancels(run: Run, sandbox: Sandbox) -> None:
+def test_should_stop_cancels(
+    run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
+) -> None:
+    marker = f"3006.{random.randrange(10**8)}"
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
-    started = time.monotonic()
-    ran = run(sandbox, "sleep 60", should_stop=stop.is_set)
+    ran = run(sandbox, f"sleep {marker}", should_stop=stop.is_set)  # would run an hour
     assert ran.result.outcome is ExecOutcome.CANCELLED
-    assert time.monotonic() - started < 3
+    assert host_pids(marker) == []
 
 
 def test_output_flood_is_truncated_and_the_run_still_ends(
@@ -149,7 +156,6 @@ def test_cpu_limit_kills(run: Run, sandbox: Sandbox) -> None:
     assert ran.result.outcome is ExecOutcome.FAILED
     assert ran.result.signal == signal.SIGXCPU
     assert "CPU time limit" in ran.result.detail
-    assert ran.result.wall_seconds < 5
 
 
 def test_memory_limit_fails_the_command_not_the_host(

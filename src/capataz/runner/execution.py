@@ -90,6 +90,7 @@ class TaskExecution:
         self._log_lines: list[str] = []
         self._log_flushed = time.monotonic()
         self._lock = threading.Lock()
+        self._uploading = threading.Lock()
 
     @property
     def task_id(self) -> str:
@@ -213,17 +214,25 @@ class TaskExecution:
         except Exception as exc:  # noqa: BLE001 - recording is best effort; the run goes on
             log.warning("task %s: could not record %s: %s", self.claimed.id, event.kind, exc)
 
+    def flush_log(self) -> None:
+        """Upload the lines still waiting (the heartbeat's call): a run that printed a line
+        and went quiet shows that line now, not when it next prints."""
+        self._flush_log(force=True)
+
     def _flush_log(self, *, force: bool = False) -> None:
-        with self._lock:
-            due = force or len(self._log_lines) >= 200 or time.monotonic() - self._log_flushed > 0.5
-            if not due or not self._log_lines:
-                return
-            text, self._log_lines = "\n".join(self._log_lines) + "\n", []
-            self._log_flushed = time.monotonic()
-        try:
-            self.store.append_log(self.claimed.run_id, text)
-        except Exception as exc:  # noqa: BLE001 - the full log is in the progress files
-            log.warning("task %s: log upload failed: %s", self.claimed.id, exc)
+        with self._uploading:  # one upload at a time, so chunks arrive in order
+            with self._lock:
+                due = force or len(self._log_lines) >= 200
+                if not due and time.monotonic() - self._log_flushed <= 0.5:
+                    return
+                if not self._log_lines:
+                    return
+                text, self._log_lines = "\n".join(self._log_lines) + "\n", []
+                self._log_flushed = time.monotonic()
+            try:
+                self.store.append_log(self.claimed.run_id, text)
+            except Exception as exc:  # noqa: BLE001 - the full log is in the progress files
+                log.warning("task %s: log upload failed: %s", self.claimed.id, exc)
 
     # -- reporting --------------------------------------------------------------------
 

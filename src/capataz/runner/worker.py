@@ -242,6 +242,8 @@ class Runner:
             claimed = execution.claimed
             if not self.store.heartbeat(claimed.id, claimed.fencing_token, self.settings.lease):
                 execution.stop("the task was cancelled or given to another runner")
+            else:
+                execution.flush_log()
 
     def _cancel_loop(self) -> None:
         with self._lock:
