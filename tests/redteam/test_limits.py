@@ -117,4 +117,8 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit(attacker: Any) -> None:
     report = attacker.exec("python3 bomb.py")
     assert report["outcome"] == "landed", report["reason"]
     forked = json.loads(landed(attacker, "forked.txt"))
-    assert 0 < forked < 32
+    if attacker.user == "root":  # the leased uid runs nothing else: the limit is exact
+        assert 0 < forked < 32
+    else:  # RLIMIT_NPROC counts the user's other processes too (capataz adds those it
+        # saw at the start); other tests' processes ending meanwhile free a few slots
+        assert 0 < forked < 64

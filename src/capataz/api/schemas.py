@@ -60,6 +60,7 @@ class TaskOut(_Out):
     updated_at: IsoTime
     reason: str | None
     depends_on: list[str]
+    last_error: str | None
 
 
 class RunOut(_Out):
@@ -72,6 +73,7 @@ class RunOut(_Out):
     runner_id: str
     fencing_token: int
     status: str
+    lifecycle: str
     outcome: str | None
     result: str | None
     decision: str | None
