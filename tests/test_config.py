@@ -46,7 +46,7 @@ def test_sizes_and_durations_are_parsed() -> None:
             "capataz.toml:3: agents.shell.timeout: 'ten minutes' is not a duration",
         ),
         ('[project]\ntarget = "main"\n', "capataz.toml:2: unknown key 'project.target'"),
-        ('[agents.bot]\ntimeout = "1m"\n', "capataz.toml:1: agents.bot.command is required"),
+        ('[agents.bot]\ntimeout = "1m"\n', "capataz.toml:1: agents.bot: an agent needs a command"),
         (
             '[[gates]]\nname = "t"\nrun = "x"\n\n[[gates]]\nname = "u"\nrun = "y"\nseverity = "huge"\n',
             "capataz.toml:8: gates.1.severity",

@@ -100,10 +100,32 @@ class Limits(_Strict):
     max_output: Bytes = 16 * 1024**2
 
 
-class AgentConfig(Limits):
-    """A named executor profile: its command template plus its security profile."""
+PresetName = Literal["claude-code", "codex", "aider"]
 
-    command: list[str] = Field(min_length=1)
+
+def _endpoint_url(value: str | None) -> str | None:
+    """The model API's base URL: checked here so a typo fails at load, not mid-run."""
+    if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"{value!r} is not a base URL such as 'https://api.anthropic.com'")
+    return value
+
+
+class AgentConfig(Limits):
+    """A named executor profile: its command template plus its security profile.
+
+    With ``preset`` (a known agent CLI, see capataz.agents.presets) every key the user
+    did not set is filled in by the preset when the agent is resolved; any key set here
+    wins. ``command`` is then optional."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    preset: PresetName | None = None
+    model: str | None = Field(default=None, min_length=1)
+    endpoint: Annotated[str | None, AfterValidator(_endpoint_url)] = None
+    # globs of the agent's own state files (beyond its preset's): never landed, and a
+    # run that changed only those is "no-changes"
+    ignore: list[str] = Field(default_factory=list)
+    # a persistent per-agent directory under .capataz/cache/<agent>/ as its HOME cache
+    cache: bool = False
     description: str = ""
     network: bool = False
     env: dict[str, str] = Field(default_factory=dict)
@@ -116,6 +138,15 @@ class AgentConfig(Limits):
     # it may publish for its dependents (see capataz.context.flow).
     context_read: ContextPatterns = Field(default_factory=lambda: ["*"])
     context_write: ContextPatterns = Field(default_factory=lambda: ["*"])
+
+    @model_validator(mode="after")
+    def _command_or_preset(self) -> AgentConfig:
+        if self.command is None and self.preset is None:
+            raise ValueError(
+                'an agent needs a command (command = ["my-agent", "{instruction}"]) or a '
+                'preset (preset = "claude-code", "codex" or "aider")'
+            )
+        return self
 
     @field_validator("network", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import os
 import re
 from pathlib import Path
 
+from capataz.agents.presets import apply_preset
 from capataz.config import AgentConfig, Config
 from capataz.errors import UnknownAgentError
 
@@ -19,14 +20,16 @@ _PLACEHOLDER = re.compile(r"\{(instruction|workspace|task_id|context)\}")
 
 
 def resolve_agent(config: Config, name: str) -> AgentConfig:
+    """The agent named ``name``, its preset (if any) applied: what actually runs."""
     try:
-        return config.agents[name]
+        agent = config.agents[name]
     except KeyError:
         known = ", ".join(sorted(config.agents)) or "(none)"
         raise UnknownAgentError(
             f"unknown agent {name!r}; known agents: {known}",
             fix=f"use one of those, or define [agents.{name}] with a command in capataz.toml",
         ) from None
+    return apply_preset(agent)
 
 
 def render_command(
@@ -39,7 +42,8 @@ def render_command(
         "task_id": task_id,
         "context": context,
     }
-    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in agent.command]
+    command = agent.command or []  # resolve_agent fills it from the preset
+    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], part) for part in command]
 
 
 def agent_env(agent: AgentConfig) -> dict[str, str]:

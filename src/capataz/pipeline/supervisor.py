@@ -253,7 +253,7 @@ class Supervisor:
         progress.state.workspace = str(run.workspace.path)
         log.note(
             "capataz",
-            f"task {spec.task_id}: agent {spec.agent} ({agent.command[0]}), "
+            f"task {spec.task_id}: agent {spec.agent} ({(agent.command or ['?'])[0]}), "
             f"base {base[:12]}, sandbox {self.sandbox.name}",
         )
         return run

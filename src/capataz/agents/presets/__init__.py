@@ -1,0 +1,48 @@
+"""The agent CLIs capataz knows, by the short name used in ``preset = "..."``."""
+
+from __future__ import annotations
+
+from capataz.agents.preset import Preset
+from capataz.config import AgentConfig
+from capataz.errors import UnknownAgentError
+
+__all__ = ["PRESETS", "apply_preset", "preset_named"]
+
+PRESETS: dict[str, type[Preset]] = {}
+
+
+def preset_named(name: str) -> Preset:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        known = ", ".join(sorted(PRESETS)) or "(none)"
+        raise UnknownAgentError(
+            f"unknown agent preset {name!r}; known presets: {known}",
+            fix="use one of those, or give the agent its own command",
+        ) from None
+
+
+def apply_preset(agent: AgentConfig) -> AgentConfig:
+    """``agent`` with every key the user left unset filled in by its preset.
+
+    Keys the user set win; ``env`` is merged variable by variable and ``ignore`` adds to
+    the preset's own state files, since both are lists the user extends, not replaces."""
+    if agent.preset is None:
+        return agent
+    preset = preset_named(agent.preset)
+    endpoint = agent.endpoint or preset.default_endpoint
+    settings = preset.settings(model=agent.model, endpoint=endpoint)
+    mine = agent.model_fields_set
+    update: dict[str, object] = {
+        "endpoint": endpoint,
+        "env": {**settings.env, **agent.env},
+        "ignore": [*settings.ignore, *agent.ignore],
+    }
+    defaults = {
+        "command": settings.command,
+        "secrets": settings.secrets,
+        "memory": settings.memory,
+        "network": settings.network,
+    }
+    update.update({key: value for key, value in defaults.items() if key not in mine})
+    return agent.model_copy(update=update)
