@@ -35,18 +35,16 @@ the attempt to leave something behind visible in ``ExecResult.leftover_processes
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import importlib
 import os
 import re
 import resource
 import shutil
-import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
@@ -54,13 +52,14 @@ from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.handover import hand_over, uid_lease, unreachable_ancestor
 from capataz.sandbox.mounts import (
     HOME,
     SECRETS_DIR,
-    masks,
     parents_inside,
     read_only_masks,
     scratch_mounts,
+    secret_pipes,
 )
 from capataz.sandbox.outcome import Supervised, build_result, limit_list
 from capataz.sandbox.process import (
@@ -79,6 +78,7 @@ __all__ = [
     "find_bwrap",
     "hand_over",
     "init_script",
+    "secret_pipes",
     "supported_options",
     "uid_lease",
 ]
@@ -148,8 +148,6 @@ def init_script(rlimits: Sequence[tuple[int, int, int]]) -> str:
 
 # Searched for bwrap and setpriv instead of PATH, which may name a workspace directory.
 SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
-UID_BASE = 200_000
-UID_SPAN = 100_000
 _LEFTOVER = re.compile(r"^leftover (\d+) ?(.*)$")
 
 
@@ -280,118 +278,6 @@ def build_argv(
         command = [*drop, "--clear-groups", "--inh-caps=-all", "--", *command]
     argv += ["--", "/bin/sh", "-c", script, "sh", str(workspace), *command]
     return argv
-
-
-def _lock_dir() -> Path:
-    for candidate in (
-        Path("/run/capataz/sandbox-uids"),
-        Path(tempfile.gettempdir(), "capataz-uids"),
-    ):
-        try:
-            candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = candidate.lstat()
-        except OSError:
-            continue
-        if info.st_uid == os.geteuid() and not candidate.is_symlink():
-            return candidate
-    raise SandboxError(
-        "no private directory for sandbox uid locks (/run/capataz or the temp directory)",
-        fix="make /run writable for root, or set [sandbox] uid to a fixed unprivileged uid",
-    )
-
-
-@contextmanager
-def uid_lease(fixed: int = 0) -> Iterator[int]:
-    """An unprivileged uid no other concurrent run on this machine uses (an flock).
-
-    The lowest free uid is taken, so few lock files ever exist; reusing a uid right away
-    is safe because its previous run's processes died with that run's PID namespace.
-    """
-    if fixed:
-        yield fixed
-        return
-    directory = _lock_dir()
-    for uid in range(UID_BASE, UID_BASE + UID_SPAN):
-        fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            yield uid
-        finally:
-            os.close(fd)
-        return
-    raise SandboxError("every sandbox uid is in use", fix="set [sandbox] uid explicitly")
-
-
-def unreachable_ancestor(workspace: Path, hidden: Sequence[Path] = ()) -> Path | None:
-    """The first real directory above ``workspace`` the sandbox uid could not traverse.
-
-    Directories under a tmpfs mask (or a hidden path) are recreated 0755 inside the
-    sandbox, so only ancestors outside every mask count."""
-    mounted = [*masks(), *(str(Path(p).resolve()) for p in hidden)]
-    for ancestor in reversed(workspace.parents):
-        text = str(ancestor)
-        if any(text == m or text.startswith(m + "/") for m in mounted):
-            return None
-        if not ancestor.stat().st_mode & stat.S_IXOTH:
-            return ancestor
-    return None
-
-
-def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
-    """Make the workspace the sandbox uid's (lchown: never through a symlink).
-
-    Entries already owned by ``uid`` are skipped, so a second run in the same
-    workspace costs only a scan. ``.git`` is left alone when the real git directory is
-    mounted over it anyway.
-    """
-    os.lchown(workspace, uid, uid)
-    stack = [str(workspace)]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if skip_git and directory == str(workspace) and entry.name == ".git":
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if info.st_uid != uid or info.st_gid != uid:
-                    os.lchown(entry.path, uid, uid)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-
-
-@contextmanager
-def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
-    """One pipe per secret file, filled and closed for writing, its read end inheritable
-    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
-    sandbox, so the value never touches a disk or a command line. The read ends are
-    closed on the way out when the spawn did not take them."""
-    fds: list[tuple[str, int]] = []
-    try:
-        for name, value in files.items():
-            data = value.encode("utf-8")
-            read_end, write_end = os.pipe()
-            try:
-                if len(data) > 65536:
-                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
-                os.write(write_end, data)
-                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
-            except OSError as exc:
-                raise SandboxError(
-                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
-                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
-                ) from exc
-            finally:
-                os.close(read_end)
-                os.close(write_end)
-        yield fds
-    finally:
-        for _, fd in fds:
-            with suppress(OSError):
-                os.close(fd)
 
 
 def _git_env(spec: SandboxSpec) -> dict[str, str]:
