@@ -97,7 +97,7 @@ def refused_address(text: str) -> str | None:
         ("reserved", address.is_reserved),
     ):
         if hit:
-            return f"a {kind} address"
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address"
     return None
 
 
