@@ -23,8 +23,11 @@ from capataz.errors import SandboxError
 from capataz.gates.network import network_violations
 from capataz.sandbox import BwrapSandbox, UnsandboxedSandbox
 from capataz.sandbox.base import ExecOutcome
-from capataz.sandbox.network import NetworkPolicy, NetworkProxy
+from capataz.sandbox.network import NetworkPolicy
+from capataz.sandbox.network import bridge as bridge_module
 from capataz.sandbox.network import proxy as proxy_module
+from capataz.sandbox.network.bridge import find_python, plan_bridge
+from capataz.sandbox.network.proxy import NetworkProxy
 
 Run = Callable[..., object]
 
@@ -341,3 +344,46 @@ def test_the_unsandboxed_backend_refuses_an_allowlist(
             "true",
             network=NetworkPolicy.parse(["a.example"], key="[agents.a] network"),
         )
+
+
+def test_the_bridge_plan() -> None:
+    policy = NetworkPolicy.parse(
+        ["127.0.0.1:3128", "localhost:8787", "api.example.com", "models.example:8443", "*.x.org"]
+    )
+    as_root = plan_bridge(policy, uid=200123, python="/usr/bin/python3")
+    assert as_root.listeners == [
+        ("127.0.0.1", 3129, None),  # the proxy port moves off an allowed loopback port
+        ("127.0.0.1", 3128, "127.0.0.1:3128"),
+        ("127.0.0.1", 8787, "127.0.0.1:8787"),
+        ("127.0.0.2", 80, "api.example.com:80"),
+        ("127.0.0.2", 443, "api.example.com:443"),
+        ("127.0.0.3", 8443, "models.example:8443"),
+    ]
+    assert as_root.hosts is not None
+    assert as_root.hosts.splitlines()[2:] == [
+        "127.0.0.2 api.example.com",
+        "127.0.0.3 models.example",
+    ]
+    assert as_root.caps == ["CAP_NET_BIND_SERVICE"]
+    assert as_root.env["HTTPS_PROXY"] == as_root.env["all_proxy"] == "http://127.0.0.1:3129"
+    assert as_root.env["NO_PROXY"] == "localhost,127.0.0.1,::1"
+    script = as_root.script()
+    assert script.startswith("bridge=$(cd / && exec /usr/bin/python3 -I -S -c ")
+    assert script.endswith(" 3>&-) || exit 125\n")
+    unprivileged = plan_bridge(policy, uid=None, python="/usr/bin/python3")
+    assert unprivileged.hosts is None  # names are reached through the proxy variables only
+    assert [entry[2] for entry in unprivileged.listeners] == [
+        None,
+        "127.0.0.1:3128",
+        "127.0.0.1:8787",
+    ]
+    assert unprivileged.caps == []
+
+
+def test_the_bridge_interpreter_is_a_system_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert find_python() in ("/usr/bin/python3", "/bin/python3", "/usr/local/bin/python3")
+    monkeypatch.setattr(
+        bridge_module, "_PYTHONS", ("/root/.pyenv/shims/python3", "/nonexistent/python3")
+    )
+    with pytest.raises(SandboxError, match="needs a system python3"):
+        find_python()

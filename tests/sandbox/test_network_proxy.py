@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from capataz.errors import SandboxError
-from capataz.sandbox.network import ConnectionRecord, NetworkPolicy, NetworkProxy
+from capataz.sandbox.network import ConnectionRecord, NetworkPolicy
 from capataz.sandbox.network import proxy as proxy_module
+from capataz.sandbox.network.proxy import NetworkProxy
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Network allowlists: a host-side proxy on a private unix socket, and the small bridge
-inside the sandbox that makes it reachable over TCP (see docs/network.md)."""
+inside the sandbox that makes it reachable over TCP (see docs/network.md).
+
+The proxy (capataz.sandbox.network.proxy, asyncio) is imported only by a run that has
+an allowlist, so importing the sandbox stays cheap for everything else."""
 
 from __future__ import annotations
 
@@ -9,14 +12,10 @@ from capataz.sandbox.network.policy import (
     network_setting,
     refused_address,
 )
-from capataz.sandbox.network.proxy import NetworkProxy, Resolver, default_resolver
 
 __all__ = [
     "ConnectionRecord",
     "NetworkPolicy",
-    "NetworkProxy",
-    "Resolver",
-    "default_resolver",
     "network_setting",
     "refused_address",
 ]

@@ -54,15 +54,62 @@ _PYTHONS = ("/usr/bin/python3", "/bin/python3", "/usr/local/bin/python3")
 _FIRST_NAME_ADDRESS = 2  # 127.0.0.2: 127.0.0.1 stays the sandbox's (and forwarded ports')
 _MAX_NAMES = 250
 
-# Runs inside the sandbox as `python3 -I -c BRIDGE CONFIG` (Python 3.8+, stdlib only).
+# Runs inside the sandbox as `python3 -I -S -c BRIDGE CONFIG` (Python 3.8+, stdlib only).
 # Binds every listener, drops privileges, forks: the parent prints the child's pid and
-# exits once the listeners accept connections, so the agent never races the bridge.
+# exits once the listeners accept connections, so the agent never races the bridge; the
+# child loads asyncio only then (the slow part), while the agent starts.
 BRIDGE = r"""
-import asyncio, json, os, socket, struct, sys
+import json, os, socket, sys
 
 def fail(message):
     sys.stderr.write("capataz network bridge: %s\n" % message)
     sys.exit(1)
+
+def start():
+    config = json.loads(sys.argv[1])
+    listeners = []
+    for host, port, target in config["listen"]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if target is None:
+                fail("cannot listen on %s:%d: %s" % (host, port, exc.strerror))
+            sys.stderr.write("capataz network bridge: cannot listen on %s:%d (%s); "
+                             "%s is reachable through the proxy only\n"
+                             % (host, port, exc.strerror, target))
+            continue
+        sock.setblocking(False)
+        listeners.append((sock, None if target is None else target.encode("ascii")))
+    uid = config["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            fail("still uid %d, not %d" % (os.getuid(), uid))
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:") and int(line.split()[1], 16):
+                fail("capabilities survived the drop to uid %s" % uid)
+    pid = os.fork()
+    if pid:
+        sys.stdout.write("%d\n" % pid)
+        sys.stdout.flush()
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return config["socket"], listeners
+
+# Listening already: connections wait in the backlog while the child loads asyncio.
+path, listeners = start()
+import asyncio, struct
 
 async def pump(source, target):
     try:
@@ -78,7 +125,7 @@ async def pump(source, target):
     except OSError:
         return False
 
-async def handle(reader, writer, path, target):
+async def handle(reader, writer, target):
     upstream = None
     try:
         up_reader, upstream = await asyncio.open_unix_connection(path)
@@ -104,57 +151,15 @@ async def handle(reader, writer, path, target):
         if upstream is not None:
             upstream.close()
 
-async def serve(path, listeners):
+async def serve():
     servers = []
     for sock, target in listeners:
         def accepted(reader, writer, target=target):
-            return handle(reader, writer, path, target)
+            return handle(reader, writer, target)
         servers.append(await asyncio.start_server(accepted, sock=sock))
     await asyncio.Event().wait()
 
-def main():
-    config = json.loads(sys.argv[1])
-    listeners = []
-    for host, port, target in config["listen"]:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            if target is None:
-                fail("cannot listen on %s:%d: %s" % (host, port, exc.strerror))
-            sys.stderr.write("capataz network bridge: cannot listen on %s:%d (%s); "
-                             "%s is reachable through the proxy only\n"
-                             % (host, port, exc.strerror, target))
-            continue
-        sock.setblocking(False)
-        listeners.append((sock, None if target is None else target.encode("ascii")))
-    uid = config["uid"]
-    if uid is not None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("CapEff:") and int(line.split()[1], 16):
-                fail("capabilities survived the drop to uid %s" % uid)
-    if uid is not None and os.getuid() != uid:
-        fail("still uid %d, not %d" % (os.getuid(), uid))
-    pid = os.fork()
-    if pid:
-        sys.stdout.write("%d\n" % pid)
-        sys.stdout.flush()
-        os._exit(0)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
-    asyncio.run(serve(config["socket"], listeners))
-
-main()
+asyncio.run(serve())
 """
 
 
@@ -180,7 +185,7 @@ class BridgePlan:
             {"socket": self.socket, "uid": self.uid, "listen": self.listeners},
             separators=(",", ":"),
         )
-        command = shlex.join([self.python, "-I", "-c", BRIDGE, config])
+        command = shlex.join([self.python, "-I", "-S", "-c", BRIDGE, config])
         return f"bridge=$(cd / && exec {command} 3>&-) || exit 125\n"
 
 
@@ -225,20 +230,21 @@ def plan_bridge(
         target = f"[{address}]:{entry_port}" if ":" in address else f"{address}:{entry_port}"
         listeners.append((address, entry_port, target))
     hosts = None
-    caps: list[str] = []
-    wanted = policy.names()[: _MAX_NAMES * 2]
-    if (uid is not None if names is None else names) and wanted:
+    if uid is not None if names is None else names:
         numbers: dict[str, int] = {}
-        for name, entry_port in wanted:
-            number = numbers.setdefault(name, _FIRST_NAME_ADDRESS + len(numbers))
-            if number > _MAX_NAMES:
-                break
-            listeners.append((f"127.0.0.{number}", entry_port, f"{name}:{entry_port}"))
-        lines = ["127.0.0.1 localhost capataz", "::1 localhost ip6-localhost ip6-loopback"]
-        lines += [f"127.0.0.{number} {name}" for name, number in numbers.items()]
-        hosts = "\n".join(lines) + "\n"
-        if any(p < 1024 for _, p, _ in listeners):
-            caps.append("CAP_NET_BIND_SERVICE")
+        for name, _ in policy.names():
+            if name not in numbers and len(numbers) < _MAX_NAMES:
+                numbers[name] = _FIRST_NAME_ADDRESS + len(numbers)
+        for name, entry_port in policy.names():
+            if name in numbers:
+                listeners.append((f"127.0.0.{numbers[name]}", entry_port, f"{name}:{entry_port}"))
+        if numbers:
+            lines = ["127.0.0.1 localhost capataz", "::1 localhost ip6-localhost ip6-loopback"]
+            lines += [f"127.0.0.{number} {name}" for name, number in numbers.items()]
+            hosts = "\n".join(lines) + "\n"
+    # Root's bridge binds before it drops to the sandbox uid; that needs this capability
+    # for ports below 1024 (the init has it, the command never does).
+    caps = ["CAP_NET_BIND_SERVICE"] if any(p < 1024 for _, p, _ in listeners) else []
     no_proxy = "localhost,127.0.0.1,::1"
     env = {
         "HTTP_PROXY": proxy,

@@ -8,11 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from capataz.sandbox.mounts import secret_pipes
 from capataz.sandbox.network.bridge import BridgePlan, find_python, plan_bridge
 from capataz.sandbox.network.policy import ConnectionRecord, NetworkPolicy
-from capataz.sandbox.network.proxy import NetworkProxy
+
+if TYPE_CHECKING:
+    from capataz.sandbox.network.proxy import NetworkProxy
 
 __all__ = ["NetworkSetup", "network_for"]
 
@@ -51,6 +54,8 @@ def network_for(
     if not isinstance(network, NetworkPolicy):
         yield None
         return
+    from capataz.sandbox.network.proxy import NetworkProxy  # asyncio: only when needed
+
     plan = plan_bridge(network, uid=uid, python=find_python(hidden))
     hosts = {"hosts": plan.hosts} if plan.hosts is not None else {}
     with (
