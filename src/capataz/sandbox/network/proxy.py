@@ -443,7 +443,7 @@ def _forwarded_head(method: bytes, target: bytes, headers: list[tuple[bytes, byt
     authority as ``Host`` (whatever ``Host`` the client sent is dropped), no hop-by-hop
     headers, ``Connection: close`` (one request per connection, nothing to reuse)."""
     rest = target[len(b"http://") :]
-    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    cut = min((i for i in map(rest.find, (b"/", b"?", b"#")) if i >= 0), default=len(rest))
     authority, path = rest[:cut], rest[cut:].split(b"#", 1)[0]
     if not path.startswith(b"/"):
         path = b"/" + path
