@@ -387,3 +387,31 @@ def test_the_bridge_interpreter_is_a_system_one(monkeypatch: pytest.MonkeyPatch)
     )
     with pytest.raises(SandboxError, match="needs a system python3"):
         find_python()
+
+
+def test_a_stopped_run_cuts_its_open_tunnels(run: Run, bwrap: BwrapSandbox, python3: str) -> None:
+    """A run stopped mid-connection: the tunnel to the host is cut, the proxy's thread
+    is gone; the run does not wait for the connection to end by itself."""
+    accepted: list[socket.socket] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(120)
+        port = server.getsockname()[1]
+        waiter = threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True)
+        waiter.start()
+        ran = run(
+            bwrap,
+            client(
+                python3, f"s = socket.create_connection(('127.0.0.1', {port}))\nprint(s.recv(1))\n"
+            ),
+            network=NetworkPolicy.parse([f"127.0.0.1:{port}"]),
+            should_stop=lambda: bool(accepted),
+        )
+        waiter.join()
+    assert ran.result.outcome is ExecOutcome.CANCELLED
+    connection = accepted[0]
+    connection.settimeout(120)
+    assert connection.recv(1) == b""  # the proxy closed its side when the run ended
+    connection.close()
+    assert proxy_threads() == []

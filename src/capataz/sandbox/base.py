@@ -79,7 +79,7 @@ class ExecResult:
     leftover_processes: list[str]  # processes still alive when the command exited (killed)
     detail: str = ""  # a human sentence on how it ended, e.g. "no output for 120 s"
     # every connection the network allowlist's proxy decided (allowed or denied), in
-    # order; empty without an allowlist. Bounded (capataz.sandbox.network.MAX_RECORDS).
+    # order; empty without an allowlist. Bounded (capataz.sandbox.network.proxy.MAX_RECORDS).
     connections: list[ConnectionRecord] = field(default_factory=list)
 
     @property
