@@ -303,7 +303,7 @@ class NetworkProxy:
         else:
             try:
                 addresses = await self._lookup(host, port)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: bad IDNA
                 error = f"no address for {host}: {_oserror(exc)}"
                 self._record(method, host, port, allowed=True, reason=reason, error=error)
                 raise _Refusal("502 Bad Gateway", f"capataz: {error}\n") from None
