@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.helpers import wait_for
 
 from capataz.errors import SandboxError
 from capataz.sandbox.network import ConnectionRecord, NetworkPolicy
@@ -357,3 +358,36 @@ def test_a_silent_or_oversized_head_is_dropped(monkeypatch: pytest.MonkeyPatch) 
         assert ask(proxy.socket_path, b"GET http://a.example/ HTTP/1.1\r\n") == b""
         assert ask(proxy.socket_path, b"X" * (proxy_module.HEAD_LIMIT + 10)) == b""
         assert proxy.records == []
+
+
+def test_close_does_not_wait_for_a_client_that_stopped_reading() -> None:
+    """An upstream that floods a client that never reads fills the proxy's buffers;
+    closing must still return at once (buffers are dropped, not flushed)."""
+    sent = [0]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(120)
+        port = server.getsockname()[1]
+
+        def flood() -> None:
+            connection, _ = server.accept()
+            with connection:
+                block = b"x" * 65536
+                try:
+                    while sent[0] < 64 * 1024 * 1024:
+                        sent[0] += connection.send(block)
+                except OSError:
+                    pass
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        proxy = NetworkProxy(NetworkPolicy.parse([f"127.0.0.1:{port}"]))
+        path = proxy.start()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+            client.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            wait_for(lambda: sent[0] >= 1024 * 1024, "the upstream filled the buffers")
+            proxy.close()  # the client is still connected and still not reading
+            assert proxy_threads() == []
+        flooder.join()

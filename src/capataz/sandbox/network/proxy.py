@@ -140,6 +140,7 @@ class NetworkProxy:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.StreamWriter] = set()  # every open connection, both ends
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="capataz-netproxy-dns")
         self._resolving = 0
         self._lock = threading.Lock()
@@ -231,6 +232,10 @@ class NetworkProxy:
             await self._stop.wait()
         finally:
             server.close()
+            # Aborted, not closed: a close waits to flush what a client that stopped
+            # reading never takes, and the run's end must not wait for anyone.
+            for stream in list(self._streams):
+                stream.transport.abort()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -242,6 +247,7 @@ class NetworkProxy:
             writer.close()
             return
         self._tasks.add(task)
+        self._streams.add(writer)
         try:
             if len(self._tasks) > MAX_CONNECTIONS:
                 await _answer(writer, "503 Service Unavailable", "capataz: too many connections\n")
@@ -254,6 +260,7 @@ class NetworkProxy:
             writer.close()
             with suppress(Exception):
                 await writer.wait_closed()
+            self._streams.discard(writer)
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(HEAD_TIMEOUT):
@@ -271,6 +278,7 @@ class NetworkProxy:
             await _answer(writer, refusal.status, refusal.body)
             return
         up_reader, up_writer = upstream
+        self._streams.add(up_writer)
         try:
             if method == b"CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -281,6 +289,7 @@ class NetworkProxy:
             up_writer.close()
             with suppress(Exception):
                 await up_writer.wait_closed()
+            self._streams.discard(up_writer)
 
     async def _open(
         self, method: str, host_text: str, port: int
