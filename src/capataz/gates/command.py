@@ -48,7 +48,7 @@ def run_command_gate(
         git_dir=git_dir,
         read_only=read_only,
         hide=hide,
-        network=network_setting(gate.network, f"gate {gate.name!r} network"),
+        network=network_setting(gate.network, f"[[gates]] {gate.name!r} network"),
     )
     if prepare is not None:  # the gate's secrets, if it lists any
         spec = prepare(gate, spec)
