@@ -55,8 +55,20 @@ def test_sizes_and_durations_are_parsed() -> None:
         ('[project]\nland = "yolo"\n', "capataz.toml:2: project.land"),
         ('[project]\nsandbox = "docker"\n', "capataz.toml:2: project.sandbox"),
         (
-            '[agents.a]\ncommand = ["x"]\nnetwork = ["api.example.com"]\n',
-            "domain allowlists are not supported yet",
+            '[agents.a]\ncommand = ["x"]\nnetwork = ["https://api.example.com"]\n',
+            "capataz.toml:3: agents.a.network: 'https://api.example.com' is a URL",
+        ),
+        (
+            '[agents.a]\ncommand = ["x"]\nnetwork = "api.example.com"\n',
+            "agents.a.network: write a list of host[:port] patterns",
+        ),
+        (
+            '[[gates]]\nname = "t"\nrun = "x"\nnetwork = ["*"]\n',
+            "capataz.toml:4: gates.0.network: '*' would allow every host",
+        ),
+        (
+            '[project]\nsandbox = "none"\n[agents.a]\ncommand = ["x"]\nnetwork = ["a.example"]\n',
+            'capataz.toml:5: agents.a.network: [agents.a] lists hosts, which sandbox = "none" cannot',
         ),
         ('[project\ntarget_branch = "main"\n', "capataz.toml:1: not valid TOML"),
         (
@@ -93,3 +105,16 @@ def test_policy_severity_overrides() -> None:
 def test_sandbox_paths_must_be_absolute(text: str) -> None:
     with pytest.raises(ConfigError, match=r"must be absolute|absolute path"):
         parse_config(text)
+
+
+def test_network_is_a_bool_or_an_allowlist() -> None:
+    config = parse_config(
+        '[agents.a]\ncommand = ["x"]\nnetwork = ["api.example.com", "127.0.0.1:8787"]\n'
+        '[agents.b]\ncommand = ["x"]\nnetwork = true\n'
+        '[[gates]]\nname = "t"\nrun = "x"\nnetwork = ["*.example.com:8443"]\n'
+    )
+    assert config.agents["a"].network == ["api.example.com", "127.0.0.1:8787"]
+    assert config.agents["b"].network is True
+    assert config.agents["shell"].network is False
+    assert config.gates[0].network == ["*.example.com:8443"]
+    assert config.policy.severity_of(ViolationType.NETWORK_DENIED) is Severity.MEDIUM

@@ -24,7 +24,7 @@ from pydantic import (
 
 from capataz.errors import ConfigError
 from capataz.models import GatePhase, Severity, ViolationType
-from capataz.names import SecretNameError, check_secret_name
+from capataz.names import HostPatternError, SecretNameError, check_secret_name, parse_host_pattern
 from capataz.units import parse_bytes, parse_bytes_or_unlimited, parse_duration
 
 __all__ = [
@@ -83,6 +83,33 @@ def _context_patterns(patterns: list[str]) -> list[str]:
 ContextPatterns = Annotated[list[str], AfterValidator(_context_patterns)]
 
 
+def _network_before(value: Any) -> Any:
+    """A bare string would read as a boolean or a one-host list by accident: refused
+    with the spelling the user most likely meant."""
+    if isinstance(value, str):
+        raise ValueError(f"write a list of host[:port] patterns: network = [{value!r}]")
+    return value
+
+
+def _network_patterns(value: bool | list[str]) -> bool | list[str]:
+    """Each allowlist entry parses (capataz.names.parse_host_pattern), so a typo is
+    one error at load time, naming the entry, instead of a denied connection later."""
+    if isinstance(value, list):
+        for pattern in value:
+            try:
+                parse_host_pattern(pattern)
+            except HostPatternError as exc:
+                raise ValueError(f"{exc.message}: {exc.fix}" if exc.fix else exc.message) from None
+    return value
+
+
+# true: the host's full network; false: none; a list: only those host[:port] patterns,
+# through capataz's proxy (see docs/network.md).
+Network = Annotated[
+    bool | list[str], BeforeValidator(_network_before), AfterValidator(_network_patterns)
+]
+
+
 class Limits(_Strict):
     """Resource limits for one sandboxed process tree (an agent or a gate command).
 
@@ -127,7 +154,7 @@ class AgentConfig(Limits):
     # a persistent per-agent directory under .capataz/cache/<agent>/ as its HOME cache
     cache: bool = False
     description: str = ""
-    network: bool = False
+    network: Network = False
     env: dict[str, str] = Field(default_factory=dict)
     env_passthrough: list[str] = Field(default_factory=list)
     # Vault secrets this agent may see, and how: environment variables, or files on a
@@ -148,16 +175,6 @@ class AgentConfig(Limits):
             )
         return self
 
-    @field_validator("network", mode="before")
-    @classmethod
-    def _no_allowlist_yet(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            raise ValueError(
-                "domain allowlists are not supported yet; use network = true (full network) "
-                "or network = false (none)"
-            )
-        return value
-
 
 class GateConfig(Limits):
     """A command gate: runs in the sandbox against the workspace; non-zero exit fails."""
@@ -166,7 +183,7 @@ class GateConfig(Limits):
     phase: GatePhase = GatePhase.POST
     run: str | list[str]
     severity: Severity = Severity.HIGH
-    network: bool = False
+    network: Network = False
     timeout: Seconds = 600.0
     idle_timeout: Seconds | None = None
     secrets: SecretNames = Field(default_factory=list)  # none unless listed here
@@ -188,6 +205,7 @@ DEFAULT_POLICY_SEVERITY: dict[ViolationType, Severity] = {
     ViolationType.CONTEXT: Severity.MEDIUM,
     ViolationType.SYMLINK_ESCAPE: Severity.HIGH,
     ViolationType.SUBMODULE_CONFIG: Severity.HIGH,
+    ViolationType.NETWORK_DENIED: Severity.MEDIUM,
 }
 
 
@@ -282,13 +300,18 @@ class ServerConfig(_Strict):
     allow_destructive: bool = False
 
 
-class _RequestError(ValueError):
-    """A problem found across tables (a request naming an agent): carries where it is,
-    since a whole-config check has no location of its own."""
+class _LocatedError(ValueError):
+    """A problem found across tables (a request naming an agent, an allowlist without a
+    sandbox): carries where it is, since a whole-config check has no location of its own."""
 
-    def __init__(self, index: int, key: str, message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
-        self.loc = ("requests", index, key)
+        self.loc = loc
+
+
+class _RequestError(_LocatedError):
+    def __init__(self, index: int, key: str, message: str) -> None:
+        super().__init__(("requests", index, key), message)
 
 
 class CredentialRequest(_Strict):
@@ -341,6 +364,30 @@ class Config(_Strict):
             if gate.name in seen:
                 raise ValueError(f"two gates are named {gate.name!r}; give each gate its own name")
             seen.add(gate.name)
+        return self
+
+    @model_validator(mode="after")
+    def _allowlists_need_a_sandbox(self) -> Config:
+        """Without a sandbox nothing stands between an agent and the network, so an
+        allowlist would be a promise capataz cannot keep: refused, not ignored."""
+        if self.project.sandbox != "none":
+            return self
+        listed: list[tuple[tuple[str | int, ...], str]] = [
+            (("agents", name, "network"), f"[agents.{name}]")
+            for name, agent in self.agents.items()
+            if isinstance(agent.network, list) and agent.network
+        ]
+        listed += [
+            (("gates", index, "network"), f"gate {gate.name!r}")
+            for index, gate in enumerate(self.gates)
+            if isinstance(gate.network, list) and gate.network
+        ]
+        for loc, owner in listed:
+            raise _LocatedError(
+                loc,
+                f'{owner} lists hosts, which sandbox = "none" cannot enforce; use sandbox = '
+                '"bwrap", or network = true (full network) / false (none)',
+            )
         return self
 
     @model_validator(mode="after")
@@ -411,7 +458,7 @@ def _explain(exc: ValidationError, text: str, source: Path | str) -> ConfigError
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _RequestError):
+    if isinstance(cause, _LocatedError):
         loc = cause.loc
     key = ".".join(str(part) for part in loc) or "(top level)"
     line = locate_key(text, loc)

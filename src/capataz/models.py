@@ -138,6 +138,7 @@ class ViolationType(StrEnum):
     SECRET_LEAK = "SECRET_LEAK"  # noqa: S105 - an added line holds a vault value
     SYMLINK_ESCAPE = "SYMLINK_ESCAPE"  # a symlink pointing outside the workspace
     SUBMODULE_CONFIG = "SUBMODULE_CONFIG"  # a new or changed .gitmodules
+    NETWORK_DENIED = "NETWORK_DENIED"  # the agent tried a host its network allowlist lacks
 
 
 class Violation(BaseModel):

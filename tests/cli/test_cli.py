@@ -181,6 +181,16 @@ def test_doctor_proves_the_sandbox(repo: Path) -> None:
     assert "no network" in checks["sandbox network"]["detail"]
 
 
+def test_doctor_tries_a_network_allowlist_when_one_is_configured(repo: Path) -> None:
+    (repo / "capataz.toml").write_text(
+        '[agents.claude]\ncommand = ["claude"]\nnetwork = ["api.anthropic.com"]\n'
+    )
+    result = capataz("doctor", "--json", cwd=repo)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert checks["network allowlists"]["ok"], checks["network allowlists"]
+    assert "agent claude" in checks["network allowlists"]["detail"]
+
+
 def test_doctor_reports_a_broken_config(repo: Path) -> None:
     (repo / "capataz.toml").write_text("[project\n")
     result = capataz("doctor", cwd=repo)

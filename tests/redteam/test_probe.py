@@ -31,3 +31,14 @@ def test_the_probes_see_an_escape_when_there_is_no_sandbox() -> None:
         ("network", False),
     ]
     assert all("ESCAPED" in r.detail or "reached" in r.detail for r in results)
+
+
+def test_an_allowlisted_agent_is_still_contained() -> None:
+    """An agent with an allowlist reaches only what it lists: the network probe's
+    listener on the host's loopback is not on its list."""
+    config = parse_config(
+        '[agents.claude]\ncommand = ["sh"]\nnetwork = ["api.anthropic.com", "127.0.0.1:1"]\n'
+    )
+    network = [p for p in PROBES if p.name == "network"]
+    results = run_probes(config, config.agents["claude"], network)
+    assert [(r.name, r.contained) for r in results] == [("network", True)], results

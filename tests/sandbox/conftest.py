@@ -20,6 +20,7 @@ from tests import helpers
 from capataz.config import Limits, SandboxOptions
 from capataz.sandbox import BwrapSandbox, UnsandboxedSandbox
 from capataz.sandbox.base import ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.sandbox.network import NetworkPolicy
 
 # Small enough to keep the suite quick, large enough for sh, git and python3 to start.
 SMALL_LIMITS: dict[str, Any] = {
@@ -70,7 +71,7 @@ def run(workspace: Path) -> Callable[..., Ran]:
         *,
         workspace: Path = workspace,
         should_stop: Callable[[], bool] | None = None,
-        network: bool = False,
+        network: bool | NetworkPolicy = False,
         git_dir: Path | None = None,
         env: dict[str, str] | None = None,
         **limits: Any,

@@ -18,6 +18,7 @@ from capataz.sandbox.base import (
     Sandbox,
     SandboxSpec,
 )
+from capataz.sandbox.network import network_setting
 
 __all__ = ["run_command_gate"]
 
@@ -47,7 +48,7 @@ def run_command_gate(
         git_dir=git_dir,
         read_only=read_only,
         hide=hide,
-        network=gate.network,
+        network=network_setting(gate.network, f"[[gates]] {gate.name!r} network"),
     )
     if prepare is not None:  # the gate's secrets, if it lists any
         spec = prepare(gate, spec)

@@ -17,6 +17,7 @@ from capataz.context.flow import ContextLink, Publication
 from capataz.errors import CapatazError, Interrupted, TaskError
 from capataz.gates import GateReport, run_gates
 from capataz.gates.agent import agent_violations
+from capataz.gates.network import agent_network_key, network_violations
 from capataz.gates.protected import protected_path_violations, protected_patterns
 from capataz.gates.secrets import secret_leak_violations
 from capataz.models import (
@@ -45,6 +46,7 @@ from capataz.pipeline.progress_state import (
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.sandbox.network import network_setting
 from capataz.secrets.delivery import SecretDelivery
 from capataz.statedir import state_dir
 from capataz.workspace.changes import ChangeSet
@@ -314,6 +316,9 @@ class Supervisor:
     def _collected_violations(self, run: _Run) -> list[Violation]:
         """What the agent's run and the collect step found, before any gate looks."""
         found = agent_violations(run.agent)
+        found += network_violations(
+            run.agent, key=agent_network_key(run.spec.agent), policy=self.config.policy
+        )
         nested = [*run.nested_git, *(run.changes.gitlinks if run.changes else ())]
         found += [
             Violation(
@@ -349,7 +354,7 @@ class Supervisor:
             read_only=self._read_only(),
             hide=self._hidden(),
             env=agent_env(agent),
-            network=agent.network,
+            network=network_setting(agent.network, agent_network_key(run.spec.agent)),
         )
         spec = self.secrets.for_agent(agent, spec)
         run.agent = self.sandbox.run(
@@ -358,6 +363,8 @@ class Supervisor:
         run.log.note(
             "capataz", f"agent ended: {run.agent.outcome.value} {run.agent.detail}".strip()
         )
+        for record in run.agent.connections:  # the network allowlist's proxy, if any
+            run.log.write("network", OutputLine(record.at, "capataz", record.line()))
         metrics = run.progress.state.metrics
         metrics.agent_exit_code = run.agent.exit_code
         metrics.agent_outcome = run.agent.outcome.value

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from capataz.config import Limits
+from capataz.sandbox.network.policy import ConnectionRecord, NetworkPolicy
 
 __all__ = [
     "ExecOutcome",
@@ -54,7 +55,12 @@ class SandboxSpec:
     hide: list[Path] = field(default_factory=list)  # host dirs replaced by an empty tmpfs
     # added to the clean environment; may carry secrets, so kept out of repr()
     env: dict[str, str] = field(default_factory=dict, repr=False)
-    network: bool = False
+    # True: the host's network; False: none; a policy: only its hosts, through a proxy
+    # on the host (see capataz.sandbox.network; a backend that cannot enforce it refuses)
+    network: bool | NetworkPolicy = False
+    # told of each connection the proxy decided, from the proxy's thread, as it happens:
+    # must be quick and thread-safe (ExecResult.connections has them all afterwards)
+    on_connection: Callable[[ConnectionRecord], None] | None = None
     # secrets delivered as files (name -> value): each backend writes them where only
     # the command can read them and sets NAME_FILE to the path; never on disk or argv
     secret_files: dict[str, str] = field(default_factory=dict, repr=False)
@@ -72,6 +78,9 @@ class ExecResult:
     output_truncated: bool  # more than limits.max_output was printed
     leftover_processes: list[str]  # processes still alive when the command exited (killed)
     detail: str = ""  # a human sentence on how it ended, e.g. "no output for 120 s"
+    # every connection the network allowlist's proxy decided (allowed or denied), in
+    # order; empty without an allowlist. Bounded (capataz.sandbox.network.proxy.MAX_RECORDS).
+    connections: list[ConnectionRecord] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -4,7 +4,8 @@ What the command sees: ``/`` read-only; empty tmpfs over ``/root``, ``/home``, `
 ``/var/tmp`` and ``/run`` (where keys, sockets and other users' files live); its
 workspace writable at the same path as on the host; the repository's git directory
 read-only at ``<workspace>/.git`` (history readable, hooks and config unwritable); no
-network unless asked; new PID, IPC, UTS and cgroup namespaces; no capabilities; a new
+network unless asked (all of it, or only an allowlist's hosts through a proxy on the
+host: capataz.sandbox.network); new PID, IPC, UTS and cgroup namespaces; no capabilities; a new
 terminal session (no TIOCSTI keystroke injection into the caller's terminal).
 
 Running as root: RLIMIT_NPROC never binds uid 0, and a user namespace mapping back to
@@ -35,18 +36,17 @@ the attempt to leave something behind visible in ``ExecResult.leftover_processes
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import functools
 import importlib
 import os
 import re
 import resource
 import shutil
-import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
@@ -54,14 +54,17 @@ from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.handover import hand_over, uid_lease, unreachable_ancestor
 from capataz.sandbox.mounts import (
     HOME,
     SECRETS_DIR,
-    masks,
     parents_inside,
     read_only_masks,
     scratch_mounts,
+    secret_pipes,
 )
+from capataz.sandbox.network import NetworkPolicy
+from capataz.sandbox.network.setup import NetworkSetup, network_for
 from capataz.sandbox.outcome import Supervised, build_result, limit_list
 from capataz.sandbox.process import (
     clean_env,
@@ -79,6 +82,7 @@ __all__ = [
     "find_bwrap",
     "hand_over",
     "init_script",
+    "secret_pipes",
     "supported_options",
     "uid_lease",
 ]
@@ -87,7 +91,7 @@ __all__ = [
 # and only builtins after the command starts: a fork bomb that exhausted the process
 # limit must not stop it from reporting and killing. fd 3 is the report pipe (closed for
 # the command); $1 is the workspace; the rest is the command (behind setpriv when
-# capataz is root).
+# capataz is root). $bridge is the network bridge's pid, if any: not a leftover.
 INIT = """\
 cd "$1" || exit 126; shift
 echo started >&3
@@ -101,7 +105,7 @@ while :; do
 done
 for dir in /proc/[0-9]*; do
   pid=${dir#/proc/}
-  [ "$pid" = "$$" ] && continue
+  case $pid in "$$"|"${bridge:-$$}") continue ;; esac
   name= state=
   while IFS=":\t" read -r key value; do
     case $key in
@@ -128,10 +132,11 @@ _ULIMIT = {
 }
 
 
-def init_script(rlimits: Sequence[tuple[int, int, int]]) -> str:
+def init_script(rlimits: Sequence[tuple[int, int, int]], before: str = "") -> str:
     """:data:`INIT` preceded by ``ulimit`` lines: the init limits itself, race-free,
     before it starts the command, which saves capataz a full fork of itself per run
-    (``preexec_fn``) and lets bwrap start through posix_spawn."""
+    (``preexec_fn``) and lets bwrap start through posix_spawn. ``before`` runs between
+    the two (the network bridge, limited like the command)."""
     lines = []
     for which, soft_bytes, hard_bytes in rlimits:
         flag, unit = _ULIMIT[which]
@@ -143,13 +148,11 @@ def init_script(rlimits: Sequence[tuple[int, int, int]]) -> str:
             lines.append(f"ulimit {flag} {hard} || exit 125")
         else:
             lines.append(f"ulimit -S {flag} {soft} && ulimit -H {flag} {hard} || exit 125")
-    return "\n".join([*lines, INIT])
+    return "\n".join(["bridge=", *lines, before + INIT])
 
 
 # Searched for bwrap and setpriv instead of PATH, which may name a workspace directory.
 SYSTEM_DIRS = ("/usr/bin", "/usr/local/bin", "/bin", "/usr/sbin", "/sbin")
-UID_BASE = 200_000
-UID_SPAN = 100_000
 _LEFTOVER = re.compile(r"^leftover (\d+) ?(.*)$")
 
 
@@ -215,6 +218,7 @@ def build_argv(
     options: frozenset[str] = frozenset(),
     rlimits: Sequence[tuple[int, int, int]] = (),
     secret_fds: Sequence[tuple[str, int]] = (),
+    network: NetworkSetup | None = None,
 ) -> list[str]:
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
@@ -225,16 +229,18 @@ def build_argv(
     /proc, and the environment carries the agent's secrets. Secret files arrive the same
     way: ``secret_fds`` are (name, fd) pairs whose pipes bwrap copies into files 0400 on
     a private tmpfs at :data:`SECRETS_DIR`; only fd numbers are on the command line.
+    An allowlist (``network``) keeps the network unshared and adds its proxy's socket and
+    the bridge that the init starts (see capataz.sandbox.network).
     """
     as_root = uid is not None
     argv = [str(bwrap), "--die-with-parent", "--new-session", "--as-pid-1"]
     if as_root:
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        if not spec.network:
+        if spec.network is not True:
             argv.append("--unshare-net")
     else:
         argv.append("--unshare-all")
-        if spec.network:
+        if spec.network is True:
             argv.append("--share-net")
     argv += ["--hostname", "capataz", "--ro-bind", "/", "/"]
     scratch, mounted = scratch_mounts(
@@ -251,7 +257,7 @@ def build_argv(
         visible = Path(extra).expanduser().absolute()
         if visible.exists():
             binds.append(("--ro-bind-try", str(visible)))
-    if spec.network:  # resolv.conf often points into /run, which is masked
+    if spec.network is True:  # resolv.conf often points into /run, which is masked
         resolv = Path("/etc/resolv.conf").resolve()
         if resolv != Path("/etc/resolv.conf") and resolv.exists():
             binds.append(("--ro-bind-try", str(resolv)))
@@ -263,14 +269,21 @@ def build_argv(
                 argv += ["--perms", "0755", "--dir", parent]
     for flag, path in binds:
         argv += [flag, path, path]
+    if network is not None:
+        for parent in parents_inside(network.plan.socket, mounted):
+            if parent not in made:
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", parent]
+        argv += network.bwrap_args()
     if spec.git_dir is not None:
         argv += ["--ro-bind", str(Path(spec.git_dir).resolve()), str(workspace / ".git")]
     argv += read_only_masks(mounted)
     argv += ["--cap-drop", "ALL"]
     command = list(spec.argv)
-    script = init_script(rlimits)
+    script = init_script(rlimits, before=network.plan.script() if network else "")
     if as_root:
         caps = ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_READ_SEARCH"]
+        caps += network.plan.caps if network else []
         if secret_fds:  # bwrap (root) made them: the init hands them to the command's uid
             caps.append("CAP_CHOWN")
             script = f"chown -R {uid}:{uid} {SECRETS_DIR} || exit 125\n{script}"
@@ -280,118 +293,6 @@ def build_argv(
         command = [*drop, "--clear-groups", "--inh-caps=-all", "--", *command]
     argv += ["--", "/bin/sh", "-c", script, "sh", str(workspace), *command]
     return argv
-
-
-def _lock_dir() -> Path:
-    for candidate in (
-        Path("/run/capataz/sandbox-uids"),
-        Path(tempfile.gettempdir(), "capataz-uids"),
-    ):
-        try:
-            candidate.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = candidate.lstat()
-        except OSError:
-            continue
-        if info.st_uid == os.geteuid() and not candidate.is_symlink():
-            return candidate
-    raise SandboxError(
-        "no private directory for sandbox uid locks (/run/capataz or the temp directory)",
-        fix="make /run writable for root, or set [sandbox] uid to a fixed unprivileged uid",
-    )
-
-
-@contextmanager
-def uid_lease(fixed: int = 0) -> Iterator[int]:
-    """An unprivileged uid no other concurrent run on this machine uses (an flock).
-
-    The lowest free uid is taken, so few lock files ever exist; reusing a uid right away
-    is safe because its previous run's processes died with that run's PID namespace.
-    """
-    if fixed:
-        yield fixed
-        return
-    directory = _lock_dir()
-    for uid in range(UID_BASE, UID_BASE + UID_SPAN):
-        fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            yield uid
-        finally:
-            os.close(fd)
-        return
-    raise SandboxError("every sandbox uid is in use", fix="set [sandbox] uid explicitly")
-
-
-def unreachable_ancestor(workspace: Path, hidden: Sequence[Path] = ()) -> Path | None:
-    """The first real directory above ``workspace`` the sandbox uid could not traverse.
-
-    Directories under a tmpfs mask (or a hidden path) are recreated 0755 inside the
-    sandbox, so only ancestors outside every mask count."""
-    mounted = [*masks(), *(str(Path(p).resolve()) for p in hidden)]
-    for ancestor in reversed(workspace.parents):
-        text = str(ancestor)
-        if any(text == m or text.startswith(m + "/") for m in mounted):
-            return None
-        if not ancestor.stat().st_mode & stat.S_IXOTH:
-            return ancestor
-    return None
-
-
-def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
-    """Make the workspace the sandbox uid's (lchown: never through a symlink).
-
-    Entries already owned by ``uid`` are skipped, so a second run in the same
-    workspace costs only a scan. ``.git`` is left alone when the real git directory is
-    mounted over it anyway.
-    """
-    os.lchown(workspace, uid, uid)
-    stack = [str(workspace)]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if skip_git and directory == str(workspace) and entry.name == ".git":
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if info.st_uid != uid or info.st_gid != uid:
-                    os.lchown(entry.path, uid, uid)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-
-
-@contextmanager
-def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
-    """One pipe per secret file, filled and closed for writing, its read end inheritable
-    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
-    sandbox, so the value never touches a disk or a command line. The read ends are
-    closed on the way out when the spawn did not take them."""
-    fds: list[tuple[str, int]] = []
-    try:
-        for name, value in files.items():
-            data = value.encode("utf-8")
-            read_end, write_end = os.pipe()
-            try:
-                if len(data) > 65536:
-                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
-                os.write(write_end, data)
-                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
-            except OSError as exc:
-                raise SandboxError(
-                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
-                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
-                ) from exc
-            finally:
-                os.close(read_end)
-                os.close(write_end)
-        yield fds
-    finally:
-        for _, fd in fds:
-            with suppress(OSError):
-                os.close(fd)
 
 
 def _git_env(spec: SandboxSpec) -> dict[str, str]:
@@ -406,9 +307,35 @@ def _git_env(spec: SandboxSpec) -> dict[str, str]:
     }
 
 
+def _environment(spec: SandboxSpec, network: NetworkSetup | None) -> dict[str, str]:
+    """The command's environment: the clean base, git's, the spec's, where its secret
+    files are, and last the proxy variables of an allowlist (nothing overrides them)."""
+    files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
+    proxy = network.plan.env if network is not None else {}
+    return clean_env(HOME, {**_git_env(spec), **spec.env, **files, **proxy})
+
+
+def _give_workspace(workspace: Path, uid: int, spec: SandboxSpec) -> None:
+    """Hand the workspace to the sandbox uid, after checking that uid can reach it."""
+    blocked = unreachable_ancestor(workspace, spec.hide)
+    if blocked is not None:
+        raise SandboxError(
+            f"the sandbox uid cannot reach {workspace}: {blocked} is not "
+            "traversable by other users",
+            fix=f"run `chmod o+x {blocked}`, or keep the repository elsewhere",
+        )
+    try:
+        hand_over(workspace, uid, skip_git=spec.git_dir is not None)
+    except OSError as exc:
+        raise SandboxError(
+            f"cannot give the workspace to the sandbox uid {uid}: {exc}",
+            fix="the workspace must be on a writable filesystem root may chown",
+        ) from exc
+
+
 def _cgroup_pids(processes: int | None) -> int | None:
-    """The run's pids limit: ``processes`` for the command, plus the wrapper-turned-bwrap
-    and bwrap's init, which live in the same cgroup."""
+    """The run's pids limit: ``processes`` for the command (and the network bridge), plus
+    the wrapper-turned-bwrap and bwrap's init, which live in the same cgroup."""
     return None if processes is None else processes + 2
 
 
@@ -501,28 +428,21 @@ class BwrapSandbox:
         as_root = os.geteuid() == 0
         setpriv = _find_setpriv() if as_root else None
         processes = spec.limits.processes
+        if processes is not None and isinstance(spec.network, NetworkPolicy):
+            processes += 1  # the bridge is not the command's to spend
+        pids = _cgroup_pids(processes)
         if processes is not None and not as_root:
             processes += processes_in_use(os.getuid())
         with (
             uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
             secret_pipes(spec.secret_files) as secret_fds,
-            run_cgroup(spec.limits.memory, _cgroup_pids(spec.limits.processes)) as group,
+            run_cgroup(spec.limits.memory, pids) as group,
+            network_for(
+                spec.network, uid=uid, hidden=spec.hide, on_record=spec.on_connection
+            ) as net,
         ):
             if uid is not None:
-                blocked = unreachable_ancestor(workspace, spec.hide)
-                if blocked is not None:
-                    raise SandboxError(
-                        f"the sandbox uid cannot reach {workspace}: {blocked} is not "
-                        "traversable by other users",
-                        fix=f"run `chmod o+x {blocked}`, or keep the repository elsewhere",
-                    )
-                try:
-                    hand_over(workspace, uid, skip_git=spec.git_dir is not None)
-                except OSError as exc:
-                    raise SandboxError(
-                        f"cannot give the workspace to the sandbox uid {uid}: {exc}",
-                        fix="the workspace must be on a writable filesystem root may chown",
-                    ) from exc
+                _give_workspace(workspace, uid, spec)
             argv = build_argv(
                 bwrap,
                 spec,
@@ -533,10 +453,10 @@ class BwrapSandbox:
                 options=options,
                 rlimits=rlimits_for(spec.limits, processes=processes),
                 secret_fds=secret_fds,
+                network=net,
             )
             if group is not None:
                 argv = enter_argv(group, argv)
-            files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
             errors: list[str] = []
 
             def sink(line: OutputLine) -> None:
@@ -552,13 +472,13 @@ class BwrapSandbox:
             try:
                 run = supervise_spawned(
                     argv,
-                    env=clean_env(HOME, {**_git_env(spec), **spec.env, **files}),
+                    env=_environment(spec, net),
                     limits=spec.limits,
                     on_output=sink,
                     should_stop=should_stop,
                     report_fd=write_fd,
                     side_fd=read_fd,
-                    pass_fds=[fd for _, fd in secret_fds],
+                    pass_fds=[fd for _, fd in secret_fds] + (net.fds if net else []),
                     disk=disk,
                 )
             except OSError as exc:
@@ -571,7 +491,10 @@ class BwrapSandbox:
         over_disk = None
         if disk is not None and (run.stopped is ExecOutcome.DISK_LIMIT or disk.exceeded()):
             over_disk = disk.written  # a fast run may have written it all between checks
-        return _interpret(run, spec, errors, over_disk=over_disk, oom_kills=oom_kills, peak=peak)
+        result = _interpret(run, spec, errors, over_disk=over_disk, oom_kills=oom_kills, peak=peak)
+        if net is not None:  # read once the proxy is closed: no record can come later
+            result = dataclasses.replace(result, connections=net.records)
+        return result
 
     def check(self) -> list[str]:
         """Problems that keep this backend from working here, found by a trial run."""

@@ -23,11 +23,14 @@ tmpfs at the kernel's default size (half of RAM each). Capping needs bwrap's
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from capataz.errors import SandboxError
 
 __all__ = [
     "HOME",
@@ -37,6 +40,7 @@ __all__ = [
     "parents_inside",
     "read_only_masks",
     "scratch_mounts",
+    "secret_pipes",
     "tmpfs_caps",
 ]
 
@@ -133,3 +137,34 @@ def read_only_masks(found: Sequence[str]) -> list[str]:
         if mount != WRITABLE:
             argv += ["--remount-ro", mount]
     return argv
+
+
+@contextmanager
+def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
+    """One pipe per secret file, filled and closed for writing, its read end inheritable
+    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
+    sandbox, so the value never touches a disk or a command line. The read ends are
+    closed on the way out when the spawn did not take them."""
+    fds: list[tuple[str, int]] = []
+    try:
+        for name, value in files.items():
+            data = value.encode("utf-8")
+            read_end, write_end = os.pipe()
+            try:
+                if len(data) > 65536:
+                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
+                os.write(write_end, data)
+                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
+            except OSError as exc:
+                raise SandboxError(
+                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
+                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
+                ) from exc
+            finally:
+                os.close(read_end)
+                os.close(write_end)
+        yield fds
+    finally:
+        for _, fd in fds:
+            with suppress(OSError):
+                os.close(fd)

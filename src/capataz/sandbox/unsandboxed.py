@@ -24,6 +24,7 @@ from capataz.config import SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.network import NetworkPolicy
 from capataz.sandbox.outcome import build_result
 from capataz.sandbox.process import clean_env, processes_in_use, supervise
 
@@ -64,7 +65,13 @@ class UnsandboxedSandbox:
         on_output: OutputSink,
         should_stop: Callable[[], bool] | None = None,
     ) -> ExecResult:
-        """Run ``spec.argv`` in the workspace; a missing command is a failed run (127)."""
+        """Run ``spec.argv`` in the workspace; a missing command is a failed run (127).
+        An allowlist is refused: without a network namespace nothing can enforce it."""
+        if isinstance(spec.network, NetworkPolicy):
+            raise SandboxError(
+                f'{spec.network.key} lists hosts, which sandbox = "none" cannot enforce',
+                fix='use sandbox = "bwrap", or network = true (full network) / false (none)',
+            )
         workspace = Path(spec.workspace)
         if not workspace.is_dir():
             raise SandboxError(

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import Sandbox, SandboxSpec
 from capataz.sandbox.bwrap import supported_options
 from capataz.sandbox.cgroups import detect
+from capataz.sandbox.network import NetworkPolicy
 from capataz.workspace.git import find_git
 
 __all__ = ["Check", "run_doctor"]
@@ -129,6 +132,9 @@ def _sandbox(config: Config) -> list[Check]:
             )
         )
         checks.append(_no_network(sandbox, workspace, limits))
+        allowlisted = _allowlisted(config)
+        if allowlisted:
+            checks.append(_allowlist_works(sandbox, workspace, limits, allowlisted))
     return checks
 
 
@@ -161,6 +167,65 @@ def _limits(options: frozenset[str]) -> list[Check]:
         "disk watched per run",
     )
     return [cgroup, tmpfs, rlimits]
+
+
+def _allowlisted(config: Config) -> list[str]:
+    """Agents and gates whose ``network`` is a list of hosts."""
+    found = [f"agent {n}" for n, a in config.agents.items() if isinstance(a.network, list)]
+    found += [f"gate {g.name}" for g in config.gates if isinstance(g.network, list)]
+    return found
+
+
+def _allowlist_works(
+    sandbox: Sandbox, workspace: Path, limits: Limits, allowlisted: list[str]
+) -> Check:
+    """An allowlist needs the bridge (a system python3) and the proxy: one trial run
+    reaches an allowed listener on the host's loopback through them."""
+    who = ", ".join(allowlisted)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(limits.timeout)
+        port = server.getsockname()[1]
+        greeter = threading.Thread(target=_greet, args=(server,), daemon=True)
+        greeter.start()
+        probe = ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && read -r line <&3"]
+        spec = SandboxSpec(
+            argv=probe,
+            workspace=workspace,
+            limits=limits,
+            network=NetworkPolicy.parse([f"127.0.0.1:{port}"], key="doctor's trial"),
+        )
+        try:
+            result = sandbox.run(spec, lambda _: None)
+        except CapatazError as exc:
+            return Check("network allowlists", False, f"{who}: {exc.message}", exc.fix or "")
+        finally:
+            with suppress(OSError):  # wakes the greeter if nothing ever connected
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            greeter.join()
+    allowed = [c for c in result.connections if c.allowed and not c.error]
+    if result.ok and allowed:
+        return Check(
+            "network allowlists",
+            True,
+            f"proxy and bridge work ({who}; a trial run took {result.wall_seconds * 1000:.0f} ms)",
+        )
+    return Check(
+        "network allowlists",
+        False,
+        f"{who}: a trial run could not reach an allowed endpoint "
+        f"({result.detail or result.outcome.value})",
+        "see docs/network.md; the bridge needs /usr/bin/python3 inside the sandbox",
+    )
+
+
+def _greet(server: socket.socket) -> None:
+    """Answer the trial's one connection with a line, so the trial waits for it."""
+    with suppress(OSError):
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(b"capataz\n")
 
 
 def _no_network(sandbox: Sandbox, workspace: Path, limits: Limits) -> Check:

@@ -25,6 +25,7 @@ from pathlib import Path
 from capataz.config import AgentConfig, Config
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, Sandbox, SandboxSpec
+from capataz.sandbox.network import network_setting
 from capataz.workspace.isolated import Workspace
 from capataz.workspace.repo import Repository, create_repository
 
@@ -231,7 +232,7 @@ def _run_one(
         git_dir=scene.workspace.git_dir,
         read_only=[scene.repo.common_dir / "objects"],
         hide=[scene.repo.root, scene.repo.common_dir],
-        network=agent.network,
+        network=network_setting(agent.network, "the agent's network"),
     )
     result = sandbox.run(spec, lambda line: lines.append(line.text))
     if _RAN not in lines:  # it never started: its silence would prove nothing
