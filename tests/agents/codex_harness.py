@@ -172,6 +172,10 @@ def capataz_exec(repo: Path, instruction: str, task_id: str) -> ExecResult:
     return ExecResult(done.returncode, report, done.stderr, seconds, lines)
 
 
+def commits_on_main(repo: Path) -> int:
+    return int(_git(repo, "rev-list", "--count", "main"))
+
+
 def landed_files(repo: Path) -> set[str]:
     """Paths the last commit on main added or changed."""
     changed = _git(repo, "diff", "--name-only", "HEAD~1", "HEAD")
@@ -191,8 +195,11 @@ def run_scenario(
     command: list[str] | None = None,
     path: str = "hello.txt",
 ) -> tuple[ExecResult, FakeResponses, Path]:
-    """One task through ``capataz exec`` against a fresh fake server in ``scenario``."""
+    """One task through ``capataz exec`` against a fresh fake server in ``scenario``;
+    ``{fake}`` in ``command`` becomes the server's base URL (its port is chosen now)."""
     with FakeResponses(scenario, path=path) as fake:
+        if command is not None:
+            command = [part.replace("{fake}", fake.base_url) for part in command]
         config = agent_config(
             fake.base_url, network=network, idle_timeout=idle_timeout, command=command
         )
