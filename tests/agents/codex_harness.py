@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ CODEX_BIN = TOOLS / "npm/node_modules/.bin"
 MODEL = "gpt-5.5"  # a model Codex has metadata for: it offers its apply_patch tool
 KEY = "sk-fake-capataz-codex-test"
 RECORDED = Path(__file__).parent / "recorded" / "codex"
-_LOG_LINE = re.compile(r"^\S+ \[agent:(out|err)\] (.*)$")
+_LOG_LINE = re.compile(r"^(\S+) \[agent:(out|err)\] (.*)$")
 
 
 def codex_tools() -> Path:
@@ -147,14 +148,20 @@ class ExecResult:
         return str(self.report.get("outcome"))
 
 
-def agent_lines(run_log: Path) -> list[tuple[str, str]]:
-    """The agent's (stream, line) pairs from a run.log, in order."""
+def timed_agent_lines(run_log: Path) -> list[tuple[datetime, str, str]]:
+    """The agent's (time logged, stream, line) from a run.log, in order."""
     found = []
     for line in run_log.read_text().splitlines():
         match = _LOG_LINE.match(line)
         if match is not None:
-            found.append((match.group(1), match.group(2)))
+            at = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+            found.append((at, match.group(2), match.group(3)))
     return found
+
+
+def agent_lines(run_log: Path) -> list[tuple[str, str]]:
+    """The agent's (stream, line) pairs from a run.log, in order."""
+    return [(stream, text) for _, stream, text in timed_agent_lines(run_log)]
 
 
 def capataz_exec(repo: Path, instruction: str, task_id: str) -> ExecResult:
