@@ -7,12 +7,15 @@ Responses API server, inside capataz's bubblewrap sandbox):
   (``thread.started``, ``turn.started``, ``item.*``, ``turn.completed`` with ``usage``,
   ``turn.failed``, ``error``), which is what :class:`CodexReader` reads.
 * ``--dangerously-bypass-approvals-and-sandbox``: Codex's own sandbox (bubblewrap,
-  seccomp, landlock) off and approvals off. capataz is the sandbox; inside it Codex's
-  read-only default rejects every edit ("patch rejected: writing is blocked by read-only
-  sandbox") and its legacy sandbox cannot start at all (``codex-linux-sandbox``), and
-  in both cases Codex still exits 0, so the run would end as "no changes".
-* ``--skip-git-repo-check``: the workspace is a capataz clone whose ``.git`` is
-  read-only; Codex must not insist on a repository it trusts.
+  seccomp, landlock) off and approvals off; capataz is the sandbox. Inside it, the
+  ``exec`` default (read-only) rejects every edit ("patch rejected: writing is blocked
+  by read-only sandbox"), the legacy landlock sandbox panics ("filesystem-restricted
+  execution requires bubblewrap"; older releases: "codex-linux-sandbox: No such file"),
+  and Codex still exits 0, so the run would end as "no changes".
+* ``--skip-git-repo-check``: insurance. With its sandbox on, Codex refuses a directory
+  outside a trusted Git repository ("Not inside a trusted directory"); capataz
+  workspaces are Git clones and the sandbox is off, so 0.169 runs without it, but a
+  command that swaps the bypass for a ``--sandbox`` mode must not stop there.
 * a provider of our own (``-c model_provider=capataz`` plus its table): the endpoint,
   the Responses wire API, the key from ``OPENAI_API_KEY`` (``env_key``), and few
   retries (``request_max_retries``, ``stream_max_retries``) so a 401 or an unreachable
@@ -53,7 +56,7 @@ from capataz.agents.preset import (
     endpoint_address,
 )
 
-__all__ = ["CodexPreset", "CodexReader", "codex_command"]
+__all__ = ["CodexPreset", "CodexReader", "classify", "codex_command"]
 
 CREDENTIAL = "OPENAI_API_KEY"
 PROVIDER = "capataz"
