@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from capataz.agents.preset import Preset
+from capataz.agents.presets.codex import CodexPreset
 from capataz.config import AgentConfig
 from capataz.errors import UnknownAgentError
 
 __all__ = ["PRESETS", "apply_preset", "preset_named"]
 
 PRESETS: dict[str, type[Preset]] = {}
+
+
+def _register(preset: type[Preset]) -> None:
+    PRESETS[preset.name] = preset
+
+
+_register(CodexPreset)
 
 
 def preset_named(name: str) -> Preset:
