@@ -1,4 +1,4 @@
-"""Paged lists computed in SQL (``page_tasks``, ``count_runs``) agree with the full
+"""Paged lists computed in SQL (``store.tasks.page``, ``store.runs.count``) agree with the full
 lists they page through, on both databases: same order, same tasks with the same
 dependencies, the right total, and a fixed number of queries however big the page."""
 
