@@ -236,7 +236,14 @@ class Leases(StoreBase):
             }
             run_id = self._end_lease(
                 conn,
-                _Ending(task_id, fencing_token, current.status, final, RunStatus.FINISHED, reason),
+                _Ending(
+                    task_id=task_id,
+                    fencing_token=fencing_token,
+                    was=current.status,
+                    status=final,
+                    run_status=RunStatus.FINISHED,
+                    reason=reason,
+                ),
                 now=now,
                 audited=(
                     who,
@@ -312,12 +319,12 @@ class Leases(StoreBase):
             self._end_lease(
                 conn,
                 _Ending(
-                    task_id,
-                    fencing_token,
-                    current.status,
-                    TaskState.READY,
-                    RunStatus.RELEASED,
-                    reason,
+                    task_id=task_id,
+                    fencing_token=fencing_token,
+                    was=current.status,
+                    status=TaskState.READY,
+                    run_status=RunStatus.RELEASED,
+                    reason=reason,
                 ),
                 now=now,
                 audited=(who, "task.released", {"reason": reason, "token": fencing_token}),
@@ -361,7 +368,14 @@ class Leases(StoreBase):
                 }
                 self._end_lease(
                     conn,
-                    _Ending(row.id, row.fencing_token, row.status, final, RunStatus.LOST, reason),
+                    _Ending(
+                        task_id=row.id,
+                        fencing_token=row.fencing_token,
+                        was=row.status,
+                        status=final,
+                        run_status=RunStatus.LOST,
+                        reason=reason,
+                    ),
                     now=now,
                     audited=(actor, "task.lease_expired", audited),
                 )
