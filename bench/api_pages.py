@@ -63,7 +63,7 @@ def fill(url: str, n_tasks: int, n_runs: int) -> str:
     """Migrate, bulk-insert the tasks, their edges and runs; returns an admin token."""
     store = Store.open(url)
     try:
-        token = store.create_token("admin", "bench")
+        token = store.tokens.create("admin", "bench")
         start = datetime.now(UTC) - timedelta(days=30)
         task_rows: list[dict[str, Any]] = []
         edges: list[dict[str, str]] = []

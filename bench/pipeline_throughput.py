@@ -54,7 +54,7 @@ def main() -> None:
         url = f"sqlite:///{repo.root / '.capataz' / 'capataz.db'}"
         (repo.root / ".capataz").mkdir(exist_ok=True)
         store = Store.open(url)
-        store.add_tasks(
+        store.tasks.add_many(
             [NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(args.tasks)]
         )
         env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
@@ -81,7 +81,7 @@ def main() -> None:
         for runner in runners:
             runner.wait()
         elapsed = time.perf_counter() - started
-        states = Counter(t.status for t in store.list_tasks())
+        states = Counter(t.status for t in store.tasks.list())
         landed = (
             int(
                 subprocess.run(

@@ -169,13 +169,13 @@ def capataz_process(index: int, barrier: Any, results: Any, url: str, complete: 
         store = Store.open(url)
         runner = f"bench-{os.getpid()}-{index}"
         # Connect before the clock starts: the first claim should not pay for it.
-        store.list_tasks(TaskState.DONE)
+        store.tasks.list(TaskState.DONE)
         barrier.wait(BARRIER_TIMEOUT)
         ids: list[str] = []
         refused = 0
         started = CLOCK()
-        while (task := store.claim(runner, lease_seconds=LEASE_SECONDS)) is not None:
-            if not complete or store.complete(task.id, task.fencing_token, "done"):
+        while (task := store.leases.claim(runner, lease_seconds=LEASE_SECONDS)) is not None:
+            if not complete or store.leases.complete(task.id, task.fencing_token, "done"):
                 ids.append(task.id)
             else:
                 refused += 1
@@ -244,7 +244,7 @@ def seed_capataz(url: str, count: int) -> list[str]:
             NewTask(title=f"bench {i}", instruction="true", id=f"bench-{i:06d}")
             for i in range(count)
         ]
-        return [task.id for task in store.add_tasks(specs, actor="bench")]
+        return [task.id for task in store.tasks.add_many(specs, actor="bench")]
     finally:
         store.close()
 
@@ -258,7 +258,7 @@ def check_capataz(
     refused = sum(r.get("refused", 0) for r in reports)
     store = Store.open(url)
     try:
-        tasks = store.list_tasks()
+        tasks = store.tasks.list()
     finally:
         store.close()
     statuses = Counter(task.status.value for task in tasks)

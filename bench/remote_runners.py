@@ -100,20 +100,20 @@ def _api_worker(
     out: multiprocessing.Queue,  # type: ignore[type-arg]
 ) -> None:
     queue = RemoteQueue(base, token)
-    runner = queue.register_runner("bench", hostname="bench", pid=os.getpid(), concurrency=1)
+    runner = queue.runners.register("bench", hostname="bench", pid=os.getpid(), concurrency=1)
     claim_ms: list[float] = []
     beat_ms: list[float] = []
     for _ in range(claims):
         started = time.perf_counter()
-        claimed = queue.claim(runner, 30.0)
+        claimed = queue.leases.claim(runner, 30.0)
         claim_ms.append((time.perf_counter() - started) * 1000)
         if claimed is None:
             break
         started = time.perf_counter()
-        queue.heartbeat(claimed.id, claimed.fencing_token, 30.0)
+        queue.leases.heartbeat(claimed.id, claimed.fencing_token, 30.0)
         beat_ms.append((time.perf_counter() - started) * 1000)
         time.sleep(think)  # the task's own work
-        queue.complete(claimed.id, claimed.fencing_token, TaskState.DONE, "bench")
+        queue.leases.complete(claimed.id, claimed.fencing_token, TaskState.DONE, "bench")
     queue.close()
     out.put((claim_ms, beat_ms))
 
@@ -127,10 +127,10 @@ def _percentiles(values: list[float]) -> str:
 def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
     root, url = _project(tmp, f"latency-{think}")
     store = Store.open(url)
-    store.add_tasks(
+    store.tasks.add_many(
         [NewTask(f"t{i}", "true", id=f"t{i:06}") for i in range(runners * claims + runners)]
     )
-    tokens = [store.create_token("runner", f"bench-{i}") for i in range(runners)]
+    tokens = [store.tokens.create("runner", f"bench-{i}") for i in range(runners)]
     store.close()
     server, base = _serve(root, url)
     try:
@@ -163,8 +163,10 @@ def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
 def _throughput(tmp: Path, name: str, tasks: int, runners: int, remote: bool) -> float:
     root, url = _project(tmp, name)
     store = Store.open(url)
-    store.add_tasks([NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(tasks)])
-    token = store.create_token("runner", "bench") if remote else ""
+    store.tasks.add_many(
+        [NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:05}") for i in range(tasks)]
+    )
+    token = store.tokens.create("runner", "bench") if remote else ""
     server = None
     env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
     argv = [sys.executable, "-m", "capataz", "runner", "run", "--exit-when-idle"]
@@ -192,7 +194,7 @@ def _throughput(tmp: Path, name: str, tasks: int, runners: int, remote: bool) ->
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-    done = sum(t.status is TaskState.DONE for t in store.list_tasks())
+    done = sum(t.status is TaskState.DONE for t in store.tasks.list())
     store.close()
     rate = tasks / elapsed * 60
     kind = "remote (HTTP API)" if remote else "database (SQLite)"

@@ -38,11 +38,11 @@ def main() -> None:
         started = time.perf_counter()
         values = vault.values()
         read_seconds = time.perf_counter() - started
-        before = {row.name: row.ciphertext for row in store.secret_rows()}
+        before = {row.name: row.ciphertext for row in store.secrets.rows()}
         started = time.perf_counter()
         count, _ = rotate_master_key(store, state, actor="bench")
         rotate_seconds = time.perf_counter() - started
-        after = {row.name: row.ciphertext for row in store.secret_rows()}
+        after = {row.name: row.ciphertext for row in store.secrets.rows()}
         reopened = Vault(store, MasterKey.load(state))
         intact = reopened.values() == values
         changed = sum(before[name] != after[name] for name in before)

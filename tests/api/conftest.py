@@ -79,7 +79,7 @@ def start_server(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Cal
         env = {**os.environ, "CAPATAZ_DATABASE_URL": queue_url}
         store = Store.open(queue_url)
         try:
-            tokens = {role: store.create_token(role, f"test-{role}") for role in ROLES}
+            tokens = {role: store.tokens.create(role, f"test-{role}") for role in ROLES}
         finally:
             store.close()
         port = _free_port()

@@ -179,8 +179,8 @@ def test_destructive_operations_need_the_server_flag(start_server: Any) -> None:
     allowed = start_server("[server]\nallow_destructive = true\n")
     store = allowed.store()
     try:
-        runner = store.register_runner("old", hostname="h", pid=1, concurrency=1)
-        store.runner_stopped(runner)
+        runner = store.runners.register("old", hostname="h", pid=1, concurrency=1)
+        store.runners.mark_stopped(runner)
     finally:
         store.close()
     with allowed.client("admin") as client:

@@ -15,21 +15,31 @@ from capataz.models import utcnow
 from capataz.store import StoreUnavailable, TokenInfo
 
 
-class BrokenStore:
-    """Knows one admin token; every figure it is asked for blows up."""
-
+class _Tokens:
     def authenticate(self, token: str) -> TokenInfo | None:
         return TokenInfo(1, "t", "admin", utcnow(), None, None) if token == "good" else None
 
-    def metrics(self) -> dict[str, Any]:
-        raise RuntimeError("secret internals /etc/passwd")
 
-    def list_runners(self) -> list[Any]:
+class _Runners:
+    def list(self) -> list[Any]:
         raise StoreUnavailable("database postgresql://db/x is unavailable: connection refused")
 
-    def get_task(self, task_id: str) -> Any:
+
+class _Tasks:
+    def get(self, task_id: str) -> Any:
         # Any other database error is a bug: a 500, not a "retry later".
         raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+
+class BrokenStore:
+    """Knows one admin token; every figure it is asked for blows up."""
+
+    tokens = _Tokens()
+    runners = _Runners()
+    tasks = _Tasks()
+
+    def metrics(self) -> dict[str, Any]:
+        raise RuntimeError("secret internals /etc/passwd")
 
 
 def test_unexpected_errors_are_enveloped_without_details() -> None:

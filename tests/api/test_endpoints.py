@@ -70,13 +70,13 @@ def test_tasks_over_the_api_are_the_cli_tasks(server: Server) -> None:
 def test_runs_and_metrics_use_the_runbook_field_names(server: Server) -> None:
     store = server.store()
     try:
-        task = store.add_task("fails", "false")
-        runner = store.register_runner("r1", hostname="h", pid=1, concurrency=1)
-        claimed = store.claim(runner)
+        task = store.tasks.add("fails", "false")
+        runner = store.runners.register("r1", hostname="h", pid=1, concurrency=1)
+        claimed = store.leases.claim(runner)
         assert claimed is not None
-        store.step_started(claimed.run_id, "agent")
-        store.append_log(claimed.run_id, "hello from the agent\n")
-        store.step_finished(claimed.run_id, "agent", "ok")
+        store.runs.step_started(claimed.run_id, "agent")
+        store.runs.append_log(claimed.run_id, "hello from the agent\n")
+        store.runs.step_finished(claimed.run_id, "agent", "ok")
         details = RunDetails(
             outcome="rejected",
             wall_seconds=3.5,
@@ -84,7 +84,7 @@ def test_runs_and_metrics_use_the_runbook_field_names(server: Server) -> None:
             violations=[{"type": "protected_path", "severity": "high"}],
             decisions=[{"phase": "gates", "decision": "reject", "reason": "protected"}],
         )
-        assert store.complete(task.id, claimed.fencing_token, "blocked", details=details)
+        assert store.leases.complete(task.id, claimed.fencing_token, "blocked", details=details)
     finally:
         store.close()
     with server.client("viewer") as client:
@@ -125,11 +125,11 @@ def test_runs_and_metrics_use_the_runbook_field_names(server: Server) -> None:
 def test_an_escalation_is_answered_over_the_api(server: Server) -> None:
     store = server.store()
     try:
-        task = store.add_task("asks", "true")
-        runner = store.register_runner("r1", hostname="h", pid=1, concurrency=1)
-        claimed = store.claim(runner)
+        task = store.tasks.add("asks", "true")
+        runner = store.runners.register("r1", hostname="h", pid=1, concurrency=1)
+        claimed = store.leases.claim(runner)
         assert claimed is not None
-        assert store.open_escalation(task.id, claimed.fencing_token, "medium: touches docs")
+        assert store.escalations.open(task.id, claimed.fencing_token, "medium: touches docs")
         with server.client("operator") as client:
             invalid = client.post(
                 f"/ops/escalations/{task.id}/decision", json={"decision": "maybe"}
@@ -139,7 +139,7 @@ def test_an_escalation_is_answered_over_the_api(server: Server) -> None:
                 json={"decision": "approve", "note": "fine"},
             )
             again = client.post(f"/ops/escalations/{task.id}/decision", json={"decision": "abort"})
-        answer = store.poll_escalation(task.id, claimed.fencing_token)
+        answer = store.escalations.poll(task.id, claimed.fencing_token)
     finally:
         store.close()
     assert invalid.status_code == 422

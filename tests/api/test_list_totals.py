@@ -15,8 +15,8 @@ from capataz.store import Task, TaskState, task_json
 def test_task_pages_carry_the_total(server: Server) -> None:
     store = server.store()
     try:
-        ids = [store.add_task(f"t{n}", "true", id=f"t{n}").id for n in range(5)]
-        store.add_task("waits", "true", id="waits", depends_on=["t0"])
+        ids = [store.tasks.add(f"t{n}", "true", id=f"t{n}").id for n in range(5)]
+        store.tasks.add("waits", "true", id="waits", depends_on=["t0"])
     finally:
         store.close()
     with server.client("viewer") as client:
@@ -42,12 +42,12 @@ def test_run_pages_carry_the_total(server: Server) -> None:
     store = server.store()
     try:
         for n in range(3):
-            store.add_task(f"t{n}", "true", id=f"t{n}")
-        runner = store.register_runner("r1", hostname="h", pid=1, concurrency=3)
-        claims = [store.claim(runner) for _ in range(3)]
+            store.tasks.add(f"t{n}", "true", id=f"t{n}")
+        runner = store.runners.register("r1", hostname="h", pid=1, concurrency=3)
+        claims = [store.leases.claim(runner) for _ in range(3)]
         first = claims[0]
         assert first is not None
-        assert store.complete(first.id, first.fencing_token, TaskState.DONE)
+        assert store.leases.complete(first.id, first.fencing_token, TaskState.DONE)
     finally:
         store.close()
     with server.client("viewer") as client:

@@ -101,7 +101,7 @@ def panel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {**os.environ, **identity, "CAPATAZ_DATABASE_URL": url}
     store = Store.open(url)
     try:
-        tokens = {role: store.create_token(role, f"test-{role}") for role in ROLES}
+        tokens = {role: store.tokens.create(role, f"test-{role}") for role in ROLES}
     finally:
         store.close()
     port = free_port()

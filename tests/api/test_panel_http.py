@@ -57,14 +57,14 @@ def test_no_module_uses_inner_html() -> None:
 def test_escalations_are_listed_for_viewers(server: Server) -> None:
     store = server.store()
     try:
-        quiet = store.add_task("quiet", "true")
-        asks = store.add_task("asks a human", "true")
-        runner = store.register_runner("r1", hostname="h", pid=1, concurrency=2)
-        first = store.claim(runner)
-        second = store.claim(runner)
+        quiet = store.tasks.add("quiet", "true")
+        asks = store.tasks.add("asks a human", "true")
+        runner = store.runners.register("r1", hostname="h", pid=1, concurrency=2)
+        first = store.leases.claim(runner)
+        second = store.leases.claim(runner)
         assert first is not None and second is not None
         claimed = {first.id: first, second.id: second}
-        assert store.open_escalation(asks.id, claimed[asks.id].fencing_token, "medium: 4 files")
+        assert store.escalations.open(asks.id, claimed[asks.id].fencing_token, "medium: 4 files")
         with server.client("viewer") as viewer:
             listed = viewer.get("/ops/escalations")
             runners = viewer.get("/ops/runner/status").json()["data"]
@@ -72,7 +72,7 @@ def test_escalations_are_listed_for_viewers(server: Server) -> None:
             refused = anonymous.get("/ops/escalations")
         with server.client("runner") as wrong_role:
             forbidden = wrong_role.get("/ops/escalations")
-        store.answer_escalation(asks.id, "approve", note="fine", decided_by="ops")
+        store.escalations.answer(asks.id, "approve", note="fine", decided_by="ops")
         with server.client("viewer") as viewer:
             still_open = viewer.get("/ops/escalations", params={"open": "true"}).json()["data"]
             every = viewer.get("/ops/escalations", params={"open": "false"}).json()["data"]
@@ -117,7 +117,7 @@ def test_escalations_are_listed_for_viewers(server: Server) -> None:
 def test_an_idle_runner_works_on_nothing(server: Server) -> None:
     store = server.store()
     try:
-        store.register_runner("idle", hostname="h", pid=2, concurrency=1)
+        store.runners.register("idle", hostname="h", pid=2, concurrency=1)
     finally:
         store.close()
     with server.client("viewer") as client:

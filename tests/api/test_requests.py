@@ -73,7 +73,7 @@ def test_requests_go_from_waiting_to_provided_and_never_echo_the_value(
     }
     store = server.store()
     try:  # stored encrypted with the served repository's key file
-        (row,) = store.secret_rows(["OPENAI_API_KEY"])
+        (row,) = store.secrets.rows(["OPENAI_API_KEY"])
         assert VALUE not in row.ciphertext and row.updated_by == "api:test-operator"
         key = MasterKey.load(server.repo / ".capataz", create=False)
         assert Vault(store, key).get("OPENAI_API_KEY") == VALUE
@@ -106,12 +106,12 @@ def test_a_remote_runner_gets_its_tasks_secrets_only_under_the_lease(
             assert client.post(f"/ops/requests/{request_id}/value", json={"value": value})
     store = server.store()
     try:
-        store.add_task("t", "true", agent="gpt", id="t-gpt")
-        store.add_task("t", "true", agent="shell", id="t-shell")
-        runner = store.register_runner("r", hostname="h", pid=1, concurrency=2)
+        store.tasks.add("t", "true", agent="gpt", id="t-gpt")
+        store.tasks.add("t", "true", agent="shell", id="t-shell")
+        runner = store.runners.register("r", hostname="h", pid=1, concurrency=2)
         claimed = {}
         for _ in range(2):
-            task = store.claim(runner, 30)
+            task = store.leases.claim(runner, 30)
             assert task is not None
             claimed[task.id] = task.fencing_token
     finally:

@@ -36,10 +36,10 @@ def test_cheatsheet_commands_work_with_curl_and_jq(server: Server) -> None:
         pytest.skip(message)
     store = server.store()
     try:
-        task = store.add_task("waits", "true")
-        store.cancel(task.id)
-        store.add_task("ready one", "true")
-        runner = store.register_runner("daemon", hostname="h", pid=1, concurrency=1)
+        task = store.tasks.add("waits", "true")
+        store.tasks.cancel(task.id)
+        store.tasks.add("ready one", "true")
+        runner = store.runners.register("daemon", hostname="h", pid=1, concurrency=1)
     finally:
         store.close()
     auth = '-H "Authorization: Bearer $T"'
@@ -76,20 +76,24 @@ def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> No
     # A failed attempt is retried at once (no backoff), so the test need not wait.
     store = Store.open(server.url, retry_base_seconds=0.001, retry_cap_seconds=0.001)
     try:
-        store.add_task("blocked", "false", id="blocked", priority=3)
-        store.add_task("fine", "true", id="fine", priority=2)
-        store.add_task("flaky", "false", id="flaky", priority=1, max_attempts=2)
-        runner = store.register_runner("daemon", hostname="h", pid=1, concurrency=1)
+        store.tasks.add("blocked", "false", id="blocked", priority=3)
+        store.tasks.add("fine", "true", id="fine", priority=2)
+        store.tasks.add("flaky", "false", id="flaky", priority=1, max_attempts=2)
+        runner = store.runners.register("daemon", hostname="h", pid=1, concurrency=1)
         ended = {}
         for task_id, outcome in (("blocked", "blocked"), ("fine", "done"), ("flaky", "failed")):
-            claimed = store.claim(runner, 60)
+            claimed = store.leases.claim(runner, 60)
             assert claimed is not None and claimed.id == task_id
-            store.step_started(claimed.run_id, "execute")
-            store.step_finished(claimed.run_id, "execute", "ok" if outcome == "done" else "error")
-            store.complete(claimed.id, claimed.fencing_token, outcome, f"{claimed.id}: {outcome}")
+            store.runs.step_started(claimed.run_id, "execute")
+            store.runs.step_finished(
+                claimed.run_id, "execute", "ok" if outcome == "done" else "error"
+            )
+            store.leases.complete(
+                claimed.id, claimed.fencing_token, outcome, f"{claimed.id}: {outcome}"
+            )
             ended[claimed.id] = claimed.run_id
         time.sleep(0.01)
-        retry = store.claim(runner, 60)  # flaky's second attempt, still running
+        retry = store.leases.claim(runner, 60)  # flaky's second attempt, still running
         assert retry is not None and retry.id == "flaky"
     finally:
         store.close()

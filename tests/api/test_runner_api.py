@@ -19,7 +19,7 @@ def _data(response: httpx.Response, status: int = 200) -> Any:
 def test_claim_fencing_and_repeated_writes(server: Server) -> None:
     store = server.store()
     try:
-        store.add_tasks(
+        store.tasks.add_many(
             [NewTask("dep", "x", id="dep"), NewTask("child", "x", id="child", depends_on=["dep"])]
         )
         with server.client("runner") as api:
@@ -35,7 +35,7 @@ def test_claim_fencing_and_repeated_writes(server: Server) -> None:
             assert claimed["id"] == "dep" and claimed["fencing_token"] == 1
             again = _data(api.post("/runner/claim", json=ask))  # the answer was "lost"
             assert again["run_id"] == claimed["run_id"]
-            assert len(store.list_runs(task_id="dep")) == 1
+            assert len(store.runs.list(task_id="dep")) == 1
             assert _data(api.post("/runner/claim", json={**ask, "claim_key": "k-2"})) is None
 
             taken = _data(api.post("/runner/tasks/dep/claim", json={"runner_id": "other"}), 409)
@@ -93,14 +93,14 @@ def test_claim_fencing_and_repeated_writes(server: Server) -> None:
             assert _data(api.post(f"/runner/{rid}/stopped"))
             assert _data(api.post("/runner/sweep", json={})) == {"rescued": []}
 
-        detail = store.get_run(run)
+        detail = store.runs.get(run)
         assert detail.log_tail == "hello\nworld\n"
         assert [(s.phase, s.outcome) for s in detail.steps] == [("prepare", "ok")]
         assert (detail.lifecycle, detail.result, detail.exit_code) == ("finished", "landed", 0)
-        task = store.get_task("dep")
+        task = store.tasks.get("dep")
         assert task.status.value == "done" and task.attempts == 1
-        assert store.get_task("child").status.value == "ready"
-        assert store.verify_audit() is None
+        assert store.tasks.get("child").status.value == "ready"
+        assert store.audit.verify() is None
     finally:
         store.close()
 

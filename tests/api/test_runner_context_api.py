@@ -36,7 +36,7 @@ def test_context_is_read_and_published_under_the_lease(
     server = start_server(CONFIG)
     store = server.store()
     try:
-        store.add_tasks(
+        store.tasks.add_many(
             [
                 NewTask("a", "x", id="a", agent="shell"),
                 NewTask("b", "x", id="b", agent="shell", depends_on=["a"]),
@@ -89,7 +89,7 @@ def test_context_is_read_and_published_under_the_lease(
 def test_a_run_s_records_go_in_one_request(server: Server) -> None:
     store = server.store()
     try:
-        store.add_task("a", "x", id="a")
+        store.tasks.add("a", "x", id="a")
         with server.client("runner") as api:
             rid = _data(api.post("/runner/register", json={"name": "r"}))["runner_id"]
             claimed = _data(api.post("/runner/claim", json={"runner_id": rid}))
@@ -121,7 +121,7 @@ def test_a_run_s_records_go_in_one_request(server: Server) -> None:
             _data(api.post("/runner/tasks/a/complete", json=report))
             late = [{"kind": "log", "seq": 6, "text": "late\n"}]
             assert _data(api.post(url, json={"records": late}))["current"] is False
-        detail = store.get_run(run)
+        detail = store.runs.get(run)
         assert detail.log_tail == "hello\nworld\n!\nlate\n"
         assert [(s.phase, s.outcome) for s in detail.steps] == [("prepare", "ok")]
     finally:

@@ -56,17 +56,19 @@ def _seed(server: Server) -> dict[str, str]:
     behind the 404s: a ready task, an escalated one, a finished run and a runner."""
     store = server.store()
     try:
-        done = store.add_task("done", "true", id="t-done")
-        store.add_task("ready", "true", id="t-ready")
-        runner = store.register_runner("fuzz", hostname="h", pid=1, concurrency=1)
-        claimed = store.claim(runner)
+        done = store.tasks.add("done", "true", id="t-done")
+        store.tasks.add("ready", "true", id="t-ready")
+        runner = store.runners.register("fuzz", hostname="h", pid=1, concurrency=1)
+        claimed = store.leases.claim(runner)
         assert claimed is not None and claimed.id == done.id
         details = RunDetails(outcome="landed", exit_code=0, wall_seconds=0.1)
-        assert store.complete(claimed.id, claimed.fencing_token, TaskState.DONE, details=details)
-        store.add_task("asks", "true", id="t-asks")
-        asked = store.claim(runner)
+        assert store.leases.complete(
+            claimed.id, claimed.fencing_token, TaskState.DONE, details=details
+        )
+        store.tasks.add("asks", "true", id="t-asks")
+        asked = store.leases.claim(runner)
         assert asked is not None
-        assert store.open_escalation(asked.id, asked.fencing_token, "needs a human")
+        assert store.escalations.open(asked.id, asked.fencing_token, "needs a human")
         return {"task_id": "t-asks", "run_id": claimed.run_id, "runner_id": runner}
     finally:
         store.close()

@@ -413,9 +413,9 @@ def test_task_show_json_has_the_last_error(repo: Path) -> None:
     assert task["last_error"] is None
     store = Store.open(f"sqlite:///{repo / '.capataz' / 'capataz.db'}")
     try:
-        claimed = store.claim("r1", 60)
+        claimed = store.leases.claim("r1", 60)
         assert claimed is not None
-        store.complete(claimed.id, claimed.fencing_token, "failed", "exit 1 in execute")
+        store.leases.complete(claimed.id, claimed.fencing_token, "failed", "exit 1 in execute")
     finally:
         store.close()
     shown = cli.json("task", "show", task["id"])

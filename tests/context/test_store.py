@@ -184,12 +184,12 @@ def test_fast_read_matches_the_general_query(
     context.set("a", 1, task_id="t", ttl=30)
     context.set("b", 2)
     for key in ("a", "b"):
-        fast = store.context_entry(key)
-        (general,) = store.context_rows(keys=[key])
+        fast = store.context.entry(key)
+        (general,) = store.context.rows(keys=[key])
         assert fast == general
-    assert store.context_entry("missing") is None
+    assert store.context.entry("missing") is None
     clock.now += timedelta(seconds=31)
-    assert store.context_entry("a") is None
+    assert store.context.entry("a") is None
 
 
 # -- configuration -------------------------------------------------------------------
@@ -239,8 +239,8 @@ def _publish(tree: Path, text: str) -> None:
 def test_delivery_writes_the_file_and_the_placeholder_text(
     tmp_path: Path, context: ContextStore, store: Store
 ) -> None:
-    store.add_task("a", "true", id="a")
-    store.add_task("b", "true", id="b", depends_on=["a"])
+    store.tasks.add("a", "true", id="a")
+    store.tasks.add("b", "true", id="b", depends_on=["a"])
     context.set_many({"build.version": "1.2.3", "secret.x": 1}, task_id="a")
     link = ContextLink(context)
     log = RunLog(tmp_path / "run.log")

@@ -99,7 +99,7 @@ def test_store_refusals_keep_their_type_and_speak_of_labels(store: Store) -> Non
     assert (added.label, added.task.id, added.created) == ("t-given", "t-given", True)
     with pytest.raises(TaskExistsError, match="task t-given already exists"):
         submit(store, prepare([TaskRequest("b", id="t-given")], CONFIG), actor="test")
-    assert store.list_tasks() == [added.task]
+    assert store.tasks.list() == [added.task]
 
 
 def test_an_idempotency_key_returns_the_queued_task(store: Store) -> None:

@@ -75,7 +75,7 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
     build = json.dumps({"build.version": "1.2.3", "_ttl": "1h"})
     deploy = json.dumps({"deploy.url": "http://svc.internal"})
     store = Store.open(queue_url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
             # Publishes without changing a file: completes with no changes, still publishes.
@@ -102,7 +102,7 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
         ]
     )
     run_runner(repo, store)
-    states = {t.id: t.status for t in store.list_tasks()}
+    states = {t.id: t.status for t in store.tasks.list()}
     assert states == {
         "a": TaskState.DONE,
         "p": TaskState.DONE,
@@ -111,7 +111,7 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
         "x": TaskState.BLOCKED,
         "y": TaskState.BLOCKED,
     }
-    sneaky = store.get_run(store.list_runs(task_id="y")[0].id)
+    sneaky = store.runs.get(store.runs.list(task_id="y")[0].id)
     assert [(v["type"], v["file"]) for v in sneaky.violations] == [
         ("FORBIDDEN_PATH", ".capataz/escalation-decision.json")
     ]
@@ -126,7 +126,7 @@ def test_context_flows_through_a_dependency_chain(repo: Path, queue_url: str) ->
     committed = git(repo, "log", "--name-only", "--format=", "main").split()
     assert "a.txt" in committed and not [p for p in committed if p.startswith(".capataz")]
     for task in ("a", "b", "c"):
-        detail = store.get_run(store.list_runs(task_id=task)[0].id)
+        detail = store.runs.get(store.runs.list(task_id=task)[0].id)
         assert not [c for c in detail.file_changes if c["path"].startswith(".capataz")]
         assert not detail.violations
 

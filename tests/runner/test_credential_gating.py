@@ -46,7 +46,7 @@ def test_a_waiting_credential_holds_the_task_until_it_is_provided(
     monkeypatch.delenv(KEY_ENV, raising=False)
     root = make_repo(config=CONFIG)
     store = Store.open(queue_url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask(
                 "use the key",
@@ -63,26 +63,26 @@ def test_a_waiting_credential_holds_the_task_until_it_is_provided(
         waiting: list[Task] = []
 
         def released() -> bool:  # between two attempts (a claim clears the reason)
-            task = store.get_task("k")
+            task = store.tasks.get("k")
             waiting.append(task)
             return task.status is TaskState.READY and "REQ-009" in (task.reason or "")
 
         wait_for(released, "the task is given back, waiting for the credential")
         # Several retries later: still not started, no attempt spent.
-        wait_for(lambda: len(store.list_runs(task_id="k")) >= 3, "three tries")
+        wait_for(lambda: len(store.runs.list(task_id="k")) >= 3, "three tries")
         wait_for(released, "the task is given back again")
         task = waiting[-1]
         assert task.attempts == 0
         assert task.reason is not None
         assert task.reason.startswith("waiting for credential request REQ-009 (OPENAI_API_KEY)")
         assert "`capataz secret set OPENAI_API_KEY`" in task.reason
-        runs = store.list_runs(task_id="k")
+        runs = store.runs.list(task_id="k")
         assert len(runs) >= 2 and {r.status for r in runs} == {"released"}  # never started
         assert not (root / "key.txt").exists()
 
         state = root / ".capataz"
         Vault(store, MasterKey.load(state)).set("OPENAI_API_KEY", "sk-runner-ok", actor="test")
-        wait_for(lambda: store.get_task("k").status is TaskState.DONE, "k is done")
+        wait_for(lambda: store.tasks.get("k").status is TaskState.DONE, "k is done")
     finally:
         thread.join(timeout=60)
         store.close()

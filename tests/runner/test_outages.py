@@ -22,8 +22,8 @@ from capataz.store import NewTask, Store, TaskState
 def _claim_until_empty(url: str, name: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     store = Store.open(url)
     done, refused = [], 0
-    while (claimed := store.claim(name, 30)) is not None:
-        if store.complete(claimed.id, claimed.fencing_token, "done"):
+    while (claimed := store.leases.claim(name, 30)) is not None:
+        if store.leases.complete(claimed.id, claimed.fencing_token, "done"):
             done.append(claimed.id)
         else:
             refused += 1
@@ -34,7 +34,7 @@ def _claim_until_empty(url: str, name: str, results: multiprocessing.Queue) -> N
 def test_many_processes_take_thousands_of_tasks_exactly_once(queue_url: str) -> None:
     store = Store.open(queue_url)
     total = 2000
-    store.add_tasks([NewTask(f"t{i}", "true", id=f"t{i:05}") for i in range(total)])
+    store.tasks.add_many([NewTask(f"t{i}", "true", id=f"t{i:05}") for i in range(total)])
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
     workers = [
@@ -50,8 +50,8 @@ def test_many_processes_take_thousands_of_tasks_exactly_once(queue_url: str) -> 
     counts = Counter(task_id for done, _ in outcomes for task_id in done)
     assert len(counts) == total and set(counts.values()) == {1}
     assert sum(refused for _, refused in outcomes) == 0
-    assert Counter(t.status for t in store.list_tasks()) == {TaskState.DONE: total}
-    assert store.verify_audit() is None
+    assert Counter(t.status for t in store.tasks.list()) == {TaskState.DONE: total}
+    assert store.audit.verify() is None
     store.close()
 
 
@@ -76,7 +76,7 @@ def test_runner_survives_a_database_restart(
     cluster, url = own_cluster
     repo = make_repo(config=CONFIG)
     store = Store.open(url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask(f"t{i}", f"echo {i}; sleep 0.5; echo {i} > f{i}.txt", id=f"t{i}")
             for i in range(6)
@@ -94,7 +94,7 @@ def test_runner_survives_a_database_restart(
     )
     watcher = Store.open(url)
     output = Output(runner)
-    wait_for(lambda: watcher.get_task("t1").status is TaskState.DONE, "t1 is done")
+    wait_for(lambda: watcher.tasks.get("t1").status is TaskState.DONE, "t1 is done")
     watcher.close()
     cluster.stop("fast")  # the database goes away mid-backlog
     wait_for(lambda: "database unavailable" in output.text, "the runner notices the outage")
@@ -102,9 +102,9 @@ def test_runner_survives_a_database_restart(
     text = output.finish(timeout=180)
     assert runner.returncode == 0, text[-3000:]
     store = Store.open(url)
-    assert Counter(t.status for t in store.list_tasks()) == {TaskState.DONE: 6}
-    assert all(t.attempts == 1 or t.attempts == 2 for t in store.list_tasks())
+    assert Counter(t.status for t in store.tasks.list()) == {TaskState.DONE: 6}
+    assert all(t.attempts == 1 or t.attempts == 2 for t in store.tasks.list())
     files = [f for f in git(repo, "ls-tree", "--name-only", "main").split() if f.startswith("f")]
     assert sorted(files) == [f"f{i}.txt" for i in range(6)]  # each landed exactly once
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
     store.close()

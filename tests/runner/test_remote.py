@@ -84,7 +84,7 @@ class Plane:
 def _plane(make_repo: Callable[..., Path], url: str) -> Iterator[Plane]:
     store = Store.open(url)
     try:
-        tokens = {role: store.create_token(role, f"test-{role}") for role in ("runner", "viewer")}
+        tokens = {role: store.tokens.create(role, f"test-{role}") for role in ("runner", "viewer")}
     finally:
         store.close()
     made = Plane(make_repo(config=REMOTE_CONFIG), url, _free_port(), tokens)
@@ -110,7 +110,7 @@ def sqlite_plane(make_repo: Callable[..., Path], tmp_path: Path) -> Iterator[Pla
 
 def test_a_remote_runner_runs_tasks_through_the_api(plane: Plane) -> None:
     store = Store.open(plane.url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("a", "echo made a; echo a > a.txt", id="a"),
             NewTask("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
@@ -121,18 +121,18 @@ def test_a_remote_runner_runs_tasks_through_the_api(plane: Plane) -> None:
     output, _ = runner.communicate(timeout=120)
     assert runner.returncode == 0, output[-3000:]
     assert plane.tokens["runner"] not in output
-    states = {t.id: t.status for t in store.list_tasks()}
-    assert states == dict.fromkeys("abc", TaskState.DONE), (store.list_tasks(), output[-3000:])
+    states = {t.id: t.status for t in store.tasks.list()}
+    assert states == dict.fromkeys("abc", TaskState.DONE), (store.tasks.list(), output[-3000:])
     tree = git(plane.repo, "ls-tree", "--name-only", "main").split()
     assert {"a.txt", "b.txt", "c.txt"} <= set(tree)
     assert git(plane.repo, "rev-list", "--count", "main") == "4"
-    detail = store.get_run(store.list_runs(task_id="a")[0].id)
+    detail = store.runs.get(store.runs.list(task_id="a")[0].id)
     assert [s.phase for s in detail.steps][:3] == ["prepare", "pre-gates", "execute"]
     assert all(s.ended_at is not None for s in detail.steps)
     assert "made a" in detail.log_tail and detail.file_changes[0]["path"] == "a.txt"
-    (registered,) = store.list_runners()
+    (registered,) = store.runners.list()
     assert registered.stopped_at is not None and registered.hostname
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
     store.close()
 
 
@@ -170,8 +170,8 @@ def test_a_bad_token_is_one_line_and_a_good_one_stays_out_of_ps(
     pid = int((plane.repo / ".capataz" / "runner.pid").read_text())
     assert plane.tokens["runner"] not in Path(f"/proc/{pid}/cmdline").read_text()
     store = Store.open(plane.url)
-    store.add_task("bg", "echo bg > bg.txt", id="bg")
-    wait_for(lambda: store.get_task("bg").status is TaskState.DONE, "bg is done")
+    store.tasks.add("bg", "echo bg > bg.txt", id="bg")
+    wait_for(lambda: store.tasks.get("bg").status is TaskState.DONE, "bg is done")
     store.close()
     assert capataz("stop").returncode == 0
     log = (plane.repo / ".capataz" / "runner.log").read_text()
@@ -203,8 +203,8 @@ class LoseAnswers(httpx.BaseTransport):
 
 def test_lost_answers_neither_lose_nor_duplicate_anything(plane: Plane) -> None:
     store = Store.open(plane.url)
-    store.add_task("only", "echo hello; echo x > x.txt", id="only")
-    store.add_task("other", "echo y > y.txt", id="other", priority=-1)
+    store.tasks.add("only", "echo hello; echo x > x.txt", id="only")
+    store.tasks.add("other", "echo y > y.txt", id="other", priority=-1)
     # /records: an outbox batch of steps and log lines, resent whole; /context: what
     # the task receives, asked again.
     transport = LoseAnswers("/claim", "/records", "/context", "/complete")
@@ -218,29 +218,29 @@ def test_lost_answers_neither_lose_nor_duplicate_anything(plane: Plane) -> None:
     queue.close()
     assert len(transport.lost) == 4, transport.lost
     for task_id in ("only", "other"):
-        task = store.get_task(task_id)
+        task = store.tasks.get(task_id)
         assert (task.status, task.attempts) == (TaskState.DONE, 1), task.reason
-        (run,) = store.list_runs(task_id=task_id)
+        (run,) = store.runs.list(task_id=task_id)
         assert (run.lifecycle, run.status) == ("finished", "succeeded")
-    detail = store.get_run(store.list_runs(task_id="only")[0].id)
+    detail = store.runs.get(store.runs.list(task_id="only")[0].id)
     assert detail.log_tail.count("hello") == 1
     phases = [s.phase for s in detail.steps]
     assert len(phases) == len(set(phases)), phases  # no step recorded twice
     assert git(plane.repo, "rev-list", "--count", "main") == "3"
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
     store.close()
 
 
 def log_tail(store: Store, task_id: str) -> str:
     """The newest run's log as the server has it ("" before the first run exists)."""
-    runs = store.list_runs(task_id=task_id)
-    return (store.get_run(runs[0].id).log_tail or "") if runs else ""
+    runs = store.runs.list(task_id=task_id)
+    return (store.runs.get(runs[0].id).log_tail or "") if runs else ""
 
 
 @pytest.mark.slow
 def test_a_server_restart_mid_run_loses_and_duplicates_nothing(plane: Plane) -> None:
     store = Store.open(plane.url)
-    store.add_task("long", "echo start; sleep 3; echo done > long.txt; echo end", id="long")
+    store.tasks.add("long", "echo start; sleep 3; echo done > long.txt; echo end", id="long")
     runner = plane.runner("--exit-when-idle")
     output = Output(runner)
     wait_for(lambda: "start" in log_tail(store, "long"), "the agent has started")
@@ -254,13 +254,13 @@ def test_a_server_restart_mid_run_loses_and_duplicates_nothing(plane: Plane) -> 
     plane.start()
     text = output.finish(timeout=120)
     assert runner.returncode == 0, text[-3000:]
-    task = store.get_task("long")
+    task = store.tasks.get("long")
     assert (task.status, task.attempts) == (TaskState.DONE, 1), task.reason
-    (run,) = store.list_runs(task_id="long")
+    (run,) = store.runs.list(task_id="long")
     assert run.lifecycle == "finished" and run.outcome == "done"
-    tail = store.get_run(run.id).log_tail
+    tail = store.runs.get(run.id).log_tail
     assert "start" in tail and "end" in tail
     assert git(plane.repo, "rev-list", "--count", "main") == "2"  # landed exactly once
     assert git(plane.repo, "show", "main:long.txt") == "done"
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
     store.close()

@@ -37,7 +37,7 @@ def plane(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
     """A control plane (SQLite, then PostgreSQL) whose config has a context reader."""
     store = Store.open(queue_url)
     try:
-        tokens = {"runner": store.create_token("runner", "test-runner")}
+        tokens = {"runner": store.tokens.create("runner", "test-runner")}
     finally:
         store.close()
     made = Plane(make_repo(config=CONFIG), queue_url, _free_port(), tokens)
@@ -52,7 +52,7 @@ def plane(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
 def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
     build = json.dumps({"build.version": "1.2.3", "_ttl": "1h"})
     store = Store.open(plane.url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("build", f"{PUBLISH.format(json=build)} && echo a > a.txt", id="a"),
             NewTask(
@@ -67,7 +67,7 @@ def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
     runner = plane.runner("--exit-when-idle")
     output, _ = runner.communicate(timeout=180)
     assert runner.returncode == 0, output[-3000:]
-    states = {t.id: t.status for t in store.list_tasks()}
+    states = {t.id: t.status for t in store.tasks.list()}
     assert states == dict.fromkeys("ab", TaskState.DONE), output[-3000:]
     landed = git(plane.repo, "show", "main:b.txt")
     assert "1.2.3" in landed and json.loads(landed) == {"build.version": "1.2.3"}
@@ -75,7 +75,7 @@ def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
     tree = git(plane.repo, "ls-tree", "-r", "--name-only", "main").split()
     assert not any(path.startswith(".capataz/") for path in tree)
     for task in "ab":  # its steps came through the outbox's batches
-        steps = store.get_run(store.list_runs(task_id=task)[0].id).steps
+        steps = store.runs.get(store.runs.list(task_id=task)[0].id).steps
         assert [s.phase for s in steps][:3] == ["prepare", "pre-gates", "execute"]
         assert all(s.ended_at is not None for s in steps)
     store.close()
@@ -84,7 +84,7 @@ def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
 def test_a_cancel_reaches_a_running_remote_task(plane: Plane) -> None:
     store = Store.open(plane.url)
     marker = f"capataz-cancel-{os.urandom(6).hex()}"
-    store.add_task("long", endless(marker), id="long", agent="endless")  # an hour, unless
+    store.tasks.add("long", endless(marker), id="long", agent="endless")  # an hour, unless
     runner = plane.runner("--exit-when-idle")
     try:
         workspaces = plane.repo / ".capataz" / "workspaces"
@@ -100,11 +100,11 @@ def test_a_cancel_reaches_a_running_remote_task(plane: Plane) -> None:
         seen = log_tail(store, "long").count("tick")
         wait_for(lambda: ticking(seen + 10), "more output through the outbox")
         assert not workspace_gone() and host_pids(marker)
-        store.cancel("long", "operator changed their mind")
+        store.tasks.cancel("long", "operator changed their mind")
         wait_for(workspace_gone, "the cancelled run's workspace is removed")
         output, _ = runner.communicate(timeout=60)
         assert runner.returncode == 0, output[-3000:]
-        assert store.get_task("long").status is TaskState.CANCELLED
+        assert store.tasks.get("long").status is TaskState.CANCELLED
         assert git(plane.repo, "rev-list", "--count", "main") == "1"
         assert host_pids(marker) == []
     finally:

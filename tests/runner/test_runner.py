@@ -68,8 +68,8 @@ def run_runner(repo: Path, store: Store, **options: object) -> Runner:
 
 def log_tail(store: Store, task_id: str) -> str:
     """The output of the task's newest run so far ("" before it has one)."""
-    runs = store.list_runs(task_id=task_id)
-    return store.get_run(runs[0].id).log_tail if runs else ""
+    runs = store.runs.list(task_id=task_id)
+    return store.runs.get(runs[0].id).log_tail if runs else ""
 
 
 def endless(marker: str) -> str:
@@ -79,7 +79,7 @@ def endless(marker: str) -> str:
 
 def test_tasks_run_in_dependency_order_and_land(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("a", "echo a > a.txt", id="a"),
             NewTask("b", "test -f a.txt && echo b > b.txt", id="b", depends_on=["a"]),
@@ -93,7 +93,7 @@ def test_tasks_run_in_dependency_order_and_land(repo: Path, queue_url: str) -> N
         ]
     )
     run_runner(repo, store, concurrency=2)
-    assert {t.id: t.status for t in store.list_tasks()} == dict.fromkeys("abcd", TaskState.DONE)
+    assert {t.id: t.status for t in store.tasks.list()} == dict.fromkeys("abcd", TaskState.DONE)
     assert git(repo, "ls-tree", "--name-only", "main").split() == [
         ".gitignore",
         "README.md",
@@ -103,9 +103,9 @@ def test_tasks_run_in_dependency_order_and_land(repo: Path, queue_url: str) -> N
         "capataz.toml",
         "d.txt",
     ]
-    assert store.verify_audit() is None
-    runs = store.list_runs(task_id="d")
-    detail = store.get_run(runs[0].id)
+    assert store.audit.verify() is None
+    runs = store.runs.list(task_id="d")
+    detail = store.runs.get(runs[0].id)
     assert [s.phase for s in detail.steps][:3] == ["prepare", "pre-gates", "execute"]
     assert detail.file_changes == [
         {"path": "d.txt", "kind": "added", "lines_added": 1, "lines_removed": 0, "binary": False}
@@ -115,46 +115,46 @@ def test_tasks_run_in_dependency_order_and_land(repo: Path, queue_url: str) -> N
 
 def test_blocked_dependency_stops_its_dependents(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("bad", "mkdir -p legacy && echo x > legacy/x.py", id="bad"),
             NewTask("after", "echo y > y.txt", id="after", depends_on=["bad"]),
         ]
     )
     run_runner(repo, store)
-    states = {t.id: t for t in store.list_tasks()}
+    states = {t.id: t for t in store.tasks.list()}
     assert states["bad"].status is TaskState.BLOCKED
     assert states["after"].status is TaskState.BLOCKED and "bad" in (states["after"].reason or "")
-    detail = store.get_run(store.list_runs(task_id="bad")[0].id)
+    detail = store.runs.get(store.runs.list(task_id="bad")[0].id)
     assert [v["type"] for v in detail.violations] == ["FORBIDDEN_PATH"]
     store.close()
 
 
 def test_failed_attempts_retry_then_fail(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url, retry_base_seconds=0.1, retry_cap_seconds=0.2)
-    store.add_task("flaky", "echo try >> /tmp/x; exit 1", id="flaky", max_attempts=2)
+    store.tasks.add("flaky", "echo try >> /tmp/x; exit 1", id="flaky", max_attempts=2)
     run_runner(repo, store)
-    task = store.get_task("flaky")
+    task = store.tasks.get("flaky")
     assert task.status is TaskState.FAILED and task.attempts == 2
-    assert len(store.list_runs(task_id="flaky")) == 2
+    assert len(store.runs.list(task_id="flaky")) == 2
     store.close()
 
 
 def test_cancel_stops_a_running_task_and_leaves_nothing(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
     marker = f"capataz-cancel-{os.urandom(6).hex()}"
-    store.add_task("long", endless(marker), id="long", agent="endless")  # an hour, unless
+    store.tasks.add("long", endless(marker), id="long", agent="endless")  # an hour, unless
     runner = Runner(Repository.discover(repo), parse_config(CONFIG), store, exit_when_idle=True)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     wait_for(lambda: "tick" in log_tail(store, "long"), "the agent is running")
     assert host_pids(marker), "the agent's processes are visible on the host"
-    store.cancel("long", "operator changed their mind")
+    store.tasks.cancel("long", "operator changed their mind")
     wait_for(lambda: not runner.running, "the runner stops the cancelled task")
     thread.join(timeout=60)
     assert not thread.is_alive()
-    assert store.get_task("long").status is TaskState.CANCELLED
-    assert [r.status for r in store.list_runs(task_id="long")] == ["cancelled"]
+    assert store.tasks.get("long").status is TaskState.CANCELLED
+    assert [r.status for r in store.runs.list(task_id="long")] == ["cancelled"]
     assert host_pids(marker) == []
     assert git(repo, "rev-list", "--count", "main") == "1"
     assert not (repo / ".capataz" / "workspaces" / "long").exists()
@@ -163,14 +163,14 @@ def test_cancel_stops_a_running_task_and_leaves_nothing(repo: Path, queue_url: s
 
 def test_a_quiet_running_task_shows_its_last_line(repo: Path) -> None:
     store = Store.open(f"sqlite:///{repo / 'queue.db'}")
-    store.add_task("quiet", "echo thinking; sleep 3600", id="quiet", agent="endless")
+    store.tasks.add("quiet", "echo thinking; sleep 3600", id="quiet", agent="endless")
     runner = Runner(Repository.discover(repo), parse_config(CONFIG), store, exit_when_idle=True)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:  # the agent prints nothing more for an hour: the heartbeat uploads the line
         wait_for(lambda: "thinking" in log_tail(store, "quiet"), "the line in the run's log")
     finally:
-        store.cancel("quiet", "seen")
+        store.tasks.cancel("quiet", "seen")
         thread.join(timeout=60)
         store.close()
     assert not thread.is_alive()
@@ -178,14 +178,14 @@ def test_a_quiet_running_task_shows_its_last_line(repo: Path) -> None:
 
 def test_escalation_answered_through_the_queue(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_task("many", "touch a b c d", id="many")
+    store.tasks.add("many", "touch a b c d", id="many")
     runner = Runner(Repository.discover(repo), parse_config(CONFIG), store, exit_when_idle=True)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
-    wait_for(lambda: store.get_task("many").status is TaskState.ESCALATED, "many is escalated")
-    store.answer_escalation("many", "approve", note="fine", decided_by="ops")
+    wait_for(lambda: store.tasks.get("many").status is TaskState.ESCALATED, "many is escalated")
+    store.escalations.answer("many", "approve", note="fine", decided_by="ops")
     thread.join(timeout=60)
-    assert store.get_task("many").status is TaskState.DONE
+    assert store.tasks.get("many").status is TaskState.DONE
     assert "d" in git(repo, "ls-tree", "--name-only", "main").split()
     store.close()
 
@@ -205,18 +205,20 @@ def _runner_process(repo: Path, url: str, *args: str) -> subprocess.Popen[str]:
 def test_many_runner_processes_do_every_task_exactly_once(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
     count = 40
-    store.add_tasks([NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:03}") for i in range(count)])
+    store.tasks.add_many(
+        [NewTask(f"t{i}", f"echo {i} > f{i}.txt", id=f"t{i:03}") for i in range(count)]
+    )
     runners = [
         _runner_process(repo, queue_url, "--concurrency", "2", "--exit-when-idle") for _ in range(3)
     ]
     for runner in runners:
         runner.communicate(timeout=300)
         assert runner.returncode == 0
-    assert Counter(t.status for t in store.list_tasks()) == {TaskState.DONE: count}
+    assert Counter(t.status for t in store.tasks.list()) == {TaskState.DONE: count}
     files = [f for f in git(repo, "ls-tree", "--name-only", "main").split() if f.startswith("f")]
     assert len(files) == count
     assert int(git(repo, "rev-list", "--count", "main")) == count + 1  # one commit per task
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
     store.close()
 
 
@@ -245,13 +247,13 @@ def _freeze_between_transactions(process: subprocess.Popen[str], url: str) -> No
 
 def test_a_frozen_runner_is_rescued_and_its_late_result_refused(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_task("slow", "echo start; sleep 4; echo slow > slow.txt", id="slow")
+    store.tasks.add("slow", "echo start; sleep 4; echo slow > slow.txt", id="slow")
     first = _runner_process(repo, queue_url, "--max-tasks", "1")
     wait_for(lambda: "start" in log_tail(store, "slow"), "the agent has started")
     _freeze_between_transactions(first, queue_url)  # a runner that hangs (or is cut off)
     second = _runner_process(repo, queue_url, "--exit-when-idle")
     second_output, _ = second.communicate(timeout=120)
-    task = store.get_task("slow")
+    task = store.tasks.get("slow")
     assert task.status is TaskState.DONE, f"{task.status} {task.reason}\n{second_output[-3000:]}"
     os.kill(first.pid, signal.SIGCONT)
     output, _ = first.communicate(timeout=60)
@@ -259,36 +261,36 @@ def test_a_frozen_runner_is_rescued_and_its_late_result_refused(repo: Path, queu
     assert "cancelled or rescued elsewhere" in output or "no longer holds" in output, output[-3000:]
     assert git(repo, "ls-tree", "--name-only", "main").split().count("slow.txt") == 1
     assert int(git(repo, "rev-list", "--count", "main")) == 2  # landed exactly once
-    assert store.get_task("slow").status is TaskState.DONE
+    assert store.tasks.get("slow").status is TaskState.DONE
     store.close()
 
 
 def test_a_killed_runner_is_rescued(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_task("victim", "echo start; sleep 5; echo v > v.txt", id="victim")
+    store.tasks.add("victim", "echo start; sleep 5; echo v > v.txt", id="victim")
     first = _runner_process(repo, queue_url)
-    wait_for(lambda: store.get_task("victim").status is TaskState.RUNNING, "victim is running")
+    wait_for(lambda: store.tasks.get("victim").status is TaskState.RUNNING, "victim is running")
     first.kill()
     first.wait()
     second = _runner_process(repo, queue_url, "--exit-when-idle")
     second.communicate(timeout=120)
-    task = store.get_task("victim")
+    task = store.tasks.get("victim")
     assert task.status is TaskState.DONE and task.attempts == 2
-    assert [r.status for r in store.list_runs(task_id="victim")] == ["succeeded", "lost"]
+    assert [r.status for r in store.runs.list(task_id="victim")] == ["succeeded", "lost"]
     store.close()
 
 
 def test_sigterm_lets_the_running_task_finish(repo: Path, queue_url: str) -> None:
     store = Store.open(queue_url)
-    store.add_task("busy", "echo start; sleep 3; echo b > b.txt", id="busy")
-    store.add_task("next", "echo n > n.txt", id="next", depends_on=["busy"])
+    store.tasks.add("busy", "echo start; sleep 3; echo b > b.txt", id="busy")
+    store.tasks.add("next", "echo n > n.txt", id="next", depends_on=["busy"])
     runner = _runner_process(repo, queue_url)
     wait_for(lambda: "start" in log_tail(store, "busy"), "the agent has started")
     runner.send_signal(signal.SIGTERM)
     output, _ = runner.communicate(timeout=60)
     assert runner.returncode == 0, output
-    assert store.get_task("busy").status is TaskState.DONE
-    assert store.get_task("next").status is TaskState.READY  # not claimed after SIGTERM
+    assert store.tasks.get("busy").status is TaskState.DONE
+    assert store.tasks.get("next").status is TaskState.READY  # not claimed after SIGTERM
     store.close()
 
 
@@ -307,8 +309,8 @@ def test_runner_daemon_start_status_logs_stop(repo: Path) -> None:
     assert "Runner daemon started (PID" in started.stdout
     assert capataz("runner", "start").returncode == 2  # already running
     store = Store.open(f"sqlite:///{repo / '.capataz' / 'capataz.db'}")
-    store.add_task("x", "echo x > x.txt", id="x")
-    wait_for(lambda: store.get_task("x").status is TaskState.DONE, "x is done")
+    store.tasks.add("x", "echo x > x.txt", id="x")
+    wait_for(lambda: store.tasks.get("x").status is TaskState.DONE, "x is done")
     status = json.loads(capataz("runner", "status", "--json").stdout)
     assert status["daemon"]["alive"] and status["runners"][0]["online"]
     assert "task x" in capataz("runner", "logs").stdout
@@ -322,13 +324,13 @@ def test_sigterm_after_grace_kills_and_gives_the_task_back(
 ) -> None:
     repo = make_repo(config=CONFIG.replace('grace = "5s"', 'grace = "1s"'))
     store = Store.open(queue_url)
-    store.add_task("endless", "while true; do echo tick; sleep 0.2; done", id="endless")
+    store.tasks.add("endless", "while true; do echo tick; sleep 0.2; done", id="endless")
     runner = _runner_process(repo, queue_url)
     wait_for(lambda: "tick" in log_tail(store, "endless"), "the agent is running")
     runner.send_signal(signal.SIGTERM)
     output, _ = runner.communicate(timeout=60)
     assert runner.returncode == 0, output[-2000:]
-    task = store.get_task("endless")
+    task = store.tasks.get("endless")
     assert task.status is TaskState.READY and task.attempts == 0  # released, attempt not spent
     assert "released" in output
     assert git(repo, "rev-list", "--count", "main") == "1"

@@ -77,13 +77,13 @@ def test_a_wrong_key_is_a_clear_error_never_garbage(
 def test_rotation_rewrites_every_ciphertext_under_one_new_key(store: Store, state: Path) -> None:
     _filled(store, state)
     old_key = (state / KEY_FILE).read_text().split()
-    before = {row.name: row.ciphertext for row in store.secret_rows()}
+    before = {row.name: row.ciphertext for row in store.secrets.rows()}
     count, source = rotate_master_key(store, state, actor="test")
     assert count == len(PLAINTEXTS)
     assert source == str(state / KEY_FILE)
     new_key = (state / KEY_FILE).read_text().split()
     assert len(new_key) == 1 and new_key != old_key
-    after = {row.name: row for row in store.secret_rows()}
+    after = {row.name: row for row in store.secrets.rows()}
     assert all(after[name].ciphertext != before[name] for name in before)
     assert all(row.rotated_at is not None for row in after.values())
     assert Vault(store, MasterKey.load(state)).values() == PLAINTEXTS
@@ -100,7 +100,7 @@ def test_an_interrupted_rotation_loses_nothing_and_a_second_one_completes(
         raise KeyboardInterrupt  # the machine went away mid-rotation
 
     with monkeypatch.context() as patch:
-        patch.setattr(Store, "replace_ciphertexts", crash)
+        patch.setattr(store.secrets, "replace_ciphertexts", crash)
         with pytest.raises(KeyboardInterrupt):
             rotate_master_key(store, state, actor="test")
     assert len((state / KEY_FILE).read_text().split()) == 2  # widened: new and old

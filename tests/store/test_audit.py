@@ -9,22 +9,22 @@ import json
 import sqlalchemy as sa
 
 from capataz.store import Store
-from capataz.store import audit as audit_log
+from capataz.store import _audit_sql as audit_log
 from capataz.store.schema import audit
 
 
 def _fill(store: Store) -> None:
-    first = store.add_task("a", "a")
-    store.add_task("b", "b", depends_on=[first.id])
-    claimed = store.claim("runner-1")
+    first = store.tasks.add("a", "a")
+    store.tasks.add("b", "b", depends_on=[first.id])
+    claimed = store.leases.claim("runner-1")
     assert claimed is not None
-    store.complete(claimed.id, claimed.fencing_token, "done", "landed")
+    store.leases.complete(claimed.id, claimed.fencing_token, "done", "landed")
 
 
 def test_every_state_change_is_in_the_chain(store: Store) -> None:
     _fill(store)
     out = io.StringIO()
-    assert store.export_audit(out) == 5
+    assert store.audit.export(out) == 5
     entries = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["action"] for e in entries] == [
         "task.created",
@@ -37,7 +37,7 @@ def test_every_state_change_is_in_the_chain(store: Store) -> None:
     assert entries[2]["actor"] == "runner-1"
     assert entries[0]["prev_hash"] == audit_log.GENESIS
     assert all(b["prev_hash"] == a["hash"] for a, b in itertools.pairwise(entries))
-    assert store.verify_audit() is None
+    assert store.audit.verify() is None
 
 
 def _tamper(store: Store, *statements: sa.Executable) -> int | None:
@@ -56,7 +56,7 @@ def test_edited_entry_is_named(store: Store) -> None:
 def test_deleted_entry_is_noticed_at_the_next_one(store: Store) -> None:
     _fill(store)
     assert _tamper(store, audit.delete().where(audit.c.seq == 2)) == 3
-    fault = store.verify_audit()
+    fault = store.audit.verify()
     assert fault is not None
     assert "missing" in fault.reason
 

@@ -24,11 +24,11 @@ def _runs(store: Store) -> list[sa.Row[tuple[object, ...]]]:
 
 
 def test_a_claim_retried_with_its_key_returns_the_same_task(store: Store, clock: Clock) -> None:
-    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
-    first = store.claim("runner-1", 30, claim_key="k1")
+    store.tasks.add_many([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
+    first = store.leases.claim("runner-1", 30, claim_key="k1")
     assert first is not None
     clock.advance(10)
-    again = store.claim("runner-1", 30, claim_key="k1")
+    again = store.leases.claim("runner-1", 30, claim_key="k1")
     assert again is not None
     assert (again.id, again.run_id, again.fencing_token) == (
         first.id,
@@ -36,25 +36,25 @@ def test_a_claim_retried_with_its_key_returns_the_same_task(store: Store, clock:
         first.fencing_token,
     )
     assert again.lease_expires_at > first.lease_expires_at  # the retry renews the lease
-    assert store.get_task(first.id).lease_expires_at == again.lease_expires_at
+    assert store.tasks.get(first.id).lease_expires_at == again.lease_expires_at
     assert [(r.task_id, r.claim_key) for r in _runs(store)] == [(first.id, "k1")]
-    other = store.claim("runner-1", 30, claim_key="k2")  # a new key is a new claim
+    other = store.leases.claim("runner-1", 30, claim_key="k2")  # a new key is a new claim
     assert other is not None and other.id != first.id
-    assert store.claim("runner-2", 30, claim_key="k1") is None  # keys are per runner
-    assert store.verify_audit() is None
+    assert store.leases.claim("runner-2", 30, claim_key="k1") is None  # keys are per runner
+    assert store.audit.verify() is None
 
 
 def test_a_key_whose_lease_is_gone_claims_afresh(store: Store, clock: Clock) -> None:
-    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b", priority=-1)])
-    first = store.claim("runner-1", 5, claim_key="k1")
+    store.tasks.add_many([NewTask("a", "x", id="a"), NewTask("b", "x", id="b", priority=-1)])
+    first = store.leases.claim("runner-1", 5, claim_key="k1")
     assert first is not None and first.id == "a"
-    assert store.complete("a", first.fencing_token, "done")
-    again = store.claim("runner-1", 5, claim_key="k1")
+    assert store.leases.complete("a", first.fencing_token, "done")
+    again = store.leases.claim("runner-1", 5, claim_key="k1")
     assert again is not None and again.id == "b"  # "a" ended: the key claims the next
 
 
 def test_claim_this_task_and_why_it_is_refused(store: Store, clock: Clock) -> None:
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("dep", "x", id="dep"),
             NewTask("child", "x", id="child", depends_on=["dep"]),
@@ -63,37 +63,37 @@ def test_claim_this_task_and_why_it_is_refused(store: Store, clock: Clock) -> No
         ]
     )
     with pytest.raises(ClaimConflictError, match=r"child waits for .*: dep \(ready\)"):
-        store.claim_task("child", "runner-1")
+        store.leases.claim_task("child", "runner-1")
     with pytest.raises(ClaimConflictError, match="not due until"):
-        store.claim_task("later", "runner-1")
-    low = store.claim_task("low", "runner-1", 30, claim_key="k")  # not the most urgent
+        store.leases.claim_task("later", "runner-1")
+    low = store.leases.claim_task("low", "runner-1", 30, claim_key="k")  # not the most urgent
     assert (low.id, low.attempt, low.fencing_token) == ("low", 1, 1)
-    assert store.claim_task("low", "runner-1", 30, claim_key="k").run_id == low.run_id
+    assert store.leases.claim_task("low", "runner-1", 30, claim_key="k").run_id == low.run_id
     with pytest.raises(ClaimConflictError, match="low is taken: running on runner-1"):
-        store.claim_task("low", "runner-2")
-    assert store.complete("low", low.fencing_token, "done")
+        store.leases.claim_task("low", "runner-2")
+    assert store.leases.complete("low", low.fencing_token, "done")
     with pytest.raises(ClaimConflictError, match="already ended done"):
-        store.claim_task("low", "runner-1")
+        store.leases.claim_task("low", "runner-1")
     with pytest.raises(TaskError, match="no task nope"):
-        store.claim_task("nope", "runner-1")
-    assert store.get_task("child").status is TaskState.PENDING
-    assert store.verify_audit() is None
+        store.leases.claim_task("nope", "runner-1")
+    assert store.tasks.get("child").status is TaskState.PENDING
+    assert store.audit.verify() is None
 
 
 def test_repeated_reports_are_accepted_once_written(store: Store) -> None:
-    store.add_tasks([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
-    a = store.claim_task("a", "runner-1")
-    b = store.claim_task("b", "runner-1")
-    assert store.complete("a", a.fencing_token, "failed", "boom")
-    assert store.complete("a", a.fencing_token, "failed", "boom")  # the retry
-    task = store.get_task("a")
+    store.tasks.add_many([NewTask("a", "x", id="a"), NewTask("b", "x", id="b")])
+    a = store.leases.claim_task("a", "runner-1")
+    b = store.leases.claim_task("b", "runner-1")
+    assert store.leases.complete("a", a.fencing_token, "failed", "boom")
+    assert store.leases.complete("a", a.fencing_token, "failed", "boom")  # the retry
+    task = store.tasks.get("a")
     assert task.status is TaskState.READY and task.attempts == 1  # not counted twice
-    assert not store.complete("a", a.fencing_token, "done")  # not the ending it reported
-    assert store.release("b", b.fencing_token, "stopping")
-    assert store.release("b", b.fencing_token, "stopping")
-    assert not store.complete("b", b.fencing_token, "done")
-    assert [r.lifecycle for r in store.list_runs(task_id="a")] == [RunStatus.FINISHED.value]
-    assert store.verify_audit() is None
+    assert not store.leases.complete("a", a.fencing_token, "done")  # not the ending it reported
+    assert store.leases.release("b", b.fencing_token, "stopping")
+    assert store.leases.release("b", b.fencing_token, "stopping")
+    assert not store.leases.complete("b", b.fencing_token, "done")
+    assert [r.lifecycle for r in store.runs.list(task_id="a")] == [RunStatus.FINISHED.value]
+    assert store.audit.verify() is None
 
 
 def test_the_fast_sqlite_replay_uses_the_contract_state_names() -> None:

@@ -12,25 +12,25 @@ from .conftest import Clock
 
 
 def _types(store: Store, after: int = 0, **filters: object) -> list[str]:
-    return [e.type for e in store.events_after(after, **filters)]  # type: ignore[arg-type]
+    return [e.type for e in store.events.after(after, **filters)]  # type: ignore[arg-type]
 
 
 def test_a_task_lifecycle_is_told_step_by_step(store: Store) -> None:
-    store.add_task("first", "x", id="a")
-    store.add_task("second", "y", id="b", depends_on=["a"])
-    runner = store.register_runner("r", hostname="h", pid=1, concurrency=1)
-    claimed = store.claim(runner)
+    store.tasks.add("first", "x", id="a")
+    store.tasks.add("second", "y", id="b", depends_on=["a"])
+    runner = store.runners.register("r", hostname="h", pid=1, concurrency=1)
+    claimed = store.leases.claim(runner)
     assert claimed is not None
-    store.step_started(claimed.run_id, "execute")
-    store.append_log(claimed.run_id, "hello\n")
-    store.step_finished(claimed.run_id, "execute", "ok")
+    store.runs.step_started(claimed.run_id, "execute")
+    store.runs.append_log(claimed.run_id, "hello\n")
+    store.runs.step_finished(claimed.run_id, "execute", "ok")
     details = RunDetails(outcome="landed", diff="+hello\n")
-    assert store.complete(
+    assert store.leases.complete(
         "a", claimed.fencing_token, "done", "landed", decision="land", details=details
     )
-    store.runner_stopped(runner)
+    store.runners.mark_stopped(runner)
 
-    events = store.events_after(0)
+    events = store.events.after(0)
     assert [(e.type, e.task_id) for e in events] == [
         ("task.created", "a"),
         ("task.created", "b"),
@@ -60,36 +60,36 @@ def test_a_task_lifecycle_is_told_step_by_step(store: Store) -> None:
     assert events[10].data == {"decision": "land", "reason": "landed"}
     assert events[11].data["status"] == "ready"
     assert by_type["runner.offline"].data == {"runner_id": runner, "reason": "stopped"}
-    assert store.get_run(claimed.run_id).diff == "+hello\n"
-    assert store.last_event_id() == ids[-1]
+    assert store.runs.get(claimed.run_id).diff == "+hello\n"
+    assert store.events.last_id() == ids[-1]
     as_json = events[0].as_json()
     assert as_json["version"] == VERSION and as_json["at"].endswith("Z")
 
 
 def test_filters_by_task_run_and_type(store: Store) -> None:
-    store.add_task("a", "x", id="a")
-    store.add_task("b", "x", id="b")
-    claimed = store.claim("r1")
+    store.tasks.add("a", "x", id="a")
+    store.tasks.add("b", "x", id="b")
+    claimed = store.leases.claim("r1")
     assert claimed is not None
-    store.append_log(claimed.run_id, "one\n")
+    store.runs.append_log(claimed.run_id, "one\n")
     assert _types(store, task_id="b") == ["task.created"]
     assert _types(store, run_id=claimed.run_id) == ["task.state", "run.started", "run.log"]
     assert _types(store, types=frozenset({"run.log", "run.started"})) == ["run.started", "run.log"]
-    first = store.events_after(0)[0].id
-    assert len(store.events_after(first)) == len(store.events_after(0)) - 1
-    assert len(store.events_after(0, limit=2)) == 2
+    first = store.events.after(0)[0].id
+    assert len(store.events.after(first)) == len(store.events.after(0)) - 1
+    assert len(store.events.after(0, limit=2)) == 2
 
 
 def test_refused_writes_and_rollbacks_leave_no_event(store: Store) -> None:
-    store.add_task("a", "x", id="a")
-    claimed = store.claim("r1")
+    store.tasks.add("a", "x", id="a")
+    claimed = store.leases.claim("r1")
     assert claimed is not None
-    store.cancel("a")
-    before = store.last_event_id()
-    assert not store.complete("a", claimed.fencing_token, "done")  # stale token: refused
-    assert not store.release("a", claimed.fencing_token, "bye")
-    assert store.last_event_id() == before
-    cancelled = [e for e in store.events_after(0) if e.type in ("task.state", "run.finished")]
+    store.tasks.cancel("a")
+    before = store.events.last_id()
+    assert not store.leases.complete("a", claimed.fencing_token, "done")  # stale token: refused
+    assert not store.leases.release("a", claimed.fencing_token, "bye")
+    assert store.events.last_id() == before
+    cancelled = [e for e in store.events.after(0) if e.type in ("task.state", "run.finished")]
     assert [(e.type, e.data["status"]) for e in cancelled][-2:] == [
         ("task.state", "cancelled"),
         ("run.finished", "cancelled"),
@@ -97,18 +97,18 @@ def test_refused_writes_and_rollbacks_leave_no_event(store: Store) -> None:
 
 
 def test_escalations_cascades_and_rescues_are_told(store: Store, clock: Clock) -> None:
-    store.add_task("a", "x", id="a", max_attempts=1)
-    store.add_task("b", "x", id="b", depends_on=["a"])
-    claimed = store.claim("r1", lease_seconds=30)
+    store.tasks.add("a", "x", id="a", max_attempts=1)
+    store.tasks.add("b", "x", id="b", depends_on=["a"])
+    claimed = store.leases.claim("r1", lease_seconds=30)
     assert claimed is not None
     details = {"violations": [{"type": "FORBIDDEN_PATH"}], "diff": "+x\n"}
-    assert store.open_escalation("a", claimed.fencing_token, "needs a look", details)
-    store.answer_escalation("a", "approve", decided_by="ana")
-    escalation = store.get_run(claimed.run_id).escalations[0]
+    assert store.escalations.open("a", claimed.fencing_token, "needs a look", details)
+    store.escalations.answer("a", "approve", decided_by="ana")
+    escalation = store.runs.get(claimed.run_id).escalations[0]
     assert escalation["details"] == details
     clock.advance(60)
     assert store.sweep() == ["a"]
-    kinds = [(e.type, e.task_id, e.data.get("status")) for e in store.events_after(0)]
+    kinds = [(e.type, e.task_id, e.data.get("status")) for e in store.events.after(0)]
     assert ("escalation.opened", "a", None) in kinds
     assert ("task.state", "a", "escalated") in kinds
     assert ("escalation.answered", "a", None) in kinds
@@ -122,19 +122,19 @@ def test_escalations_cascades_and_rescues_are_told(store: Store, clock: Clock) -
 def test_silent_runners_are_reported_offline_once_and_online_again(
     store: Store, clock: Clock
 ) -> None:
-    runner = store.register_runner("r", hostname="h", pid=1, concurrency=1)
+    runner = store.runners.register("r", hostname="h", pid=1, concurrency=1)
     assert store.tidy() == []
     clock.advance(61)
     assert store.tidy() == [runner]
     assert store.tidy() == []  # said once
-    store.runner_heartbeat(runner)
-    kinds = [(e.type, e.data.get("reason")) for e in store.events_after(0)]
+    store.runners.heartbeat(runner)
+    kinds = [(e.type, e.data.get("reason")) for e in store.events.after(0)]
     assert kinds == [
         ("runner.online", None),
         ("runner.offline", "no heartbeat for 60 s"),
         ("runner.online", "heard from again"),
     ]
-    assert [r.online for r in store.list_runners()] == [True]
+    assert [r.online for r in store.runners.list()] == [True]
 
 
 def test_concurrent_writers_give_increasing_ids_in_commit_order(store: Store) -> None:
@@ -146,13 +146,13 @@ def test_concurrent_writers_give_increasing_ids_in_commit_order(store: Store) ->
     def read() -> None:
         after = 0
         while not stop.is_set():
-            for event in store.events_after(after):
+            for event in store.events.after(after):
                 seen.append(event.id)
                 after = event.id
 
     def write(prefix: str) -> None:
         for i in range(30):
-            store.add_task(f"{prefix}{i}", "x")
+            store.tasks.add(f"{prefix}{i}", "x")
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -163,8 +163,8 @@ def test_concurrent_writers_give_increasing_ids_in_commit_order(store: Store) ->
         w.join()
     stop.set()
     reader.join()
-    everything = [e.id for e in store.events_after(0, limit=1000)]
-    tail = [e.id for e in store.events_after(seen[-1] if seen else 0, limit=1000)]
+    everything = [e.id for e in store.events.after(0, limit=1000)]
+    tail = [e.id for e in store.events.after(seen[-1] if seen else 0, limit=1000)]
     assert seen + tail == everything
     assert len(everything) == 90
-    assert {t.status for t in store.list_tasks()} == {TaskState.READY}
+    assert {t.status for t in store.tasks.list()} == {TaskState.READY}

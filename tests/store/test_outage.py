@@ -35,7 +35,7 @@ def _duplicate_task(store: Store, task_id: str) -> None:
 
 
 def test_an_integrity_error_is_a_bug_not_an_outage(store: Store) -> None:
-    task = store.add_task("x", "true")
+    task = store.tasks.add("x", "true")
     with pytest.raises(sa.exc.IntegrityError) as raised:
         _duplicate_task(store, task.id)
     assert not isinstance(raised.value, Unavailable)
@@ -45,7 +45,7 @@ def test_the_runner_does_not_retry_an_integrity_error(
     store: Store, make_repo: Callable[..., Path]
 ) -> None:
     """It surfaces at the first attempt instead of being retried for minutes."""
-    task = store.add_task("x", "true")
+    task = store.tasks.add("x", "true")
     repo = Repository.discover(make_repo())
     runner = Runner(repo, Config(), store)
     calls: list[int] = []
@@ -79,19 +79,19 @@ def test_sqlite_locked_past_the_busy_timeout_is_an_outage(
     impatient_sqlite: Store, tmp_path: Path
 ) -> None:
     store = impatient_sqlite
-    store.add_task("x", "true")
+    store.tasks.add("x", "true")
     holder = sqlite3.connect(tmp_path / "capataz.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         with pytest.raises(StoreUnavailable, match="is unavailable: database is locked"):
-            store.add_task("y", "true")
+            store.tasks.add("y", "true")
         with pytest.raises(StoreUnavailable, match="database is locked"):
-            store.claim("r1", 30)  # the raw-sqlite3 fast path says the same
-        assert [t.title for t in store.list_tasks()] == ["x"]  # reads still work (WAL)
+            store.leases.claim("r1", 30)  # the raw-sqlite3 fast path says the same
+        assert [t.title for t in store.tasks.list()] == ["x"]  # reads still work (WAL)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert store.add_task("y", "true").status is TaskState.READY
+    assert store.tasks.add("y", "true").status is TaskState.READY
 
 
 @pytest.fixture
@@ -115,16 +115,16 @@ def test_a_postgresql_restart_is_an_outage_that_retry_waits_out(
     cluster, url = own_cluster
     store = Store.open(url)
     try:
-        store.add_task("before", "true")
+        store.tasks.add("before", "true")
         cluster.stop("fast")
         with pytest.raises(StoreUnavailable, match="is unavailable"):
-            store.list_tasks()
+            store.tasks.list()
         outages: list[BaseException] = []
         restart = threading.Timer(1.0, cluster.start)
         restart.start()
         try:
             added = retry(
-                lambda: store.add_task("after", "true"),
+                lambda: store.tasks.add("after", "true"),
                 give_up=60.0,
                 on_retry=lambda exc, _delay: outages.append(exc),
             )
@@ -132,7 +132,7 @@ def test_a_postgresql_restart_is_an_outage_that_retry_waits_out(
             restart.join()
         assert added.status is TaskState.READY
         assert outages and all(isinstance(exc, StoreUnavailable) for exc in outages)
-        assert [t.title for t in store.list_tasks()] == ["before", "after"]
+        assert [t.title for t in store.tasks.list()] == ["before", "after"]
     finally:
         store.close()
 
@@ -145,7 +145,7 @@ def test_postgresql_killing_a_session_is_an_outage(migrated_pg_url: str) -> None
             conn.execute(sa.text("SELECT 1"))
             with pytest.raises(StoreUnavailable):
                 conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
-        assert store.list_tasks() == []  # the pool replaced the dead connection
+        assert store.tasks.list() == []  # the pool replaced the dead connection
     finally:
         store.close()
 

@@ -1,4 +1,4 @@
-"""A remote runner's outbox in one transaction (``Store.record_batch``): the same
+"""A remote runner's outbox in one transaction (``store.runs.record_batch``): the same
 ``seq`` de-duplication as one record at a time, one advance of ``record_seq``, and
 events per record in order, on both databases."""
 
@@ -16,8 +16,8 @@ WORLD = RunRecord(4, "log", text="world\n")
 
 
 def _claim(store: Store) -> ClaimedTask:
-    store.add_task("a", "x", id="a")
-    claimed = store.claim("runner-1")
+    store.tasks.add("a", "x", id="a")
+    claimed = store.leases.claim("runner-1")
     assert claimed is not None
     return claimed
 
@@ -25,19 +25,19 @@ def _claim(store: Store) -> ClaimedTask:
 def test_a_batch_lands_once_in_order_with_its_events(store: Store) -> None:
     claimed = _claim(store)
     run = claimed.run_id
-    after = store.last_event_id()
-    assert store.record_batch(run, [START, HELLO, DONE]) == (3, True)
+    after = store.events.last_id()
+    assert store.runs.record_batch(run, [START, HELLO, DONE]) == (3, True)
     # A resent batch (lost answer) with one new record: only that one is stored.
-    assert store.record_batch(run, [HELLO, DONE, WORLD, WORLD]) == (1, True)
-    assert store.record_batch(run, [WORLD]) == (0, True)
-    assert not store.append_log(run, "late\n", seq=4)  # the one-record path agrees
+    assert store.runs.record_batch(run, [HELLO, DONE, WORLD, WORLD]) == (1, True)
+    assert store.runs.record_batch(run, [WORLD]) == (0, True)
+    assert not store.runs.append_log(run, "late\n", seq=4)  # the one-record path agrees
 
-    detail = store.get_run(run)
+    detail = store.runs.get(run)
     assert detail.log_tail == "hello\nworld\n"
     assert [(s.phase, s.outcome) for s in detail.steps] == [("prepare", "ok")]
     events = [
         (e.type, e.data.get("status") or e.data.get("text"))
-        for e in store.events_after(after, run_id=run)
+        for e in store.events.after(after, run_id=run)
     ]
     assert events == [
         ("run.step", "started"),
@@ -49,7 +49,7 @@ def test_a_batch_lands_once_in_order_with_its_events(store: Store) -> None:
 
 def test_a_batch_says_when_the_lease_is_gone_and_refuses_unknown_runs(store: Store) -> None:
     claimed = _claim(store)
-    assert store.complete(claimed.id, claimed.fencing_token, "done", "landed")
-    assert store.record_batch(claimed.run_id, [HELLO]) == (1, False)
+    assert store.leases.complete(claimed.id, claimed.fencing_token, "done", "landed")
+    assert store.runs.record_batch(claimed.run_id, [HELLO]) == (1, False)
     with pytest.raises(TaskError, match="no run run-nope"):
-        store.record_batch("run-nope", [HELLO])
+        store.runs.record_batch("run-nope", [HELLO])

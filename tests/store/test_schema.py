@@ -46,7 +46,7 @@ def test_upgrading_from_0001_keeps_existing_rows(empty_db_url: str) -> None:
             )
         upgrade(engine)
         store = Store(engine)
-        (runner,) = store.list_runners()
+        (runner,) = store.runners.list()
         assert (runner.id, runner.concurrency, runner.stopped_at) == ("r-old", 1, None)
     finally:
         engine.dispose()

@@ -15,29 +15,29 @@ from capataz.store import (
 
 
 def test_add_get_and_list(store: Store) -> None:
-    first = store.add_task("one", "echo 1", priority=5, labels=["gpu", "gpu"], max_attempts=2)
-    second = store.add_task("two", "echo 2", depends_on=[first.id])
+    first = store.tasks.add("one", "echo 1", priority=5, labels=["gpu", "gpu"], max_attempts=2)
+    second = store.tasks.add("two", "echo 2", depends_on=[first.id])
     assert first.status is TaskState.READY
     assert first.labels == ("gpu",)
     assert second.status is TaskState.PENDING
     assert second.depends_on == (first.id,)
-    assert store.get_task(first.id) == first
-    assert [t.id for t in store.list_tasks()] == [first.id, second.id]
-    assert [t.id for t in store.list_tasks(status="pending")] == [second.id]
-    assert store.list_tasks(TaskState.DONE) == []
+    assert store.tasks.get(first.id) == first
+    assert [t.id for t in store.tasks.list()] == [first.id, second.id]
+    assert [t.id for t in store.tasks.list(status="pending")] == [second.id]
+    assert store.tasks.list(TaskState.DONE) == []
     with pytest.raises(TaskError, match="no task t-missing"):
-        store.get_task("t-missing")
+        store.tasks.get("t-missing")
 
 
 def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
-    original = store.add_task("nightly", "make", idempotency_key="nightly-2024-06-01")
-    again = store.add_task("nightly (again)", "make", idempotency_key="nightly-2024-06-01")
+    original = store.tasks.add("nightly", "make", idempotency_key="nightly-2024-06-01")
+    again = store.tasks.add("nightly (again)", "make", idempotency_key="nightly-2024-06-01")
     assert again == original
-    assert len(store.list_tasks()) == 1
+    assert len(store.tasks.list()) == 1
 
 
 def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
-    created = store.add_tasks(
+    created = store.tasks.add_many(
         [
             NewTask("c", "c", id="c", depends_on=["a", "b"]),
             NewTask("a", "a", id="a"),
@@ -54,41 +54,41 @@ def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
 
 def test_unknown_dependency_is_refused_and_nothing_is_written(store: Store) -> None:
     with pytest.raises(UnknownDependencyError, match="depends on unknown task t-nope"):
-        store.add_tasks([NewTask("a", "a", id="a"), NewTask("b", "b", depends_on=["t-nope"])])
-    assert store.list_tasks() == []
+        store.tasks.add_many([NewTask("a", "a", id="a"), NewTask("b", "b", depends_on=["t-nope"])])
+    assert store.tasks.list() == []
 
 
 def test_cycle_is_refused_with_the_cycle_named(store: Store) -> None:
-    existing = store.add_task("base", "base", id="base")
+    existing = store.tasks.add("base", "base", id="base")
     specs = [
         NewTask("x", "x", id="x", depends_on=["z", existing.id]),
         NewTask("y", "y", id="y", depends_on=["x"]),
         NewTask("z", "z", id="z", depends_on=["y"]),
     ]
     with pytest.raises(DependencyCycleError, match=r"x -> z -> y -> x"):
-        store.add_tasks(specs)
+        store.tasks.add_many(specs)
     with pytest.raises(DependencyCycleError, match=r"self -> self"):
-        store.add_tasks([NewTask("s", "s", id="self", depends_on=["self"])])
-    assert [t.id for t in store.list_tasks()] == ["base"]
+        store.tasks.add_many([NewTask("s", "s", id="self", depends_on=["self"])])
+    assert [t.id for t in store.tasks.list()] == ["base"]
 
 
 def test_duplicate_ids_are_refused(store: Store) -> None:
-    store.add_task("a", "a", id="a")
+    store.tasks.add("a", "a", id="a")
     with pytest.raises(TaskError, match="task a already exists"):
-        store.add_task("a", "a", id="a")
+        store.tasks.add("a", "a", id="a")
     with pytest.raises(TaskError, match="appears twice"):
-        store.add_tasks([NewTask("b", "b", id="b"), NewTask("b", "b", id="b")])
+        store.tasks.add_many([NewTask("b", "b", id="b"), NewTask("b", "b", id="b")])
 
 
 def _finish(store: Store, state: TaskState) -> str:
-    claimed = store.claim("runner-1")
+    claimed = store.leases.claim("runner-1")
     assert claimed is not None
-    assert store.complete(claimed.id, claimed.fencing_token, state, f"it {state}")
+    assert store.leases.complete(claimed.id, claimed.fencing_token, state, f"it {state}")
     return claimed.id
 
 
 def test_diamond_becomes_ready_only_when_every_dependency_is_done(store: Store) -> None:
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("top", "t", id="top"),
             NewTask("left", "l", id="left", depends_on=["top"]),
@@ -97,12 +97,12 @@ def test_diamond_becomes_ready_only_when_every_dependency_is_done(store: Store) 
         ]
     )
     assert _finish(store, TaskState.DONE) == "top"
-    assert store.get_task("left").status is TaskState.READY
-    assert store.get_task("right").status is TaskState.READY
+    assert store.tasks.get("left").status is TaskState.READY
+    assert store.tasks.get("right").status is TaskState.READY
     _finish(store, TaskState.DONE)
-    assert store.get_task("bottom").status is TaskState.PENDING
+    assert store.tasks.get("bottom").status is TaskState.PENDING
     _finish(store, TaskState.DONE)
-    assert store.get_task("bottom").status is TaskState.READY
+    assert store.tasks.get("bottom").status is TaskState.READY
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_diamond_becomes_ready_only_when_every_dependency_is_done(store: Store) 
 def test_a_bad_ending_stops_dependents_transitively(
     store: Store, ending: TaskState, dependents_become: TaskState
 ) -> None:
-    store.add_tasks(
+    store.tasks.add_many(
         [
             NewTask("a", "a", id="a"),
             NewTask("b", "b", id="b", depends_on=["a"]),
@@ -120,35 +120,35 @@ def test_a_bad_ending_stops_dependents_transitively(
         ]
     )
     _finish(store, ending)
-    b, c = store.get_task("b"), store.get_task("c")
+    b, c = store.tasks.get("b"), store.tasks.get("c")
     assert (b.status, b.reason) == (dependents_become, f"dependency a ended {ending}")
     assert (c.status, c.reason) == (dependents_become, f"dependency b ended {dependents_become}")
-    late = store.add_task("late", "l", depends_on=["a"])
+    late = store.tasks.add("late", "l", depends_on=["a"])
     assert late.status is dependents_become
-    assert store.claim("runner-1") is None
+    assert store.leases.claim("runner-1") is None
 
 
 def test_failed_after_the_last_attempt_blocks_dependents(store: Store) -> None:
-    store.add_tasks(
+    store.tasks.add_many(
         [NewTask("a", "a", id="a", max_attempts=1), NewTask("b", "b", id="b", depends_on=["a"])]
     )
     _finish(store, TaskState.FAILED)
-    assert store.get_task("a").status is TaskState.FAILED
-    assert store.get_task("b").reason == "dependency a ended failed"
+    assert store.tasks.get("a").status is TaskState.FAILED
+    assert store.tasks.get("b").reason == "dependency a ended failed"
 
 
 def test_cancel_and_requeue(store: Store) -> None:
-    store.add_tasks([NewTask("a", "a", id="a"), NewTask("b", "b", id="b", depends_on=["a"])])
-    cancelled = store.cancel("a", "not needed")
+    store.tasks.add_many([NewTask("a", "a", id="a"), NewTask("b", "b", id="b", depends_on=["a"])])
+    cancelled = store.tasks.cancel("a", "not needed")
     assert (cancelled.status, cancelled.reason) == (TaskState.CANCELLED, "not needed")
-    assert store.get_task("b").status is TaskState.CANCELLED
+    assert store.tasks.get("b").status is TaskState.CANCELLED
     with pytest.raises(TaskError, match="already ended cancelled"):
-        store.cancel("a")
-    requeued_b = store.requeue("b")
+        store.tasks.cancel("a")
+    requeued_b = store.tasks.requeue("b")
     assert requeued_b.status is TaskState.PENDING  # a is not done
-    requeued_a = store.requeue("a", backoff_seconds=60)
+    requeued_a = store.tasks.requeue("a", backoff_seconds=60)
     assert requeued_a.status is TaskState.READY
     assert requeued_a.attempts == 0
-    assert store.claim("runner-1") is None  # backoff not over
+    assert store.leases.claim("runner-1") is None  # backoff not over
     with pytest.raises(TaskError, match="nothing to requeue"):
-        store.requeue("a")
+        store.tasks.requeue("a")

@@ -1,4 +1,4 @@
-"""Who may call what: bearer tokens (see ``Store.authenticate``), roles, a token bucket
+"""Who may call what: bearer tokens (see ``store.tokens.authenticate``), roles, a token bucket
 per token, and the guardrail on destructive operations.
 
 Order matters and is the same everywhere: no token or an unknown one is 401, a token
@@ -91,7 +91,7 @@ class TokenCache:
             found = self._known.get(token)
         if found is not None and found[1] > now:
             return found[0]
-        info = store.authenticate(token)
+        info = store.tokens.authenticate(token)
         with self._lock:
             if len(self._known) > 10_000:  # a flood of made-up tokens: start over
                 self._known.clear()

@@ -111,7 +111,7 @@ class RunDetailOut(RunOut):
 
 
 class EscalationOut(_Out):
-    """One escalation with its task's title and state (``Store.list_escalations``)."""
+    """One escalation with its task's title and state (``store.escalations.list``)."""
 
     id: int
     task_id: str
@@ -136,7 +136,7 @@ class Decided(_Out):
 
 
 class CurrentRun(_Out):
-    """A run a runner is working on now (``Store.current_runs``)."""
+    """A run a runner is working on now (``store.runners.current_runs``)."""
 
     task_id: str
     task_title: str

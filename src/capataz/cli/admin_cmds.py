@@ -86,8 +86,8 @@ def audit_verify_command(as_json: JsonOption = False, repo_path: RepoOption = Pa
     """Recompute the hash chain; exit 1 naming the first entry that was edited, deleted,
     inserted or reordered."""
     with opened_store(discover_repo(repo_path)) as store:
-        fault = store.verify_audit()
-        count = store.export_audit(_Discard())
+        fault = store.audit.verify()
+        count = store.audit.export(_Discard())
     if as_json:
         data = {
             "ok": fault is None,
@@ -133,7 +133,7 @@ def _export_to_stdout(store: Store) -> None:
     # UTF-8 whatever the locale: entries keep non-ASCII text as it is.
     stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
     try:
-        store.export_audit(stream)
+        store.audit.export(stream)
     finally:
         stream.flush()
         stream.detach()
@@ -152,7 +152,7 @@ def _export_to_file(store: Store, output: Path) -> int:
         ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as file:
-            count = store.export_audit(file)
+            count = store.audit.export(file)
         Path(temp).replace(target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

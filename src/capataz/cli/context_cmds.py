@@ -113,7 +113,7 @@ def set_command(
     root, opened = _context(repo_path)
     with opened as store:
         if task is not None:
-            store.get_task(validate_task_id(task))  # an unknown task: one clear line
+            store.tasks.get(validate_task_id(task))  # an unknown task: one clear line
         context = open_context_store(store, root)
         context.set(key, parsed, task_id=task, ttl=seconds)
         info, _ = context.entry(key)

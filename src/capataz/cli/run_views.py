@@ -59,7 +59,7 @@ def list_command(
 ) -> None:
     """Newest runs first."""
     with _store(repo_path) as store:
-        runs = store.list_runs(task_id=task, status=status, limit=limit)
+        runs = store.runs.list(task_id=task, status=status, limit=limit)
     if as_json:
         out.print_json(_json(runs))
         return
@@ -88,7 +88,7 @@ def show_command(
 ) -> None:
     """One run: steps, file changes, violations, decision, resources and its log's tail."""
     with _store(repo_path) as store:
-        run = store.get_run(run_id)
+        run = store.runs.get(run_id)
     if as_json:
         out.print_json(_json(run))
         return

@@ -183,7 +183,7 @@ def status_command(
     files = daemon_files(repo.root, name)
     pid = read_pid(files)
     with opened_store(repo) as store:
-        runners = store.list_runners()
+        runners = store.runners.list()
     if as_json:
         data = {
             "daemon": {"pid": pid, "alive": is_alive(pid)},

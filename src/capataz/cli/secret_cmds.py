@@ -107,7 +107,7 @@ def _vault(store: Store, repo_root: Path, *, create: bool) -> Vault:
     clear line now, never a row written under a second key. A key file is created only
     for an empty vault (a new key could not open existing rows)."""
     directory = state_dir(repo_root)
-    creating = create and not store.secret_rows() and not (directory / KEY_FILE).exists()
+    creating = create and not store.secrets.rows() and not (directory / KEY_FILE).exists()
     existed = (directory / KEY_FILE).exists()
     vault = Vault(store, MasterKey.load(directory, create=creating))
     vault.check()
@@ -142,7 +142,7 @@ def secret_set_command(
         has_key = (
             bool(os.environ.get(KEY_ENV, "").strip()) or (state_dir(repo.root) / KEY_FILE).exists()
         )
-        vault = _vault(store, repo.root, create=False) if has_key or store.secret_rows() else None
+        vault = _vault(store, repo.root, create=False) if has_key or store.secrets.rows() else None
         secret = read_secret_value(name)
         vault = vault or _vault(store, repo.root, create=True)
         new = vault.set(name, secret, actor=cli_actor())
@@ -157,7 +157,7 @@ def secret_list_command(as_json: JsonOption = False, repo_path: RepoOption = Pat
     which request declares it, when it changed. Never a value."""
     repo, config = open_project(repo_path)
     with opened_store(repo) as store:
-        rows = {row.name: row for row in store.secret_rows()}
+        rows = {row.name: row for row in store.secrets.rows()}
     declared = [r.secret for r in config.requests]
     declared += [n for agent in config.agents.values() for n in agent.secrets]
     declared += [n for gate in config.gates for n in gate.secrets]
@@ -203,7 +203,7 @@ def secret_rm_command(name: NameArgument, repo_path: RepoOption = Path()) -> Non
     check_secret_name(name)
     repo, config = open_project(repo_path)
     with opened_store(repo) as store:
-        if not store.delete_secret(name, actor=cli_actor()):
+        if not store.secrets.delete(name, actor=cli_actor()):
             raise VaultError(f"no secret {name}", fix="`capataz secret list` shows the names")
     waiting = requests_for(config, name)
     also = f"; request {', '.join(waiting)} is WAITING again" if waiting else ""
@@ -231,7 +231,7 @@ def secret_rotate_key_command(repo_path: RepoOption = Path()) -> None:
 
 
 def _requests(config: Config, store: Store) -> list[dict[str, Any]]:
-    provided = {row.name for row in store.secret_rows([r.secret for r in config.requests])}
+    provided = {row.name for row in store.secrets.rows([r.secret for r in config.requests])}
     return [state.as_json() for state in request_states(config, provided)]
 
 

@@ -35,7 +35,7 @@ def token_create_command(
     again (revoke it and create another if it is lost)."""
     repo, _ = open_project(repo_path)
     with opened_store(repo) as store:
-        token = store.create_token(role, name, actor=cli_actor())
+        token = store.tokens.create(role, name, actor=cli_actor())
     out.print(token, markup=False, highlight=False, soft_wrap=True)
     err.print("store it now: it is not shown again", style="dim")
 
@@ -45,7 +45,7 @@ def token_list_command(as_json: JsonOption = False, repo_path: RepoOption = Path
     """Every token with its role and use (never the token itself)."""
     repo, _ = open_project(repo_path)
     with opened_store(repo) as store:
-        tokens = store.list_tokens()
+        tokens = store.tokens.list()
     rows = [
         {
             "id": t.id,
@@ -83,7 +83,7 @@ def token_revoke_command(
     """Revoke a token: the API refuses it from the next request on."""
     repo, _ = open_project(repo_path)
     with opened_store(repo) as store:
-        info = store.revoke_token(token_id, actor=cli_actor())
+        info = store.tokens.revoke(token_id, actor=cli_actor())
     out.print(f"[green]✓[/] token {info.id} ({info.name}, {info.role}) revoked")
 
 

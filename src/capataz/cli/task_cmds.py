@@ -200,7 +200,7 @@ def list_command(
     """Tasks, oldest first, with their state and why they are in it."""
     state = _parse_status(status) if status is not None else None
     with opened_store(discover_repo(repo_path)) as store:
-        tasks = store.list_tasks(state)
+        tasks = store.tasks.list(state)
     if as_json:
         out.print_json(json.dumps([task_json(task) for task in tasks]))
         return
@@ -235,7 +235,7 @@ def show_command(
 ) -> None:
     """Every field of one task, its dependencies included."""
     with opened_store(discover_repo(repo_path)) as store:
-        task = store.get_task(task_id)
+        task = store.tasks.get(task_id)
     if as_json:
         out.print_json(json.dumps(task_json(task)))
         return
@@ -267,7 +267,7 @@ def cancel_command(
     """Cancel a task that has not ended. A running one loses its lease at once; tasks
     that depend on it will not run."""
     with opened_store(discover_repo(repo_path)) as store:
-        task = store.cancel(task_id, reason, actor=cli_actor())
+        task = store.tasks.cancel(task_id, reason, actor=cli_actor())
     if as_json:
         out.print_json(json.dumps(task_json(task)))
         return
@@ -289,7 +289,7 @@ def requeue_command(
     except ValueError as exc:
         raise TaskError(f"--backoff: {exc}", fix="e.g. --backoff 30s") from None
     with opened_store(discover_repo(repo_path)) as store:
-        task = store.requeue(task_id, seconds, actor=cli_actor())
+        task = store.tasks.requeue(task_id, seconds, actor=cli_actor())
     if as_json:
         out.print_json(json.dumps(task_json(task)))
         return

@@ -101,7 +101,7 @@ class ContextLink:
             sources = self.sources
             if sources is None:
                 try:
-                    sources = self.store.store.get_task(task_id).depends_on
+                    sources = self.store.store.tasks.get(task_id).depends_on
                 except TaskError:  # not a queued task
                     return {}
             return self.store.for_tasks(sources, read=agent.context_read)

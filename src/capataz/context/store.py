@@ -87,7 +87,7 @@ class ContextStore:
 
     def entry(self, key: str) -> tuple[ContextInfo, Any]:
         """An entry's metadata and value (``capataz context get --json``)."""
-        row = self.store.context_entry(check_key(key))
+        row = self.store.context.entry(check_key(key))
         if row is None:
             raise NoContextEntry(key)
         info = ContextInfo(row.key, row.task_id, row.updated_at, row.expires_at)
@@ -122,15 +122,15 @@ class ContextStore:
             return
         ciphertexts = {key: self.vault.encrypt(text) for key, text in encoded.items()}
         expires_at = self.store.clock() + lifetime if lifetime is not None else None
-        self.store.put_context(ciphertexts, task_id=task_id, expires_at=expires_at)
+        self.store.context.put(ciphertexts, task_id=task_id, expires_at=expires_at)
 
     def remove(self, key: str, *, actor: str = "capataz") -> None:
-        if not self.store.delete_context(check_key(key), actor=actor):
+        if not self.store.context.delete(check_key(key), actor=actor):
             raise NoContextEntry(key)
 
     def values(self, prefix: str | None = None) -> dict[str, Any]:
         """Every unexpired value (under ``prefix``), decrypted."""
-        rows = self.store.context_rows(prefix=prefix)
+        rows = self.store.context.rows(prefix=prefix)
         return {row.key: self._decode(row.key, row.ciphertext) for row in rows}
 
     def for_tasks(self, task_ids: Iterable[str], *, read: Sequence[str] = ("*",)) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class ContextStore:
         ids = builtins.list(task_ids)
         if not ids:
             return {}
-        rows = self.store.context_rows(task_ids=ids)
+        rows = self.store.context.rows(task_ids=ids)
         return {
             row.key: self._decode(row.key, row.ciphertext) for row in rows if allowed(row.key, read)
         }
@@ -149,7 +149,7 @@ class ContextStore:
         """Keys, publishers and times, by key; values stay encrypted."""
         return [
             ContextInfo(row.key, row.task_id, row.updated_at, row.expires_at)
-            for row in self.store.context_rows(prefix=prefix)
+            for row in self.store.context.rows(prefix=prefix)
         ]
 
     def _decode(self, key: str, ciphertext: str) -> Any:

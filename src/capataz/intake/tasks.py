@@ -189,7 +189,7 @@ def submit(store: Store, prepared: Sequence[PreparedTask], *, actor: str) -> lis
     its type (unknown dependency, cycle, id taken) but speaks of the tasks by their
     labels: the ids generated a moment ago mean nothing to the person."""
     try:
-        tasks = store.add_tasks([item.spec for item in prepared], actor=actor)
+        tasks = store.tasks.add_many([item.spec for item in prepared], actor=actor)
     except TaskError as exc:
         raise type(exc)(_relabel(exc.message, prepared), fix=exc.fix) from None
     return [

@@ -136,7 +136,7 @@ class TaskExecution:
         self._flush_log(force=True)
         if report.outcome is Outcome.CANCELLED and self.shutting_down:
             self.retry(
-                lambda: self.store.release(
+                lambda: self.store.leases.release(
                     claimed.id, claimed.fencing_token, f"runner stopping: {self.stop_reason}"
                 ),
                 "release",
@@ -151,7 +151,7 @@ class TaskExecution:
         ``[runner] credential_retry`` (the reason says which request blocks it)."""
         delay = self.config.runner.credential_retry
         self.retry(
-            lambda: self.store.release(
+            lambda: self.store.leases.release(
                 self.claimed.id, self.claimed.fencing_token, why, delay_seconds=delay
             ),
             "release",
@@ -166,7 +166,7 @@ class TaskExecution:
         if self.stopped.is_set():
             return False
         return self.retry(
-            lambda: self.store.heartbeat(
+            lambda: self.store.leases.heartbeat(
                 self.claimed.id, self.claimed.fencing_token, self.config.runner.lease
             ),
             "heartbeat before landing",
@@ -178,7 +178,7 @@ class TaskExecution:
                 EscalationChoice.ABORT, "runner", note=self.stop_reason, decided_by="runner"
             )
         try:
-            answer = self.store.poll_escalation(self.claimed.id, self.claimed.fencing_token)
+            answer = self.store.escalations.poll(self.claimed.id, self.claimed.fencing_token)
         except Exception as exc:  # noqa: BLE001 - a database blip must not end the wait
             log.warning("task %s: cannot read escalation answers yet: %s", self.claimed.id, exc)
             return None
@@ -195,14 +195,14 @@ class TaskExecution:
         run_id = self.claimed.run_id
         try:
             if event.kind == "step" and event.status == "started":
-                self.store.step_started(run_id, event.name)
+                self.store.runs.step_started(run_id, event.name)
             elif event.kind == "step":
-                self.store.step_finished(run_id, event.name, event.detail)
+                self.store.runs.step_finished(run_id, event.name, event.detail)
             elif event.kind == "escalation" and event.status == "opened":
                 # Retried: a question lost to an outage would leave the run waiting for
                 # an answer nobody was asked for (asking twice changes nothing).
                 self.retry(
-                    lambda: self.store.open_escalation(
+                    lambda: self.store.escalations.open(
                         self.claimed.id, self.claimed.fencing_token, event.detail, event.data
                     ),
                     "escalation",
@@ -230,7 +230,7 @@ class TaskExecution:
                 text, self._log_lines = "\n".join(self._log_lines) + "\n", []
                 self._log_flushed = time.monotonic()
             try:
-                self.store.append_log(self.claimed.run_id, text)
+                self.store.runs.append_log(self.claimed.run_id, text)
             except Exception as exc:  # noqa: BLE001 - the full log is in the progress files
                 log.warning("task %s: log upload failed: %s", self.claimed.id, exc)
 
@@ -240,7 +240,7 @@ class TaskExecution:
         details = _details(report) if report is not None else None
         decision = report.decision.value if report is not None else None
         accepted = self.retry(
-            lambda: self.store.complete(
+            lambda: self.store.leases.complete(
                 self.claimed.id,
                 self.claimed.fencing_token,
                 state,

@@ -4,7 +4,13 @@ A runner works either on the database directly (:class:`capataz.store.Store`) or
 through the HTTP control plane (:class:`capataz.runner.remote.RemoteQueue`). Both
 satisfy :class:`RunnerQueue` structurally, so the daemon (``worker``) and one run's
 execution (``execution``) are written once against this protocol and cannot grow a
-dependency on SQL that the remote runner could not honour."""
+dependency on SQL that the remote runner could not honour.
+
+The protocol has the Store's shape: the same facades (``runners``, ``leases``,
+``runs``, ``escalations``), each reduced to the methods a runner calls, with the
+Store's meaning (see each method there), and the two cross-cutting calls
+(``sweep``, ``metrics``). So ``queue.leases.claim(...)`` in the runner reads like
+``store.leases.claim(...)`` anywhere else."""
 
 from __future__ import annotations
 
@@ -14,18 +20,13 @@ from typing import Any, Protocol
 from capataz.store.records import ClaimedTask, EscalationAnswer, RunDetails
 from capataz.store.statuses import TaskState
 
-__all__ = ["RunnerQueue"]
+__all__ = ["QueueEscalations", "QueueLeases", "QueueRunners", "QueueRuns", "RunnerQueue"]
 
 
-class RunnerQueue(Protocol):
-    """The Store methods a runner calls, with the Store's meaning: see each method
-    there. Transient failures raise :class:`capataz.errors.Unavailable` (the Store's
-    StoreUnavailable, the remote queue's QueueUnavailable), which the runner retries;
-    everything else is fatal."""
+class QueueRunners(Protocol):
+    """The runner itself: ``store.runners``."""
 
-    # -- the runner itself --------------------------------------------------------------
-
-    def register_runner(
+    def register(
         self,
         name: str,
         *,
@@ -35,11 +36,13 @@ class RunnerQueue(Protocol):
         concurrency: int,
     ) -> str: ...
 
-    def runner_heartbeat(self, runner_id: str) -> None: ...
+    def heartbeat(self, runner_id: str) -> None: ...
 
-    def runner_stopped(self, runner_id: str) -> None: ...
+    def mark_stopped(self, runner_id: str) -> None: ...
 
-    # -- leases -------------------------------------------------------------------------
+
+class QueueLeases(Protocol):
+    """The tasks it holds, and waiting for one: ``store.leases``."""
 
     def claim(
         self,
@@ -70,9 +73,16 @@ class RunnerQueue(Protocol):
         details: RunDetails | None = ...,
     ) -> bool: ...
 
-    def sweep(self, *, actor: str = ...) -> list[str]: ...
+    @property
+    def waits_for_ready(self) -> bool:
+        """Whether :meth:`wait_for_ready` blocks until woken (worth calling when idle)."""
+        ...
 
-    # -- what a run records -------------------------------------------------------------
+    def wait_for_ready(self, timeout: float) -> bool: ...
+
+
+class QueueRuns(Protocol):
+    """What a run records as it goes: ``store.runs``."""
 
     def step_started(self, run_id: str, phase: str) -> object: ...
 
@@ -80,7 +90,11 @@ class RunnerQueue(Protocol):
 
     def append_log(self, run_id: str, text: str) -> object: ...
 
-    def open_escalation(
+
+class QueueEscalations(Protocol):
+    """Asking a human and polling for the answer: ``store.escalations``."""
+
+    def open(
         self,
         task_id: str,
         fencing_token: int,
@@ -88,15 +102,30 @@ class RunnerQueue(Protocol):
         details: dict[str, Any] | None = None,
     ) -> bool: ...
 
-    def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None: ...
+    def poll(self, task_id: str, fencing_token: int) -> EscalationAnswer | None: ...
 
-    # -- idling ---------------------------------------------------------------------------
 
-    def metrics(self) -> dict[str, Any]: ...
+class RunnerQueue(Protocol):
+    """The Store as a runner sees it. Transient failures raise
+    :class:`capataz.errors.Unavailable` (the Store's StoreUnavailable, the remote
+    queue's QueueUnavailable), which the runner retries; everything else is fatal."""
 
     @property
-    def waits_for_ready(self) -> bool:
-        """Whether :meth:`wait_for_ready` blocks until woken (worth calling when idle)."""
+    def runners(self) -> QueueRunners: ...
+
+    @property
+    def leases(self) -> QueueLeases: ...
+
+    @property
+    def runs(self) -> QueueRuns: ...
+
+    @property
+    def escalations(self) -> QueueEscalations: ...
+
+    def sweep(self, *, actor: str = ...) -> list[str]:
+        """Rescue expired leases (and tidy up): every runner sweeps."""
         ...
 
-    def wait_for_ready(self, timeout: float) -> bool: ...
+    def metrics(self) -> dict[str, Any]:
+        """The queue's figures: an idle runner that exits when idle reads them."""
+        ...

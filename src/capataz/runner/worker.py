@@ -75,7 +75,7 @@ class Runner:
     def run(self) -> None:
         """Work until :meth:`shutdown` (or max_tasks / idle exit); returns when done."""
         self.id = self.retry(
-            lambda: self.store.register_runner(
+            lambda: self.store.runners.register(
                 self.name,
                 labels=self.labels,
                 hostname=socket.gethostname(),
@@ -104,7 +104,7 @@ class Runner:
             self.halted.set()
             for side in sides:
                 side.join(timeout=5)
-            self.retry(lambda: self.store.runner_stopped(self.id), "unregister", give_up=5.0)
+            self.retry(lambda: self.store.runners.mark_stopped(self.id), "unregister", give_up=5.0)
             log.info("runner %s stopped after %d task(s)", self.id, self.claimed_count)
 
     def shutdown(self, why: str = "asked to stop") -> None:
@@ -129,7 +129,7 @@ class Runner:
             elif len(self.running) < self.concurrency:
                 claim_key = claim_key or uuid.uuid4().hex
                 try:
-                    claimed = self.store.claim(
+                    claimed = self.store.leases.claim(
                         self.id, self.settings.lease, self.labels or None, claim_key=claim_key
                     )
                     claim_key, failures = None, 0
@@ -155,10 +155,10 @@ class Runner:
     def _listen(self) -> bool:
         """Block until a task becomes ready (or a poll interval) when the queue can
         (PostgreSQL's LISTEN); elsewhere the caller polls with backoff."""
-        if self.running or not self.store.waits_for_ready:
+        if self.running or not self.store.leases.waits_for_ready:
             return False
         try:
-            return self.store.wait_for_ready(self.settings.poll_interval)
+            return self.store.leases.wait_for_ready(self.settings.poll_interval)
         except _TRANSIENT as exc:
             log.warning("listen: %s", _unavailable(exc))
             return False
@@ -235,12 +235,14 @@ class Runner:
         return thread
 
     def _heartbeat_loop(self) -> None:
-        self.store.runner_heartbeat(self.id)
+        self.store.runners.heartbeat(self.id)
         with self._lock:
             executions = list(self.running.values())
         for execution in executions:
             claimed = execution.claimed
-            if not self.store.heartbeat(claimed.id, claimed.fencing_token, self.settings.lease):
+            if not self.store.leases.heartbeat(
+                claimed.id, claimed.fencing_token, self.settings.lease
+            ):
                 execution.stop("the task was cancelled or given to another runner")
             else:
                 execution.flush_log()
@@ -250,7 +252,7 @@ class Runner:
             executions = list(self.running.values())
         for execution in executions:
             claimed = execution.claimed
-            if not execution.stopped.is_set() and not self.store.is_current(
+            if not execution.stopped.is_set() and not self.store.leases.is_current(
                 claimed.id, claimed.fencing_token
             ):
                 log.info("task %s: cancelled or rescued elsewhere; stopping it", claimed.id)

@@ -40,7 +40,7 @@ def _from_store(store: Store, repo_root: Path, names: Sequence[str]) -> Mapping[
     here (a runner must not mint a key the vault was not written with)."""
     from capataz.secrets.vault import MasterKey, Vault
 
-    if not store.secret_rows(names):
+    if not store.secrets.rows(names):
         return {}
     return Vault(store, MasterKey.load(state_dir(repo_root), create=False)).values(names)
 

@@ -162,32 +162,32 @@ class Vault:
                 "without shredding the logs; use the real credential",
             )
         redaction.add({name: value})  # masked from now on in this process
-        return self.store.put_secret(name, self.encrypt(value), actor=actor)
+        return self.store.secrets.put(name, self.encrypt(value), actor=actor)
 
     def get(self, name: str) -> str:
-        rows = self.store.secret_rows([name])
+        rows = self.store.secrets.rows([name])
         if not rows:
             raise VaultError(f"no secret {name}", fix=f"`capataz secret set {name}` stores it")
         return self.decrypt(rows[0].ciphertext, f"secret {name}")
 
     def values(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Decrypted values by name (all, or those of ``names`` that exist)."""
-        rows = self.store.secret_rows(names)
+        rows = self.store.secrets.rows(names)
         return {row.name: self.decrypt(row.ciphertext, f"secret {row.name}") for row in rows}
 
     def names(self) -> list[SecretInfo]:
         return [
             SecretInfo(r.name, r.created_at, r.updated_at, r.rotated_at, r.updated_by)
-            for r in self.store.secret_rows()
+            for r in self.store.secrets.rows()
         ]
 
     def remove(self, name: str, *, actor: str = "cli") -> None:
-        if not self.store.delete_secret(name, actor=actor):
+        if not self.store.secrets.delete(name, actor=actor):
             raise VaultError(f"no secret {name}", fix="`capataz secret list` shows the names")
 
     def check(self) -> None:
         """Fail now, with the clear message, if the key does not open the vault."""
-        rows = self.store.secret_rows()
+        rows = self.store.secrets.rows()
         if rows:
             self.decrypt(rows[0].ciphertext, f"secret {rows[0].name}")
 
@@ -195,14 +195,14 @@ class Vault:
         """Rewrite every secret and context entry under the newest key (MultiFernet's
         rotate: decrypt with any key, encrypt with the first)."""
         rewritten: dict[str, str] = {}
-        for row in self.store.secret_rows():
+        for row in self.store.secrets.rows():
             rewritten[row.name] = self._rotate(row.ciphertext, f"secret {row.name}")
-        count = self.store.replace_ciphertexts("secrets", rewritten, actor=actor)
+        count = self.store.secrets.replace_ciphertexts(rewritten, actor=actor)
         context = {
             key: self._rotate(ciphertext, f"context entry {key}")
-            for key, ciphertext in self.store.all_context_ciphertexts().items()
+            for key, ciphertext in self.store.context.all_ciphertexts().items()
         }
-        return count + self.store.replace_ciphertexts("context", context, actor=actor)
+        return count + self.store.context.replace_ciphertexts(context, actor=actor)
 
     def _rotate(self, ciphertext: str, what: str) -> str:
         try:
@@ -223,7 +223,7 @@ def install_redaction(store: Store, state_dir: Path, *, strict: bool = False) ->
     try:
         key = MasterKey.load(state_dir, create=False)
     except VaultError as exc:
-        if strict and store.secret_rows():
+        if strict and store.secrets.rows():
             raise
         if "no master key" not in exc.message:
             logging.getLogger("capataz.secrets.vault").warning("secrets cannot be masked: %s", exc)

@@ -1,5 +1,6 @@
 """Durable storage of capataz: one schema on SQLite or PostgreSQL, migrated by Alembic,
-written only through :class:`Store`."""
+written only through :class:`Store` and its facades (``store.tasks``, ``store.leases``,
+``store.runners``, ``store.runs``, ... : see :mod:`capataz.store.manager`)."""
 
 from capataz.store.engine import create_engine_for, database_url
 from capataz.store.errors import (

@@ -1,8 +1,13 @@
-"""What every part of :class:`capataz.store.manager.Store` shares: the engine, the
-clock, transactions, audit appends and wake-up notifications. The Store is assembled
-from mixins (``_leasing``, ``_runners``, ``_runs``, ``_escalations``, ``_tokens``,
-``_secrets``) that all build on this base, so each file stays small while one class
-still owns all the SQL."""
+"""What every facade of :class:`capataz.store.manager.Store` shares, and the base they
+build on.
+
+The Store is split into facades, one per area (``store.tasks``, ``store.leases``,
+``store.runners``, ``store.runs``, ``store.escalations``, ``store.tokens``,
+``store.secrets``, ``store.context``, ``store.events``, ``store.audit``), so that no
+class grows dozens of methods. They must still behave as one store: the same engine and
+clock, the same wake-ups, the same audit chain. So the Store makes one :class:`Shared`
+and hands it to each facade; a facade subclasses :class:`StoreBase`, which reads
+everything through it (the clock at call time, so a test's clock is every facade's)."""
 
 from __future__ import annotations
 
@@ -15,15 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from capataz.events import EventType
-from capataz.store import _events
-from capataz.store import audit as audit_log
+from capataz.store import _audit_sql, _event_sql
+from capataz.store._sqlite_claims import ClaimConnections
+from capataz.store._wakeup import READY_CHANNEL, ReadyListener
 from capataz.store.engine import READ_ONLY
 from capataz.store.errors import NoSuchTaskError
 
-__all__ = ["READY_CHANNEL", "StoreBase", "no_task"]
+__all__ = ["Shared", "StoreBase", "no_task"]
 
-# PostgreSQL channel that carries "a task became ready" to idle runners.
-READY_CHANNEL = "capataz_ready"
 _NOTIFY = sa.select(sa.func.pg_notify(READY_CHANNEL, ""))
 
 
@@ -31,26 +35,56 @@ def no_task(task_id: str) -> NoSuchTaskError:
     return NoSuchTaskError(f"no task {task_id}", fix="`capataz task list` shows the task ids")
 
 
+class Shared:
+    """One database as all the facades of a Store see it: the engine, the clock, which
+    dialect it speaks, and the per-dialect helpers that must exist once per store (the
+    LISTEN connection on PostgreSQL, the claiming threads' sqlite3 connections on
+    SQLite)."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.postgres = engine.dialect.name == "postgresql"
+        self.listener = ReadyListener(engine.url) if self.postgres else None
+        self.claim_connections = None if self.postgres else ClaimConnections(engine)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.claim_connections is not None:
+            self.claim_connections.close()
+        self.engine.dispose()
+
+
 class StoreBase:
-    engine: Engine
-    clock: Callable[[], datetime]
-    _postgres: bool
+    """A facade over :class:`Shared`: short transactions, audit appends, events and
+    wake-up notifications, written once here so every area writes them alike."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared
+
+    @property
+    def _postgres(self) -> bool:
+        return self._shared.postgres
+
+    def _now(self) -> datetime:
+        return self._shared.clock()
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as conn:
+        with self._shared.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
+        with self._shared.engine.connect() as conn:
             yield conn.execution_options(**{READ_ONLY: True})
 
     def _audit(
         self, conn: sa.Connection, actor: str, action: str, subject: str, **payload: Any
     ) -> None:
-        audit_log.append(
-            conn, at=self.clock(), actor=actor, action=action, subject=subject, payload=payload
+        _audit_sql.append(
+            conn, at=self._now(), actor=actor, action=action, subject=subject, payload=payload
         )
 
     def _event(
@@ -62,8 +96,8 @@ class StoreBase:
         run_id: str | None = None,
         **data: Any,
     ) -> None:
-        """Append to the live event stream in this transaction (see ``_events``)."""
-        _events.emit(conn, kind, at=self.clock(), task_id=task_id, run_id=run_id, **data)
+        """Append to the live event stream in this transaction (see ``_event_sql``)."""
+        _event_sql.emit(conn, kind, at=self._now(), task_id=task_id, run_id=run_id, **data)
 
     def _notify_ready(self, conn: sa.Connection) -> None:
         """Wake idle runners when this transaction commits (PostgreSQL only; on SQLite

@@ -1,5 +1,5 @@
 """SQL for claims a remote runner can retry safely, claims of one named task, and
-reports that arrive twice. Private to the store (see ``_leasing``).
+reports that arrive twice. Private to the store (see ``_leases``).
 
 Over HTTP a request can succeed on the server while its answer is lost (a dropped
 connection, a server killed after its commit). The runner then retries, and the retry

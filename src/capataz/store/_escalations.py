@@ -1,6 +1,5 @@
-"""Escalations through the database: a run asks a human, the human answers from any
-machine (CLI, panel, API), the runner polls for the answer. Part of
-:class:`capataz.store.manager.Store` (see ``_base``).
+"""``store.escalations``: a run asks a human through the database, the human answers
+from any machine (CLI, panel, API), the runner polls for the answer.
 
 While it waits the task is ``escalated`` and its runner keeps the lease (and keeps
 heartbeating), so a dead runner's escalation is rescued by the sweeper like a running
@@ -22,13 +21,15 @@ from capataz.store.records import EscalationAnswer
 from capataz.store.schema import escalations, runs, tasks
 from capataz.store.statuses import TaskState
 
-__all__ = ["EscalationsMixin"]
+__all__ = ["Escalations"]
 
 _CHOICES = ", ".join(choice.value for choice in EscalationChoice)
 
 
-class EscalationsMixin(StoreBase):
-    def open_escalation(
+class Escalations(StoreBase):
+    """Questions runs ask humans, and their answers."""
+
+    def open(
         self,
         task_id: str,
         fencing_token: int,
@@ -40,7 +41,7 @@ class EscalationsMixin(StoreBase):
         when the token is not the task's current lease. Asking again while the question
         is open changes nothing and returns True. ``details`` is what the human judges
         (violations, file changes, diff), shown by the panel and the API."""
-        now = self.clock()
+        now = self._now()
         reason, details = redact(reason), redact_data(details)
         with self._write() as conn:
             current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
@@ -84,7 +85,7 @@ class EscalationsMixin(StoreBase):
             )
         return True
 
-    def answer_escalation(
+    def answer(
         self, task_id: str, decision: str, *, note: str = "", decided_by: str = "cli"
     ) -> None:
         """Answer the task's open escalation with approve, reject, modify or abort; the
@@ -95,7 +96,7 @@ class EscalationsMixin(StoreBase):
             raise TaskError(
                 f"{decision!r} is not an escalation decision", fix=f"answer one of {_CHOICES}"
             ) from None
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             waiting = conn.execute(
@@ -159,12 +160,12 @@ class EscalationsMixin(StoreBase):
                 reason=None,
             )
 
-    def poll_escalation(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
+    def poll(self, task_id: str, fencing_token: int) -> EscalationAnswer | None:
         """The answer to the newest escalation the runner opened under
         ``fencing_token``, or None while it is unanswered. When the lease is no longer
         the runner's (the task was cancelled, rescued or given back), the answer is
         ``abort`` from ``capataz``: the run must stop and roll back."""
-        now = self.clock()
+        now = self._now()
         newest = (
             sa.select(
                 escalations.c.decision,
@@ -190,7 +191,7 @@ class EscalationsMixin(StoreBase):
             return None
         return EscalationAnswer(row.decision, row.note or "", row.decided_by or "", row.answered_at)
 
-    def list_escalations(
+    def list(
         self, *, open_only: bool = True, limit: int = 100, offset: int = 0
     ) -> list[dict[str, Any]]:
         """Escalations newest first, with the task's title and state so a reviewer sees

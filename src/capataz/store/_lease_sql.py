@@ -1,7 +1,7 @@
 """SQL statements and row helpers for leases and runs, with no transaction of their own:
 picking and leasing a task, opening and closing run rows, finding expired leases. The
 operations that compose them into transactions (claim, heartbeat, complete, release,
-sweep) are in ``_leasing``. Private to the store."""
+rescue) are in ``_leases``. Private to the store."""
 
 from __future__ import annotations
 

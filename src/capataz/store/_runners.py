@@ -1,5 +1,5 @@
-"""Runner registrations: who is working, where, on what, and whether it is alive. Part
-of :class:`capataz.store.manager.Store` (see ``_base``)."""
+"""``store.runners``: runner registrations: who is working, where, on what, and whether
+it is alive."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import sqlalchemy as sa
 
 from capataz.errors import TaskError
 from capataz.events import EventType
-from capataz.store import _events, _lease_sql
+from capataz.store import _lease_sql
 from capataz.store._base import StoreBase
 from capataz.store.records import RunnerInfo
 from capataz.store.schema import runners, runs, tasks
 
-__all__ = ["ONLINE_SECONDS", "RunnersMixin", "online_clause"]
+__all__ = ["ONLINE_SECONDS", "Runners", "online_clause"]
 
 # A runner is online while its last heartbeat is younger than this.
 ONLINE_SECONDS = 60.0
@@ -34,8 +34,10 @@ def _no_runner(runner_id: str) -> TaskError:
     return TaskError(f"no runner {runner_id}", fix="`capataz runner status` lists the runners")
 
 
-class RunnersMixin(StoreBase):
-    def register_runner(
+class Runners(StoreBase):
+    """The runners that registered, and what the sweepers learn about them."""
+
+    def register(
         self,
         name: str,
         *,
@@ -50,7 +52,7 @@ class RunnersMixin(StoreBase):
                 f"a runner needs a concurrency of at least 1, not {concurrency}",
                 fix="pass --concurrency 1 or more",
             )
-        now = self.clock()
+        now = self._now()
         runner_id = f"r-{secrets.token_hex(6)}"
         values = {
             "id": runner_id,
@@ -71,10 +73,10 @@ class RunnersMixin(StoreBase):
             )
         return runner_id
 
-    def runner_heartbeat(self, runner_id: str) -> None:
+    def heartbeat(self, runner_id: str) -> None:
         """The runner is alive (it stays online for 60 s after this). A runner the
         sweeper had marked silent is back online."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             updated = conn.execute(
                 sa.update(runners)
@@ -94,9 +96,9 @@ class RunnersMixin(StoreBase):
                 conn, EventType.RUNNER_ONLINE, runner_id=runner_id, reason="heard from again"
             )
 
-    def runner_stopped(self, runner_id: str) -> None:
+    def mark_stopped(self, runner_id: str) -> None:
         """The runner shut down (it shows offline at once). Stopping twice is harmless."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             updated = conn.execute(
                 sa.update(runners)
@@ -111,11 +113,11 @@ class RunnersMixin(StoreBase):
             if known.first() is None:
                 raise _no_runner(runner_id)
 
-    def forget_runner(self, runner_id: str, *, actor: str = "capataz") -> None:
+    def forget(self, runner_id: str, *, actor: str = "capataz") -> None:
         """Delete an offline runner's registration (its runs keep its id). An online
         runner is refused: it would only register again, and forgetting it would hide
         the tasks it holds."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             row = conn.execute(
                 sa.select(runners.c.id, online_clause(now).label("online")).where(
@@ -132,18 +134,10 @@ class RunnersMixin(StoreBase):
             conn.execute(sa.delete(runners).where(runners.c.id == runner_id))
             self._audit(conn, actor, "runner.forgotten", runner_id)
 
-    def tidy(self, keep_events_days: float = 7.0) -> list[str]:
-        """Sweeper housekeeping beside :meth:`sweep`: report silent runners offline
-        and drop events older than ``keep_events_days``; returns the silent runners."""
-        silent = self.mark_silent_runners()
-        with self._write() as conn:
-            _events.prune(conn, self.clock() - timedelta(days=keep_events_days))
-        return silent
-
-    def mark_silent_runners(self) -> list[str]:
+    def mark_silent(self) -> list[str]:
         """Runners that stopped heartbeating without saying goodbye (killed, frozen,
         cut off) are offline: say so once on the event stream. Called by sweepers."""
-        now = self.clock()
+        now = self._now()
         cutoff = now - timedelta(seconds=ONLINE_SECONDS)
         with self._write() as conn:
             silent = (
@@ -168,38 +162,6 @@ class RunnersMixin(StoreBase):
                     reason=f"no heartbeat for {ONLINE_SECONDS:.0f} s",
                 )
         return sorted(silent)
-
-    def list_runners(self) -> list[RunnerInfo]:
-        """Every registered runner, oldest first, with the tasks it holds now."""
-        now = self.clock()
-        with self._read() as conn:
-            rows = conn.execute(
-                sa.select(runners, online_clause(now).label("online")).order_by(
-                    runners.c.started_at, runners.c.id
-                )
-            ).all()
-            held: dict[str, list[str]] = {}
-            leases = sa.select(tasks.c.lease_owner, tasks.c.id).where(
-                tasks.c.status.in_(_lease_sql.LEASED), tasks.c.lease_owner.is_not(None)
-            )
-            for owner, task_id in conn.execute(leases.order_by(tasks.c.id)):
-                held.setdefault(owner, []).append(task_id)
-        return [
-            RunnerInfo(
-                id=row.id,
-                name=row.name,
-                labels=tuple(row.labels),
-                hostname=row.hostname,
-                pid=row.pid,
-                concurrency=row.concurrency,
-                started_at=row.started_at,
-                last_seen_at=row.last_seen_at,
-                stopped_at=row.stopped_at,
-                online=bool(row.online),
-                current_tasks=tuple(held.get(row.id, ())),
-            )
-            for row in rows
-        ]
 
     def current_runs(self) -> dict[str, list[dict[str, Any]]]:
         """What each runner is working on now, by runner id: the run (attempt) of every
@@ -231,3 +193,36 @@ class RunnersMixin(StoreBase):
                 entry = dict(row._mapping)
                 found.setdefault(entry.pop("lease_owner"), []).append(entry)
         return found
+
+    # Last: a method named ``list`` would shadow the builtin in annotations below it.
+    def list(self) -> list[RunnerInfo]:
+        """Every registered runner, oldest first, with the tasks it holds now."""
+        now = self._now()
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(runners, online_clause(now).label("online")).order_by(
+                    runners.c.started_at, runners.c.id
+                )
+            ).all()
+            held: dict[str, list[str]] = {}
+            leases = sa.select(tasks.c.lease_owner, tasks.c.id).where(
+                tasks.c.status.in_(_lease_sql.LEASED), tasks.c.lease_owner.is_not(None)
+            )
+            for owner, task_id in conn.execute(leases.order_by(tasks.c.id)):
+                held.setdefault(owner, []).append(task_id)
+        return [
+            RunnerInfo(
+                id=row.id,
+                name=row.name,
+                labels=tuple(row.labels),
+                hostname=row.hostname,
+                pid=row.pid,
+                concurrency=row.concurrency,
+                started_at=row.started_at,
+                last_seen_at=row.last_seen_at,
+                stopped_at=row.stopped_at,
+                online=bool(row.online),
+                current_tasks=tuple(held.get(row.id, ())),
+            )
+            for row in rows
+        ]

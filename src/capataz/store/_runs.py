@@ -1,23 +1,21 @@
-"""Run records: steps, the log tail, the details a runner reports, and reading runs
-back. Part of :class:`capataz.store.manager.Store` (see ``_base``)."""
+"""``store.runs``: what a run records as it goes (steps, the log tail) and reading runs
+back. The rows a runner reports with its ending are written by ``store.leases``; the
+SQL both share is in ``_run_sql``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from capataz.errors import TaskError
 from capataz.events import EventType
-from capataz.redaction import redact, redact_data
-from capataz.store import _events, _lease_sql
+from capataz.redaction import redact
+from capataz.store import _event_sql, _lease_sql, _run_sql
 from capataz.store._base import StoreBase
-from capataz.store.records import RunDetail, RunDetails, RunInfo, RunRecord, StepInfo
+from capataz.store.records import RunDetail, RunInfo, RunRecord, StepInfo
 from capataz.store.schema import (
-    UTCDateTime,
     decisions,
     escalations,
     file_changes,
@@ -28,10 +26,7 @@ from capataz.store.schema import (
 )
 from capataz.store.statuses import RUN_FILTERS, RunState, RunStatus, TaskState
 
-__all__ = ["LOG_TAIL_CHARS", "RunsMixin", "detail_rows", "detail_values", "insert_details"]
-
-# runs.log_tail keeps the last 64 Ki characters of a run's output (64 KiB of ASCII).
-LOG_TAIL_CHARS = 64 * 1024
+__all__ = ["Runs"]
 
 _FINISHED = runs.c.status == RunStatus.FINISHED.value
 _BAD_OUTCOMES = (TaskState.FAILED.value, TaskState.BLOCKED.value)
@@ -62,18 +57,6 @@ _RUN_COLUMNS = (
     runs.c.result_commit, runs.c.landed_commit,
 )  # fmt: skip
 _RUNS_WITH_TASKS = runs.join(tasks, tasks.c.id == runs.c.task_id)
-_TEXT = sa.bindparam("text", type_=sa.Text())
-_GROWN = sa.func.coalesce(runs.c.log_tail, "") + _TEXT
-_APPEND_LOG = {
-    postgres: sa.update(runs)
-    .where(runs.c.id == sa.bindparam("run_id"))
-    .values(
-        log_tail=sa.func.right(_GROWN, LOG_TAIL_CHARS)
-        if postgres
-        else sa.func.substr(_GROWN, -LOG_TAIL_CHARS)
-    )
-    for postgres in (False, True)
-}
 _FILE_CHANGE_KEYS = ("path", "kind", "lines_added", "lines_removed", "binary")
 _VIOLATION_KEYS = ("type", "severity", "file", "line", "details", "suggestion", "gate", "phase")
 
@@ -87,35 +70,28 @@ def _run_filter(status: str) -> Any:
         ) from None
 
 
-def _no_run(run_id: str) -> TaskError:
-    return TaskError(f"no run {run_id}", fix="`capataz run list` shows the run ids")
+class Runs(StoreBase):
+    """Runs (one per attempt of a task) as they happen and as they are looked up."""
 
-
-# A run's diff is kept up to this size (the whole result is in git either way).
-DIFF_CHARS = 256 * 1024
-
-
-class RunsMixin(StoreBase):
     def step_started(self, run_id: str, phase: str, *, seq: int | None = None) -> bool:
         """Record that ``phase`` (prepare, pre-gates, execute, ...) of the run began.
         ``seq``: see :meth:`_first_time`; False when that record was stored already."""
-        now = self.clock()
-        with self._write() as conn:
-            if not self._first_time(conn, run_id, seq):
-                return False
-            _start_step(conn, run_id, phase, now)
-        return True
+        return self._step(run_id, phase, "started", "", seq)
 
     def step_finished(
         self, run_id: str, phase: str, outcome: str, *, seq: int | None = None
     ) -> bool:
         """Finish the newest unfinished step of ``phase`` with ``outcome``; a phase that
         was never started is recorded as a step that began and ended now."""
-        now = self.clock()
+        return self._step(run_id, phase, "finished", outcome, seq)
+
+    def _step(self, run_id: str, phase: str, status: str, outcome: str, seq: int | None) -> bool:
+        """One step record in its own transaction (``_run_sql.record_step``)."""
+        now = self._now()
         with self._write() as conn:
             if not self._first_time(conn, run_id, seq):
                 return False
-            _finish_step(conn, run_id, phase, redact(outcome), now)
+            _run_sql.record_step(conn, run_id, phase, status, outcome, now=now)
         return True
 
     def append_log(self, run_id: str, text: str, *, seq: int | None = None) -> bool:
@@ -128,8 +104,10 @@ class RunsMixin(StoreBase):
         with self._write() as conn:
             if not self._first_time(conn, run_id, seq):
                 return False
-            self._append_text(conn, run_id, text)
-            _events.emit_for_run(conn, EventType.RUN_LOG, at=self.clock(), run_id=run_id, text=text)
+            _run_sql.append_text(conn, run_id, text, postgres=self._postgres)
+            _event_sql.emit_for_run(
+                conn, EventType.RUN_LOG, at=self._now(), run_id=run_id, text=text
+            )
         return True
 
     def record_batch(self, run_id: str, records: Sequence[RunRecord]) -> tuple[int, bool]:
@@ -157,7 +135,7 @@ class RunsMixin(StoreBase):
         with self._write() as conn:
             row = conn.execute(query).first()
             if row is None:
-                raise _no_run(run_id)
+                raise _run_sql.no_run(run_id)
             last, held = row.record_seq or 0, bool(row.current)
             fresh: dict[int, RunRecord] = {}
             for record in records:
@@ -165,7 +143,7 @@ class RunsMixin(StoreBase):
                     fresh.setdefault(record.seq, record)
             if not fresh:
                 return 0, held
-            now = self.clock()
+            now = self._now()
             log_text: list[str] = []
             for seq in sorted(fresh):
                 record = fresh[seq]
@@ -173,22 +151,17 @@ class RunsMixin(StoreBase):
                     if record.text:
                         text = redact(record.text)
                         log_text.append(text)
-                        _events.emit_for_run(
+                        _event_sql.emit_for_run(
                             conn, EventType.RUN_LOG, at=now, run_id=run_id, text=text
                         )
-                elif record.status == "started":
-                    _start_step(conn, run_id, record.phase, now)
                 else:
-                    _finish_step(conn, run_id, record.phase, redact(record.outcome), now)
+                    _run_sql.record_step(
+                        conn, run_id, record.phase, record.status, record.outcome, now=now
+                    )
             if log_text:  # the tail is one column: one UPDATE for every chunk
-                self._append_text(conn, run_id, "".join(log_text))
+                _run_sql.append_text(conn, run_id, "".join(log_text), postgres=self._postgres)
             conn.execute(sa.update(runs).where(runs.c.id == run_id).values(record_seq=max(fresh)))
         return len(fresh), held
-
-    def _append_text(self, conn: sa.Connection, run_id: str, text: str) -> None:
-        params = {"run_id": run_id, "text": text[-LOG_TAIL_CHARS:]}
-        if conn.execute(_APPEND_LOG[self._postgres], params).rowcount == 0:
-            raise _no_run(run_id)
 
     def _first_time(self, conn: sa.Connection, run_id: str, seq: int | None) -> bool:
         """A remote runner numbers a run's steps and log chunks 1, 2, 3… and resends
@@ -208,33 +181,11 @@ class RunsMixin(StoreBase):
         if advanced:
             return True
         if conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first() is None:
-            raise _no_run(run_id)
+            raise _run_sql.no_run(run_id)
         return False
 
-    def list_runs(
-        self,
-        *,
-        task_id: str | None = None,
-        status: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunInfo]:
-        """Runs newest first, all or of one task, or in one status (a :class:`RunState`,
-        or ``finished``), filtered in SQL."""
-        if limit < 0 or offset < 0:
-            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
-        query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_TASKS)
-        if task_id is not None:
-            query = query.where(runs.c.task_id == task_id)
-        if status is not None:
-            query = query.where(_run_filter(status))
-        query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
-        with self._read() as conn:
-            rows = conn.execute(query.limit(limit).offset(offset)).all()
-        return [RunInfo(**row._asdict()) for row in rows]
-
-    def count_runs(self, *, task_id: str | None = None, status: str | None = None) -> int:
-        """How many runs :meth:`list_runs` pages through with the same filters: one
+    def count(self, *, task_id: str | None = None, status: str | None = None) -> int:
+        """How many runs :meth:`list` pages through with the same filters: one
         COUNT in SQL, for the API's X-Total-Count."""
         query = sa.select(sa.func.count()).select_from(runs)
         if task_id is not None:
@@ -244,7 +195,7 @@ class RunsMixin(StoreBase):
         with self._read() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def run_statistics(self, recent: int = 500) -> dict[str, Any]:
+    def statistics(self, recent: int = 500) -> dict[str, Any]:
         """Cheap figures for ``/metrics``: decisions recorded so far by kind, and the
         wall-clock seconds of the ``recent`` newest finished runs (a sample, not a
         history: it is read on every scrape)."""
@@ -264,14 +215,14 @@ class RunsMixin(StoreBase):
             "durations": [float(value) for value in durations],
         }
 
-    def get_run(self, run_id: str) -> RunDetail:
+    def get(self, run_id: str) -> RunDetail:
         """One run with its steps, file changes, violations, decisions, escalations and
         log tail."""
         query = sa.select(*_RUN_COLUMNS, runs.c.log_tail, runs.c.diff).select_from(_RUNS_WITH_TASKS)
         with self._read() as conn:
             row = conn.execute(query.where(runs.c.id == run_id)).first()
             if row is None:
-                raise _no_run(run_id)
+                raise _run_sql.no_run(run_id)
             found = {
                 name: conn.execute(
                     sa.select(table).where(table.c.run_id == run_id).order_by(table.c.id)
@@ -311,166 +262,25 @@ class RunsMixin(StoreBase):
             ],
         )
 
-
-def _start_step(conn: sa.Connection, run_id: str, phase: str, now: datetime) -> None:
-    if not _insert_step(conn, run_id, phase, now, ended=False):
-        raise _no_run(run_id)
-    _events.emit_for_run(
-        conn, EventType.RUN_STEP, at=now, run_id=run_id, step=phase, status="started"
-    )
-
-
-def _finish_step(conn: sa.Connection, run_id: str, phase: str, outcome: str, now: datetime) -> None:
-    """Finish the newest open step of ``phase`` (``outcome`` already redacted)."""
-    newest_open = (
-        sa.select(sa.func.max(steps.c.id))
-        .where(steps.c.run_id == run_id, steps.c.phase == phase, steps.c.ended_at.is_(None))
-        .scalar_subquery()
-    )
-    finished = conn.execute(
-        sa.update(steps).where(steps.c.id == newest_open).values(ended_at=now, outcome=outcome)
-    )
-    if finished.rowcount == 0 and not _insert_step(
-        conn, run_id, phase, now, ended=True, outcome=outcome
-    ):
-        raise _no_run(run_id)
-    _events.emit_for_run(
-        conn,
-        EventType.RUN_STEP,
-        at=now,
-        run_id=run_id,
-        step=phase,
-        status="finished",
-        outcome=outcome,
-    )
-
-
-def _insert_step(
-    conn: sa.Connection,
-    run_id: str,
-    phase: str,
-    now: datetime,
-    *,
-    ended: bool,
-    outcome: str | None = None,
-) -> bool:
-    """Insert a step of ``run_id`` if that run exists; whether it did."""
-    at = sa.literal(now, UTCDateTime())
-    values = sa.select(
-        runs.c.id,
-        sa.literal(phase, sa.Text()),
-        at,
-        at if ended else sa.null(),
-        sa.literal(outcome, sa.Text()) if ended else sa.null(),
-    ).where(runs.c.id == run_id)
-    columns = ["run_id", "phase", "started_at", "ended_at", "outcome"]
-    # RETURNING, not rowcount: psycopg reports no rowcount for INSERT … SELECT.
-    inserted = sa.insert(steps).from_select(columns, values).returning(steps.c.id)
-    return conn.execute(inserted).first() is not None
-
-
-# -- details reported with complete() ---------------------------------------------------
-
-
-def detail_values(details: RunDetails) -> dict[str, Any]:
-    """The columns of the runs row that ``details`` sets."""
-    return {
-        "result": details.outcome,
-        "exit_code": details.exit_code,
-        "wall_seconds": details.wall_seconds,
-        "cpu_seconds": details.cpu_seconds,
-        "peak_memory_bytes": details.peak_memory_bytes,
-        "result_commit": details.result_commit,
-        "landed_commit": details.landed_commit,
-        "diff": cap_diff(redact(details.diff) if details.diff else details.diff),
-    }
-
-
-def cap_diff(diff: str | None) -> str | None:
-    """A diff as kept in the database: at most ``DIFF_CHARS``, saying so when cut."""
-    if diff is None or len(diff) <= DIFF_CHARS:
-        return diff
-    return diff[:DIFF_CHARS] + f"\n… diff cut at {DIFF_CHARS} characters ({len(diff)} in all)\n"
-
-
-DetailRows = dict[str, list[dict[str, Any]]]
-
-
-def detail_rows(details: RunDetails, now: datetime) -> DetailRows:
-    """The child rows of ``details`` (without their run id), checked before anything is
-    written: a missing required key is a TaskError naming it. Secret values in them
-    are masked."""
-    details = replace(
-        details,
-        file_changes=redact_data(details.file_changes),
-        violations=redact_data(details.violations),
-        decisions=redact_data(details.decisions),
-    )
-    return {
-        "file_changes": [
-            {
-                "path": str(_required(item, "path", "file change")),
-                "kind": str(_required(item, "kind", "file change")),
-                "lines_added": int(item.get("lines_added") or 0),
-                "lines_removed": int(item.get("lines_removed") or 0),
-                "binary": bool(item.get("binary", False)),
-            }
-            for item in details.file_changes
-        ],
-        "violations": [
-            {
-                "type": str(_required(item, "type", "violation")),
-                "severity": str(_required(item, "severity", "violation")),
-                "details": str(item.get("details") or ""),
-                "suggestion": str(item.get("suggestion") or ""),
-                "file": None if item.get("file") is None else str(item["file"]),
-                "line": None if item.get("line") is None else int(item["line"]),
-                "gate": str(item.get("gate") or "policy"),
-                "phase": str(item.get("phase") or "post"),
-            }
-            for item in details.violations
-        ],
-        "decisions": [
-            {
-                "phase": str(_required(item, "phase", "decision")),
-                "decision": str(_required(item, "decision", "decision")),
-                "reason": str(item.get("reason") or ""),
-                "at": _timestamp(item.get("timestamp"), now),
-            }
-            for item in details.decisions
-        ],
-    }
-
-
-def insert_details(conn: sa.Connection, run_id: str, rows: DetailRows) -> None:
-    for name, table in (
-        ("file_changes", file_changes),
-        ("violations", violations),
-        ("decisions", decisions),
-    ):
-        if rows[name]:
-            conn.execute(sa.insert(table), [{**row, "run_id": run_id} for row in rows[name]])
-
-
-def _required(item: Mapping[str, Any], key: str, what: str) -> Any:
-    value = item.get(key)
-    if value is None:
-        raise TaskError(
-            f"a {what} in the run details has no {key!r}", fix=f"give every {what} a {key}"
-        )
-    return value
-
-
-def _timestamp(value: Any, default: datetime) -> datetime:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise TaskError(
-                f"decision timestamp {value!r} is not ISO 8601", fix="send a datetime or ISO text"
-            ) from None
-    if not isinstance(value, datetime):
-        raise TaskError(f"decision timestamp {value!r} is not a time", fix="send a datetime")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    # Last: a method named ``list`` would shadow the builtin in annotations below it.
+    def list(
+        self,
+        *,
+        task_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunInfo]:
+        """Runs newest first, all or of one task, or in one status (a :class:`RunState`,
+        or ``finished``), filtered in SQL."""
+        if limit < 0 or offset < 0:
+            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+        query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_TASKS)
+        if task_id is not None:
+            query = query.where(runs.c.task_id == task_id)
+        if status is not None:
+            query = query.where(_run_filter(status))
+        query = query.order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [RunInfo(**row._asdict()) for row in rows]

@@ -1,24 +1,22 @@
-"""Encrypted rows: the vault's secrets and the context store's entries. Part of
-:class:`capataz.store.manager.Store` (see ``_base``).
+"""``store.secrets``: the vault's encrypted secrets, and the rotation routine it shares
+with the context store's rows (``_context``).
 
 The store never sees a plaintext: :mod:`capataz.secrets.vault` encrypts before it calls here
 and decrypts what it reads. Audit entries name secrets, never their values."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.store import _outage, _sqlite_claims
 from capataz.store._base import StoreBase
-from capataz.store.schema import context_entries, secrets
+from capataz.store.schema import secrets
 
-__all__ = ["ContextRow", "SecretRow", "SecretsMixin"]
+__all__ = ["Ciphertexts", "SecretRow", "Secrets"]
 
 
 @dataclass(frozen=True)
@@ -31,41 +29,42 @@ class SecretRow:
     updated_by: str
 
 
-@dataclass(frozen=True)
-class ContextRow:
-    key: str
-    ciphertext: str
-    task_id: str | None
-    updated_at: datetime
-    expires_at: datetime | None
+class Ciphertexts(StoreBase):
+    """A facade over rows that hold ciphertexts under a key: what key rotation needs
+    from each (secrets, context entries), written once."""
+
+    def _replace(
+        self,
+        table: sa.Table,
+        key: sa.ColumnElement[str],
+        rewritten: Mapping[str, str],
+        *,
+        actor: str,
+        subject: str,
+        stamp_rotation: bool,
+    ) -> int:
+        """Swap in re-encrypted values, all in one transaction, so a rotation
+        interrupted before commit changes nothing and one after it is complete; audited
+        as ``vault.rotated`` of ``subject`` ("secrets" or "context")."""
+        now = self._now()
+        values: dict[str, Any] = {"ciphertext": sa.bindparam("ciphertext_")}
+        if stamp_rotation:
+            values["rotated_at"] = sa.bindparam("now_")
+        stmt = sa.update(table).where(key == sa.bindparam("key_")).values(**values)
+        params = [{"key_": k, "ciphertext_": v, "now_": now} for k, v in rewritten.items()]
+        with self._write() as conn:
+            if params:
+                conn.execute(stmt, params)
+            self._audit(conn, actor, "vault.rotated", subject, count=len(params))
+        return len(params)
 
 
-# One unexpired context entry by key: the context store's hot path (see context_entry).
-_UNEXPIRED = sa.or_(
-    context_entries.c.expires_at.is_(None), context_entries.c.expires_at > sa.bindparam("now_")
-)
-_CONTEXT_ONE = sa.select(context_entries).where(
-    context_entries.c.key == sa.bindparam("key_"), _UNEXPIRED
-)
-_SQLITE_CONTEXT_ONE = (
-    "SELECT key, ciphertext, task_id, updated_at, expires_at FROM context_entries"
-    " WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
-)
+class Secrets(Ciphertexts):
+    """The vault's rows: a name, its ciphertext, who set it and when."""
 
-
-def _sqlite_datetime(value: str | None) -> datetime | None:
-    """Read back what SQLAlchemy stored (UTC digits, see ``sqlite_time``)."""
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-class SecretsMixin(StoreBase):
-    _claim_connections: _sqlite_claims.ClaimConnections | None
-
-    # -- the vault -------------------------------------------------------------------
-
-    def put_secret(self, name: str, ciphertext: str, *, actor: str) -> bool:
+    def put(self, name: str, ciphertext: str, *, actor: str) -> bool:
         """Store (or replace) a secret's ciphertext; True when it is new."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             updated = conn.execute(
                 sa.update(secrets)
@@ -85,137 +84,23 @@ class SecretsMixin(StoreBase):
             self._audit(conn, actor, "secret.set", name, new=not updated)
         return not updated
 
-    def secret_rows(self, names: Iterable[str] | None = None) -> list[SecretRow]:
+    def rows(self, names: Iterable[str] | None = None) -> list[SecretRow]:
         query = sa.select(secrets).order_by(secrets.c.name)
         if names is not None:
             query = query.where(secrets.c.name.in_(sorted(set(names))))
         with self._read() as conn:
             return [SecretRow(**row._asdict()) for row in conn.execute(query)]
 
-    def delete_secret(self, name: str, *, actor: str) -> bool:
+    def delete(self, name: str, *, actor: str) -> bool:
         with self._write() as conn:
             gone = conn.execute(sa.delete(secrets).where(secrets.c.name == name)).rowcount
             if gone:
                 self._audit(conn, actor, "secret.removed", name)
         return bool(gone)
 
-    def replace_ciphertexts(self, table: str, rewritten: Mapping[str, str], *, actor: str) -> int:
-        """Key rotation: swap in re-encrypted values (``table`` is "secrets" or
-        "context"), all in one transaction, so a rotation interrupted before commit
-        changes nothing and one after it is complete."""
-        now = self.clock()
-        target, key = (
-            (secrets, secrets.c.name)
-            if table == "secrets"
-            else (context_entries, context_entries.c.key)
+    def replace_ciphertexts(self, rewritten: Mapping[str, str], *, actor: str) -> int:
+        """Key rotation of the vault: swap in every re-encrypted secret at once (see
+        :meth:`Ciphertexts._replace`); stamps ``rotated_at``."""
+        return self._replace(
+            secrets, secrets.c.name, rewritten, actor=actor, subject="secrets", stamp_rotation=True
         )
-        values: dict[str, Any] = {"ciphertext": sa.bindparam("ciphertext_")}
-        if table == "secrets":
-            values["rotated_at"] = sa.bindparam("now_")
-        stmt = sa.update(target).where(key == sa.bindparam("key_")).values(**values)
-        params = [{"key_": k, "ciphertext_": v, "now_": now} for k, v in rewritten.items()]
-        with self._write() as conn:
-            if params:
-                conn.execute(stmt, params)
-            self._audit(conn, actor, "vault.rotated", table, count=len(params))
-        return len(params)
-
-    # -- the context store -----------------------------------------------------------
-
-    def put_context(
-        self,
-        entries: Mapping[str, str],
-        *,
-        task_id: str | None,
-        expires_at: datetime | None,
-    ) -> None:
-        """Store (or replace) context entries (key -> ciphertext) in one transaction."""
-        now = self.clock()
-        with self._write() as conn:
-            conn.execute(
-                sa.delete(context_entries).where(context_entries.c.key.in_(sorted(entries)))
-            )
-            if entries:
-                conn.execute(
-                    sa.insert(context_entries),
-                    [
-                        {
-                            "key": key,
-                            "ciphertext": value,
-                            "task_id": task_id,
-                            "updated_at": now,
-                            "expires_at": expires_at,
-                        }
-                        for key, value in entries.items()
-                    ],
-                )
-            self._audit(
-                conn, task_id or "capataz", "context.set", task_id or "-", keys=sorted(entries)
-            )
-
-    def context_rows(
-        self,
-        *,
-        keys: Iterable[str] | None = None,
-        task_ids: Iterable[str] | None = None,
-        prefix: str | None = None,
-    ) -> list[ContextRow]:
-        """Unexpired entries, by key, by the tasks that published them, or by prefix."""
-        now = self.clock()
-        query = (
-            sa.select(context_entries)
-            .where(
-                sa.or_(context_entries.c.expires_at.is_(None), context_entries.c.expires_at > now)
-            )
-            .order_by(context_entries.c.key)
-        )
-        if keys is not None:
-            query = query.where(context_entries.c.key.in_(sorted(set(keys))))
-        if task_ids is not None:
-            query = query.where(context_entries.c.task_id.in_(sorted(set(task_ids))))
-        if prefix:
-            query = query.where(context_entries.c.key.startswith(prefix, autoescape=True))
-        with self._read() as conn:
-            return [ContextRow(**row._asdict()) for row in conn.execute(query)]
-
-    def context_entry(self, key: str) -> ContextRow | None:
-        """One unexpired entry by key, or None: what every context read does, so it
-        skips everything a general query needs. On SQLite it runs one fixed statement
-        on the thread's own sqlite3 connection (the one claims use, see
-        ``_sqlite_claims``; a pool checkout through SQLAlchemy costs more than the
-        query); on PostgreSQL one prebuilt statement through the read connection."""
-        now = self.clock()
-        connections = self._claim_connections
-        if connections is None:
-            with self._read() as conn:
-                found = conn.execute(_CONTEXT_ONE, {"key_": key, "now_": now}).first()
-            return ContextRow(**found._asdict()) if found is not None else None
-        params = (key, _sqlite_claims.sqlite_time(now))
-        db = connections.get()
-        try:
-            row = db.execute(_SQLITE_CONTEXT_ONE, params).fetchone()
-        except sqlite3.Error as exc:
-            connections.discard()
-            raise _outage.dbapi_error(_SQLITE_CONTEXT_ONE, params, exc, connections.url) from exc
-        finally:
-            connections.put()
-        if row is None:
-            return None
-        updated = _sqlite_datetime(row[3])
-        assert updated is not None  # NOT NULL
-        return ContextRow(row[0], row[1], row[2], updated, _sqlite_datetime(row[4]))
-
-    def all_context_ciphertexts(self) -> dict[str, str]:
-        """Every entry, expired ones too (for key rotation)."""
-        with self._read() as conn:
-            rows = conn.execute(sa.select(context_entries.c.key, context_entries.c.ciphertext))
-            return {row.key: row.ciphertext for row in rows}
-
-    def delete_context(self, key: str, *, actor: str = "capataz") -> bool:
-        with self._write() as conn:
-            gone = conn.execute(
-                sa.delete(context_entries).where(context_entries.c.key == key)
-            ).rowcount
-            if gone:
-                self._audit(conn, actor, "context.removed", key)
-        return bool(gone)

@@ -3,7 +3,7 @@
 SQLite runs a claim's statements in a few microseconds each; executing them through
 SQLAlchemy (statement caching, parameter processing, result wrapping, events) costs
 several times that, and even a pool checkout costs as much as a statement. So on SQLite
-:meth:`Store.claim` runs this module's fixed SQL on a DBAPI connection that each thread
+``store.leases.claim`` runs this module's fixed SQL on a DBAPI connection that each thread
 keeps (:class:`ClaimConnections`): ``BEGIN IMMEDIATE``; one ``UPDATE … RETURNING`` that picks and
 leases the task; the run row; the audit entry; ``COMMIT``. It is the same transaction,
 with the same effects, as the SQLAlchemy statement of ``_lease_sql.claim_statement`` (which
@@ -29,8 +29,8 @@ from sqlalchemy.engine import Engine
 
 from capataz.events import EventType
 from capataz.store import _outage
-from capataz.store._events import SQLITE_INSERT as _EVENT
-from capataz.store.audit import GENESIS, canonical, entry_hash
+from capataz.store._audit_sql import GENESIS, canonical, entry_hash
+from capataz.store._event_sql import SQLITE_INSERT as _EVENT
 from capataz.store.records import ClaimedTask
 
 __all__ = ["ClaimConnections", "claim", "sqlite_time"]
@@ -60,7 +60,7 @@ _RUN = (
     " claim_key) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)"
 )
 # A claim retried with the key of an earlier claim whose answer was lost: that claim's
-# task, if this runner still holds it under that run's lease (see Store.claim).
+# task, if this runner still holds it under that run's lease (see Leases.claim).
 _REPLAY = (
     "SELECT t.id, t.title, t.instruction, t.agent, t.labels, t.allow_high, t.base_commit,"
     " t.attempts, t.max_attempts, t.fencing_token, r.id FROM runs AS r"

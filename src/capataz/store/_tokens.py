@@ -1,5 +1,4 @@
-"""Bearer tokens of the HTTP API. Part of :class:`capataz.store.manager.Store` (see
-``_base``).
+"""``store.tokens``: bearer tokens of the HTTP API.
 
 A token is shown once, when created, and only its SHA-256 is stored. Authenticating
 hashes the presented token and looks the hash up: the database compares digests, not
@@ -20,7 +19,7 @@ from capataz.store._base import StoreBase
 from capataz.store.records import TokenInfo
 from capataz.store.schema import api_tokens
 
-__all__ = ["TOKEN_PREFIX", "Role", "TokensMixin", "hash_token"]
+__all__ = ["TOKEN_PREFIX", "Role", "Tokens", "hash_token"]
 
 TOKEN_PREFIX = "cap_"  # noqa: S105  (a prefix, not a secret)
 # last_used_at is refreshed at most this often, so reads do not become writes.
@@ -49,8 +48,10 @@ def _info(row: sa.Row[tuple[object, ...]]) -> TokenInfo:
     )
 
 
-class TokensMixin(StoreBase):
-    def create_token(self, role: str, name: str = "", *, actor: str = "capataz") -> str:
+class Tokens(StoreBase):
+    """Who may call the API, in which role; only digests are stored."""
+
+    def create(self, role: str, name: str = "", *, actor: str = "capataz") -> str:
         """Create a token for ``role`` and return it; this is the only time it exists
         outside the caller's hands."""
         try:
@@ -60,7 +61,7 @@ class TokensMixin(StoreBase):
                 f"unknown role {role!r}", fix=f"use one of {', '.join(r.value for r in Role)}"
             ) from None
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             token_id = conn.execute(
                 sa.insert(api_tokens)
@@ -75,14 +76,9 @@ class TokensMixin(StoreBase):
             self._audit(conn, actor, "token.created", str(token_id), role=chosen.value, name=name)
         return token
 
-    def list_tokens(self) -> list[TokenInfo]:
-        with self._read() as conn:
-            rows = conn.execute(sa.select(api_tokens).order_by(api_tokens.c.id)).all()
-        return [_info(row) for row in rows]
-
-    def revoke_token(self, token_id: int, *, actor: str = "capataz") -> TokenInfo:
+    def revoke(self, token_id: int, *, actor: str = "capataz") -> TokenInfo:
         """Revoke a token at once; revoking twice keeps the first time."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id)).first()
             if row is None:
@@ -104,10 +100,16 @@ class TokensMixin(StoreBase):
             row = conn.execute(sa.select(api_tokens).where(api_tokens.c.hash == digest)).first()
         if row is None or row.revoked_at is not None:
             return None
-        now = self.clock()
+        now = self._now()
         if row.last_used_at is None or now - row.last_used_at > timedelta(seconds=_TOUCH_SECONDS):
             with self._write() as conn:
                 conn.execute(
                     sa.update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now)
                 )
         return _info(row)
+
+    # Last: a method named ``list`` would shadow the builtin in annotations below it.
+    def list(self) -> list[TokenInfo]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(api_tokens).order_by(api_tokens.c.id)).all()
+        return [_info(row) for row in rows]

@@ -1,7 +1,7 @@
 """Waking idle runners when a task becomes ready.
 
 On PostgreSQL every transaction that makes a task ready also runs
-``pg_notify('capataz_ready', '')`` (see ``StoreBase._notify_ready``), and a runner with
+``pg_notify('capataz_ready', '')`` (see ``_base.StoreBase._notify_ready``), and a runner with
 nothing to do blocks in :meth:`ReadyListener.wait` on a dedicated LISTEN connection
 until a notification arrives or its timeout passes. Notifications are hints, never the
 source of truth: one sent before the listener connected is simply missed, so runners
@@ -17,9 +17,10 @@ import time
 import psycopg
 from sqlalchemy.engine import URL
 
-from capataz.store._base import READY_CHANNEL
+__all__ = ["READY_CHANNEL", "ReadyListener"]
 
-__all__ = ["ReadyListener"]
+# PostgreSQL channel that carries "a task became ready" to idle runners.
+READY_CHANNEL = "capataz_ready"
 
 # While the database is unreachable, a failed wait still takes this long (or the
 # timeout, if shorter), so a runner's poll loop cannot spin on connection errors.

@@ -171,7 +171,7 @@ class RunnerInfo:
 @dataclass(frozen=True)
 class RunRecord:
     """One numbered record of a run, as a remote runner's outbox sends it in a batch
-    (:meth:`Store.record_batch`): a step that started or finished (``phase``,
+    (``store.runs.record_batch``): a step that started or finished (``phase``,
     ``status``, ``outcome``) or a log chunk (``text``)."""
 
     seq: int
@@ -184,7 +184,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class RunDetails:
-    """What a runner reports with :meth:`Store.complete` besides the task's new state.
+    """What a runner reports with ``store.leases.complete`` besides the task's new state.
 
     ``outcome`` is the pipeline's word for how the run ended (e.g. "landed",
     "rejected"); it is kept as the run's ``result``. ``file_changes`` items have

@@ -263,7 +263,7 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
 
-# Append-only hash chain (see audit.py). seq is assigned by the appender, under a lock,
+# Append-only hash chain (see _audit_sql.py). seq is assigned by the appender, under a lock,
 # as the previous seq + 1, so the chain order and the key order are the same.
 audit = sa.Table(
     "audit",

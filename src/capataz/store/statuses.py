@@ -57,6 +57,6 @@ class RunState(StrEnum):
     RELEASED = "released"  # given back unfinished (shutdown, credential not yet there)
 
 
-# What ``GET /runs?status=`` and ``list_runs(status=)`` accept: a RunState, or
+# What ``GET /runs?status=`` and ``store.runs.list(status=)`` accept: a RunState, or
 # ``finished`` (every run that reported an ending, the filter of before RunState).
 RUN_FILTERS = (*(state.value for state in RunState), RunStatus.FINISHED.value)

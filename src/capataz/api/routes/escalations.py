@@ -47,7 +47,7 @@ def list_escalations(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Answer:
-    found = store_of(request).list_escalations(open_only=open_only, limit=limit, offset=offset)
+    found = store_of(request).escalations.list(open_only=open_only, limit=limit, offset=offset)
     return ok(found)
 
 
@@ -66,7 +66,7 @@ def decide(
     get_task_or_404(store, task_id)
     actor = f"api:{token.name}"
     try:
-        store.answer_escalation(task_id, body.decision, note=body.note, decided_by=actor)
+        store.escalations.answer(task_id, body.decision, note=body.note, decided_by=actor)
     except TaskError as exc:
         raise ApiError(409, str(exc)) from None
     return ok({"task": get_task_or_404(store, task_id), "decision": body.decision})

@@ -89,7 +89,7 @@ async def events(  # noqa: PLR0917 - FastAPI reads each parameter as a query or 
     wanted = _wanted_types(types)
     start = _start_after(last_event_id, after)
     if start is None:
-        start = await run_in_threadpool(store.last_event_id)
+        start = await run_in_threadpool(store.events.last_id)
     stream = _stream(request, store, start, task_id=task_id, run_id=run_id, types=wanted)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
@@ -109,7 +109,7 @@ async def _stream(
     last_sent = checked = time.monotonic()
     while not await request.is_disconnected():
         found = await run_in_threadpool(
-            store.events_after, after, task_id=task_id, run_id=run_id, types=types
+            store.events.after, after, task_id=task_id, run_id=run_id, types=types
         )
         for record in found:
             after = record.id
@@ -122,7 +122,7 @@ async def _stream(
             yield ": keep-alive\n\n"
         if now - checked > RECHECK_TOKEN_SECONDS:
             checked = now
-            if await run_in_threadpool(store.authenticate, token) is None:
+            if await run_in_threadpool(store.tokens.authenticate, token) is None:
                 yield ": token revoked; closing\n\n"
                 return
         if len(found) < 500:

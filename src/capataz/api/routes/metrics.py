@@ -32,7 +32,7 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         figures = self.store.metrics()
-        stats = self.store.run_statistics()
+        stats = self.store.runs.statistics()
         tasks = GaugeMetricFamily("capataz_tasks", "Tasks by state", labels=["state"])
         for state, count in figures["tasks"].items():
             tasks.add_metric([state], count)

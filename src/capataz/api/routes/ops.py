@@ -62,8 +62,8 @@ def get_metrics(request: Request, _: Reader) -> Answer:
 )
 def runner_status(request: Request, _: Reader) -> Answer:
     store = store_of(request)
-    runners = store.list_runners()
-    current = store.current_runs()
+    runners = store.runners.list()
+    current = store.runners.current_runs()
     return ok([runner_json(r, current.get(r.id)) for r in runners])
 
 
@@ -77,7 +77,7 @@ def forget_runner(
 ) -> Answer:
     destructive(request)  # after the role check: strangers get 401/403 first
     store = store_of(request)
-    if not any(r.id == runner_id for r in store.list_runners()):
+    if not any(r.id == runner_id for r in store.runners.list()):
         raise ApiError(404, f"no runner {runner_id}")
-    store.forget_runner(runner_id, actor=f"api:{token.name}")
+    store.runners.forget(runner_id, actor=f"api:{token.name}")
     return ok({"id": runner_id, "forgotten": True})

@@ -46,7 +46,7 @@ class Value(BaseModel):
 def _states(request: Request) -> list[RequestState]:
     config = config_of(request)
     names = [r.secret for r in config.requests]
-    provided = {row.name for row in store_of(request).secret_rows(names)} if names else set()
+    provided = {row.name for row in store_of(request).secrets.rows(names)} if names else set()
     return request_states(config, provided)
 
 
@@ -66,7 +66,7 @@ def server_vault(request: Request, store: Store) -> Vault:
         if directory is None:
             key = MasterKey.load(Path(), create=False)  # from the variable
         else:
-            empty = not store.secret_rows() and not (directory / KEY_FILE).exists()
+            empty = not store.secrets.rows() and not (directory / KEY_FILE).exists()
             key = MasterKey.load(directory, create=empty)
         vault = Vault(store, key)
         vault.check()
@@ -117,13 +117,13 @@ def task_secrets(
     names of secrets the vault lacks are simply absent; the runner then waits."""
     store = store_of(request)
     try:
-        task = store.get_task(task_id)
+        task = store.tasks.get(task_id)
     except TaskError:
         raise ApiError(404, f"no task {task_id}") from None
-    if not store.is_current(task_id, fencing_token):
+    if not store.leases.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
     names = needed_secrets(config_of(request), task.agent)
-    vault_has = bool(names) and bool(store.secret_rows(names))
+    vault_has = bool(names) and bool(store.secrets.rows(names))
     values = server_vault(request, store).values(names) if vault_has else {}
     # The one answer that must carry values: built without ok(), which masks them.
     return {"ok": True, "data": {"values": values}}

@@ -82,7 +82,7 @@ def _stale(task_id: str, fencing_token: int) -> ApiError:
     response_model=Envelope[RunnerIdOut],
 )
 def register(request: Request, _: Runner, body: Register) -> Answer:
-    runner_id = store_of(request).register_runner(
+    runner_id = store_of(request).runners.register(
         body.name,
         labels=body.labels,
         hostname=body.hostname,
@@ -97,7 +97,7 @@ def register(request: Request, _: Runner, body: Register) -> Answer:
 )
 def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
     try:
-        store_of(request).runner_heartbeat(runner_id)
+        store_of(request).runners.heartbeat(runner_id)
     except TaskError as exc:
         raise ApiError(404, str(exc)) from None
     return ok({"runner_id": runner_id})
@@ -108,7 +108,7 @@ def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> Answer
 )
 def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
     try:
-        store_of(request).runner_stopped(runner_id)
+        store_of(request).runners.mark_stopped(runner_id)
     except TaskError as exc:
         raise ApiError(404, str(exc)) from None
     return ok({"runner_id": runner_id})
@@ -137,7 +137,7 @@ def sweep(request: Request, _: Runner, body: Sweep) -> Answer:
     response_model=Envelope[ClaimedTaskOut | None],
 )
 def claim(request: Request, _: Runner, body: Claim) -> Answer:
-    claimed = store_of(request).claim(
+    claimed = store_of(request).leases.claim(
         body.runner_id, body.lease_seconds, body.labels, claim_key=body.claim_key
     )
     return ok(claimed)
@@ -150,7 +150,7 @@ def claim(request: Request, _: Runner, body: Claim) -> Answer:
 )
 def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) -> Answer:
     try:
-        claimed = store_of(request).claim_task(
+        claimed = store_of(request).leases.claim_task(
             task_id, body.runner_id, body.lease_seconds, claim_key=body.claim_key
         )
     except ClaimConflictError as exc:
@@ -166,7 +166,7 @@ def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) ->
     response_model=Envelope[Current],
 )
 def heartbeat(request: Request, _: Runner, task_id: TaskId, body: Heartbeat) -> Answer:
-    if not store_of(request).heartbeat(task_id, body.fencing_token, body.lease_seconds):
+    if not store_of(request).leases.heartbeat(task_id, body.fencing_token, body.lease_seconds):
         raise _stale(task_id, body.fencing_token)
     return ok({"current": True})
 
@@ -177,7 +177,7 @@ def heartbeat(request: Request, _: Runner, task_id: TaskId, body: Heartbeat) -> 
     response_model=Envelope[Current],
 )
 def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answer:
-    return ok({"current": store_of(request).is_current(task_id, token)})
+    return ok({"current": store_of(request).leases.is_current(task_id, token)})
 
 
 @router.post(
@@ -188,7 +188,7 @@ def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answe
 def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
-    if not store.release(
+    if not store.leases.release(
         task_id, body.fencing_token, body.reason, delay_seconds=body.delay_seconds
     ):
         raise _stale(task_id, body.fencing_token)
@@ -205,7 +205,7 @@ def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> An
     get_task_or_404(store, task_id)
     details = _run_details(body.details) if body.details is not None else None
     try:
-        accepted = store.complete(
+        accepted = store.leases.complete(
             task_id,
             body.fencing_token,
             body.state,
@@ -227,7 +227,7 @@ def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> An
     response_model=Envelope[EscalationAnswerOut | None],
 )
 def poll_escalation(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answer:
-    return ok(store_of(request).poll_escalation(task_id, token))
+    return ok(store_of(request).escalations.poll(task_id, token))
 
 
 @router.post(
@@ -238,7 +238,7 @@ def poll_escalation(request: Request, _: Runner, task_id: TaskId, token: Token) 
 def open_escalation(request: Request, _: Runner, task_id: TaskId, body: Escalate) -> Answer:
     store = store_of(request)
     get_task_or_404(store, task_id)
-    if not store.open_escalation(task_id, body.fencing_token, body.reason, body.details):
+    if not store.escalations.open(task_id, body.fencing_token, body.reason, body.details):
         raise _stale(task_id, body.fencing_token)
     return ok({"opened": True})
 
@@ -256,8 +256,8 @@ def step(request: Request, _: Runner, run_id: RunId, body: Step) -> Answer:
 
     def record() -> bool:
         if body.status == "started":
-            return store.step_started(run_id, body.phase, seq=body.seq)
-        return store.step_finished(run_id, body.phase, body.outcome, seq=body.seq)
+            return store.runs.step_started(run_id, body.phase, seq=body.seq)
+        return store.runs.step_finished(run_id, body.phase, body.outcome, seq=body.seq)
 
     return ok({"recorded": _found(record)})
 
@@ -269,7 +269,7 @@ def step(request: Request, _: Runner, run_id: RunId, body: Step) -> Answer:
 )
 def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> Answer:
     store = store_of(request)
-    recorded = _found(lambda: store.append_log(run_id, body.text, seq=body.seq))
+    recorded = _found(lambda: store.runs.append_log(run_id, body.text, seq=body.seq))
     return ok({"recorded": recorded})
 
 
@@ -284,7 +284,7 @@ def records(request: Request, _: Runner, run_id: RunId, body: Records) -> Answer
     so the runner learns of a cancel without asking separately."""
     batch = [RunRecord(**item.model_dump()) for item in body.records]
     try:
-        stored, current = store_of(request).record_batch(run_id, batch)
+        stored, current = store_of(request).runs.record_batch(run_id, batch)
     except TaskError as exc:
         raise ApiError(404, str(exc)) from None
     return ok({"recorded": stored, "current": current})

@@ -39,10 +39,10 @@ def _leased_task(request: Request, task_id: str, fencing_token: int) -> tuple[St
     """The task, if ``fencing_token`` holds its lease: 404 unknown, 409 stale."""
     store = store_of(request)
     try:
-        task = store.get_task(task_id)
+        task = store.tasks.get(task_id)
     except TaskError:
         raise ApiError(404, f"no task {task_id}") from None
-    if not store.is_current(task_id, fencing_token):
+    if not store.leases.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
     return store, task
 

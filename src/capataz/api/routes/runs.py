@@ -50,8 +50,8 @@ def list_runs(
     if status is not None and status not in RUN_FILTERS:
         raise ApiError(422, f"query.status: use one of {', '.join(RUN_FILTERS)}")
     store = store_of(request)
-    found = store.list_runs(task_id=task_id, status=status, limit=limit, offset=offset)
-    response.headers["X-Total-Count"] = str(store.count_runs(task_id=task_id, status=status))
+    found = store.runs.list(task_id=task_id, status=status, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(store.runs.count(task_id=task_id, status=status))
     return ok(found)
 
 
@@ -64,6 +64,6 @@ def get_run(request: Request, _: Reader, run_id: Annotated[str, Path(max_length=
     if has_nul(run_id):  # no run id has one; PostgreSQL could not even compare it
         raise ApiError(404, f"no run {run_id}")
     try:
-        return ok(store_of(request).get_run(run_id))
+        return ok(store_of(request).runs.get(run_id))
     except TaskError:
         raise ApiError(404, f"no run {run_id}") from None

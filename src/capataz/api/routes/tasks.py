@@ -70,7 +70,7 @@ def get_task_or_404(store: Store, task_id: str) -> Task:
     if has_nul(task_id):  # no task id has one; PostgreSQL could not even compare it
         raise ApiError(404, f"no task {task_id}")
     try:
-        return store.get_task(task_id)
+        return store.tasks.get(task_id)
     except TaskError:
         raise ApiError(404, f"no task {task_id}") from None
 
@@ -88,7 +88,7 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     offset: Offset = 0,
 ) -> Answer:
-    found, total = store_of(request).page_tasks(status, limit=limit, offset=offset)
+    found, total = store_of(request).tasks.page(status, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return ok([task_json(task) for task in found])
 
@@ -122,7 +122,7 @@ def requeue(
     store = store_of(request)
     get_task_or_404(store, task_id)
     seconds = body.backoff_seconds if body else 0.0
-    return ok(task_json(store.requeue(task_id, seconds, actor=f"api:{token.name}")))
+    return ok(task_json(store.tasks.requeue(task_id, seconds, actor=f"api:{token.name}")))
 
 
 @router.post(
@@ -136,4 +136,4 @@ def cancel(
     store = store_of(request)
     get_task_or_404(store, task_id)
     reason = body.reason if body else None
-    return ok(task_json(store.cancel(task_id, reason, actor=f"api:{token.name}")))
+    return ok(task_json(store.tasks.cancel(task_id, reason, actor=f"api:{token.name}")))

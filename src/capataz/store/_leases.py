@@ -1,5 +1,6 @@
-"""Leases: claiming, heartbeats, reporting, giving back and rescuing tasks. Part of
-:class:`capataz.store.manager.Store` (see ``_base``).
+"""``store.leases``: claiming, heartbeats, reporting, giving back and rescuing tasks,
+and waiting for one to become ready. The statements it composes are in ``_lease_sql``
+(and ``_claim_keys``, ``_sqlite_claims`` for claims).
 
 A runner holds a task while it is ``running`` or ``escalated`` under its lease: the
 fencing token the claim handed out is the proof, and every write of the runner is
@@ -8,7 +9,9 @@ refused once the token is stale (cancelled, rescued by the sweeper, given back).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,13 +20,16 @@ import sqlalchemy as sa
 from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact
-from capataz.store import _claim_keys, _lease_sql, _runs, _sqlite_claims, _tasks
-from capataz.store._base import StoreBase
+from capataz.store import _claim_keys, _lease_sql, _run_sql, _sqlite_claims, _task_sql
+from capataz.store._base import Shared, StoreBase
 from capataz.store.records import ClaimedTask, RunDetails
 from capataz.store.schema import UTCDateTime, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
-__all__ = ["LeasingMixin"]
+__all__ = ["SQLITE_POLL_SECONDS", "Leases"]
+
+# On SQLite a runner polls: wait_for_ready sleeps at most this long.
+SQLITE_POLL_SECONDS = 0.05
 
 _ENDINGS = frozenset(
     {TaskState.DONE, TaskState.FAILED, TaskState.BLOCKED, TaskState.ESCALATED, TaskState.CANCELLED}
@@ -52,10 +58,15 @@ _ENDED = (
 )
 
 
-class LeasingMixin(StoreBase):
-    retry_base_seconds: float
-    retry_cap_seconds: float
-    _claim_connections: _sqlite_claims.ClaimConnections | None
+class Leases(StoreBase):
+    """Who holds which task, under which fencing token, until when."""
+
+    def __init__(
+        self, shared: Shared, *, retry_base_seconds: float, retry_cap_seconds: float
+    ) -> None:
+        super().__init__(shared)
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
 
     def claim(
         self,
@@ -73,13 +84,14 @@ class LeasingMixin(StoreBase):
         connection, see ``_sqlite_claims``). ``claim_key`` makes a retry safe: when
         ``runner_id`` still holds a task under a run claimed with the same key (the
         first answer was lost), that task is returned again, its lease renewed."""
-        now = self.clock()
+        now = self._now()
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if labels is None else sorted(set(labels))
-        if self._claim_connections is not None:
+        connections = self._shared.claim_connections
+        if connections is not None:
             run_id = _lease_sql.new_run_id()
             return _sqlite_claims.claim(
-                self._claim_connections,
+                connections,
                 runner_id,
                 now=now,
                 expires=expires,
@@ -99,65 +111,8 @@ class LeasingMixin(StoreBase):
             row = conn.execute(stmt, params).first()
             if row is None:
                 return None
-            run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
-            payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
-            self._audit(conn, runner_id, "task.claimed", row.id, **payload)
-            self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
+            run_id = self._start_lease(conn, row, runner_id, now, claim_key)
         return _lease_sql.claimed(row, run_id, expires)
-
-    def _claim_events(
-        self, conn: sa.Connection, task_id: str, run_id: str, runner_id: str, attempt: int
-    ) -> None:
-        self._event(
-            conn,
-            EventType.TASK_STATE,
-            task_id=task_id,
-            run_id=run_id,
-            status=TaskState.RUNNING.value,
-            was=TaskState.READY.value,
-            reason=None,
-        )
-        self._event(
-            conn,
-            EventType.RUN_STARTED,
-            task_id=task_id,
-            run_id=run_id,
-            runner_id=runner_id,
-            attempt=attempt,
-        )
-
-    def _ended_events(
-        self,
-        conn: sa.Connection,
-        task_id: str,
-        run_id: str | None,
-        *,
-        status: TaskState,
-        was: str,
-        run_status: RunStatus,
-        reason: str | None,
-        **run_data: object,
-    ) -> None:
-        """A task left its lease: its new state, and how its run ended."""
-        self._event(
-            conn,
-            EventType.TASK_STATE,
-            task_id=task_id,
-            run_id=run_id,
-            status=status.value,
-            was=was,
-            reason=reason,
-        )
-        if run_id is not None:
-            self._event(
-                conn,
-                EventType.RUN_FINISHED,
-                task_id=task_id,
-                run_id=run_id,
-                status=run_status.value,
-                reason=reason,
-                **run_data,
-            )
 
     def claim_task(
         self,
@@ -171,7 +126,7 @@ class LeasingMixin(StoreBase):
         whatever its labels. A ClaimConflictError says why not when it is not ready:
         another runner holds it, its dependencies are not done, it is not due yet, or it
         ended. ``claim_key`` makes a retry safe, as for :meth:`claim`."""
-        now = self.clock()
+        now = self._now()
         expires = now + timedelta(seconds=lease_seconds)
         params = {"task_id": task_id, "now": now, "expires": expires, "runner_id": runner_id}
         with self._write() as conn:
@@ -184,17 +139,14 @@ class LeasingMixin(StoreBase):
             row = conn.execute(_claim_keys.claim_one_statement(), params).first()
             if row is None:
                 raise _claim_keys.refusal(conn, task_id, now)
-            run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
-            payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
-            self._audit(conn, runner_id, "task.claimed", row.id, **payload)
-            self._claim_events(conn, row.id, run_id, runner_id, row.attempts)
+            run_id = self._start_lease(conn, row, runner_id, now, claim_key)
         return _lease_sql.claimed(row, run_id, expires)
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = 30.0) -> bool:
         """Extend the lease (of a running or escalated task); False means the task is no
         longer this holder's (cancelled, rescued by the sweeper) and the runner should
         stop working on it."""
-        now = self.clock()
+        now = self._now()
         stmt = (
             sa.update(tasks)
             .where(
@@ -240,8 +192,8 @@ class LeasingMixin(StoreBase):
                 f"a run cannot end a task as {state}",
                 fix=f"report one of {', '.join(sorted(_ENDINGS))}",
             )
-        now = self.clock()
-        rows = _runs.detail_rows(details, now) if details is not None else None
+        now = self._now()
+        rows = _run_sql.detail_rows(details, now) if details is not None else None
         with self._write() as conn:
             current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             who = actor or current.lease_owner or "runner"
@@ -275,40 +227,31 @@ class LeasingMixin(StoreBase):
                     "retry_at": run_after,
                 },
             )
-            run_values = _runs.detail_values(details) if details is not None else {}
-            run_id = _lease_sql.end_run(
+            run_values = _run_sql.detail_values(details) if details is not None else {}
+            audited = {
+                "reason": reason,
+                "attempt": current.attempts,
+                "decision": decision,
+                "run_after": run_after.isoformat() if run_after else None,
+            }
+            run_id = self._end_lease(
                 conn,
-                task_id,
-                fencing_token,
-                RunStatus.FINISHED,
+                _Ending(
+                    task_id=task_id,
+                    fencing_token=fencing_token,
+                    was=current.status,
+                    status=final,
+                    run_status=RunStatus.FINISHED,
+                    reason=reason,
+                ),
                 now=now,
-                reason=reason,
-                outcome=state.value,
-                decision=decision,
-                **run_values,
-            )
-            if rows is not None and run_id is not None:
-                _runs.insert_details(conn, run_id, rows)
-            if current.status == TaskState.ESCALATED.value:
-                _lease_sql.close_escalations(conn, task_id, now)
-            self._audit(
-                conn,
-                who,
-                "task.retry" if final is TaskState.READY else f"task.{final}",
-                task_id,
-                reason=reason,
-                attempt=current.attempts,
-                decision=decision,
-                run_after=run_after.isoformat() if run_after else None,
-            )
-            self._ended_events(
-                conn,
-                task_id,
-                run_id,
-                status=final,
-                was=current.status,
-                run_status=RunStatus.FINISHED,
-                reason=reason,
+                audited=(
+                    who,
+                    "task.retry" if final is TaskState.READY else f"task.{final}",
+                    audited,
+                ),
+                run_values={"outcome": state.value, "decision": decision, **run_values},
+                details=rows,
                 outcome=state.value,
                 result=details.outcome if details is not None else None,
                 decision=decision,
@@ -322,7 +265,7 @@ class LeasingMixin(StoreBase):
                     decision=decision,
                     reason=reason,
                 )
-            released = _tasks.release_or_cascade(conn, task_id, final, now, who)
+            released = _task_sql.release_or_cascade(conn, task_id, final, now, who)
             if final is TaskState.READY or (final is TaskState.DONE and released):
                 self._notify_ready(conn)
         return True
@@ -343,7 +286,7 @@ class LeasingMixin(StoreBase):
         the attempt not counted, its run ended ``released``. Refused (False, and
         audited) when ``fencing_token`` is not the task's current lease; a repeated
         release of the same lease is accepted again."""
-        now = self.clock()
+        now = self._now()
         with self._write() as conn:
             current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             who = current.lease_owner or "runner"
@@ -373,32 +316,30 @@ class LeasingMixin(StoreBase):
                     updated_at=now,
                 )
             )
-            run_id = _lease_sql.end_run(
-                conn, task_id, fencing_token, RunStatus.RELEASED, now=now, reason=reason
-            )
-            if current.status == TaskState.ESCALATED.value:
-                _lease_sql.close_escalations(conn, task_id, now)
-            self._audit(conn, who, "task.released", task_id, reason=reason, token=fencing_token)
-            self._ended_events(
+            self._end_lease(
                 conn,
-                task_id,
-                run_id,
-                status=TaskState.READY,
-                was=current.status,
-                run_status=RunStatus.RELEASED,
-                reason=reason,
+                _Ending(
+                    task_id=task_id,
+                    fencing_token=fencing_token,
+                    was=current.status,
+                    status=TaskState.READY,
+                    run_status=RunStatus.RELEASED,
+                    reason=reason,
+                ),
+                now=now,
+                audited=(who, "task.released", {"reason": reason, "token": fencing_token}),
             )
             self._notify_ready(conn)
         return True
 
-    def sweep(
+    def rescue_expired(
         self, now: datetime | None = None, *, actor: str = "sweeper", limit: int = 500
     ) -> list[str]:
         """Rescue running (or escalated) tasks whose lease expired (their runner died or
         hung): back to ready when attempts remain, else failed. The attempt was counted
         at claim. Safe to run from every runner at once: each row is taken by one
-        sweeper only."""
-        now = now or self.clock()
+        sweeper only. :meth:`capataz.store.Store.sweep` calls it, and tidies up."""
+        now = now or self._now()
         expired = _lease_sql.expired_statement(now, limit, postgres=self._postgres)
         rescued: list[tuple[str, TaskState]] = []
         with self._write() as conn:
@@ -420,31 +361,139 @@ class LeasingMixin(StoreBase):
                         updated_at=now,
                     )
                 )
-                run_id = _lease_sql.end_run(
-                    conn, row.id, row.fencing_token, RunStatus.LOST, now=now, reason=reason
-                )
-                if row.status == TaskState.ESCALATED.value:
-                    _lease_sql.close_escalations(conn, row.id, now)
-                self._audit(
+                audited = {
+                    "reason": reason,
+                    "status": final.value,
+                    "fencing_token": row.fencing_token,
+                }
+                self._end_lease(
                     conn,
-                    actor,
-                    "task.lease_expired",
-                    row.id,
-                    reason=reason,
-                    status=final.value,
-                    fencing_token=row.fencing_token,
+                    _Ending(
+                        task_id=row.id,
+                        fencing_token=row.fencing_token,
+                        was=row.status,
+                        status=final,
+                        run_status=RunStatus.LOST,
+                        reason=reason,
+                    ),
+                    now=now,
+                    audited=(actor, "task.lease_expired", audited),
                 )
-                self._ended_events(
-                    conn,
-                    row.id,
-                    run_id,
-                    status=final,
-                    was=row.status,
-                    run_status=RunStatus.LOST,
-                    reason=reason,
-                )
-                _tasks.release_or_cascade(conn, row.id, final, now, actor)
+                _task_sql.release_or_cascade(conn, row.id, final, now, actor)
                 rescued.append((row.id, final))
             if any(final is TaskState.READY for _, final in rescued):
                 self._notify_ready(conn)
         return [task_id for task_id, _ in rescued]
+
+    # -- waiting for work ----------------------------------------------------------------
+
+    def wait_for_ready(self, timeout: float) -> bool:
+        """Block until a task may have become ready or ``timeout`` seconds pass; True
+        when woken. PostgreSQL: a LISTEN connection (opened on first use, reopened after
+        errors) wakes on the notification every such transaction sends. SQLite: sleeps
+        at most 50 ms and returns False; the runner polls."""
+        listener = self._shared.listener
+        if listener is None:
+            time.sleep(min(max(timeout, 0.0), SQLITE_POLL_SECONDS))
+            return False
+        return listener.wait(timeout)
+
+    @property
+    def waits_for_ready(self) -> bool:
+        """Whether :meth:`wait_for_ready` blocks until a task may be ready (PostgreSQL's
+        LISTEN) rather than sleeping briefly: an idle runner only waits in it then."""
+        return self._shared.listener is not None
+
+    # -- the shapes every claim and every ending share ----------------------------------
+
+    def _start_lease(
+        self, conn: sa.Connection, row: Any, runner_id: str, now: datetime, claim_key: str | None
+    ) -> str:
+        """The task of ``row`` was just leased to ``runner_id``: open its run, audit the
+        claim and tell the event stream. Returns the run's id."""
+        run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
+        payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
+        self._audit(conn, runner_id, "task.claimed", row.id, **payload)
+        self._event(
+            conn,
+            EventType.TASK_STATE,
+            task_id=row.id,
+            run_id=run_id,
+            status=TaskState.RUNNING.value,
+            was=TaskState.READY.value,
+            reason=None,
+        )
+        self._event(
+            conn,
+            EventType.RUN_STARTED,
+            task_id=row.id,
+            run_id=run_id,
+            runner_id=runner_id,
+            attempt=row.attempts,
+        )
+        return run_id
+
+    def _end_lease(
+        self,
+        conn: sa.Connection,
+        ending: _Ending,
+        *,
+        now: datetime,
+        audited: tuple[str, str, Mapping[str, Any]],
+        run_values: Mapping[str, Any] | None = None,
+        details: _run_sql.DetailRows | None = None,
+        **told: object,
+    ) -> str | None:
+        """A task left its lease (its runner reported the ending or gave it back, or the
+        lease expired; the task row is updated already): the lease's run ends (with
+        ``run_values`` and the ``details`` rows), an escalation the task waited on
+        closes, the change is audited (``audited``: actor, action, payload) and the
+        event stream hears the task's new state and how its run ended (``told``: more
+        of that event's data). Returns the run's id (None: the lease had no run)."""
+        run_id = _lease_sql.end_run(
+            conn,
+            ending.task_id,
+            ending.fencing_token,
+            ending.run_status,
+            now=now,
+            reason=ending.reason,
+            **(run_values or {}),
+        )
+        if details is not None and run_id is not None:
+            _run_sql.insert_details(conn, run_id, details)
+        if ending.was == TaskState.ESCALATED.value:
+            _lease_sql.close_escalations(conn, ending.task_id, now)
+        actor, action, payload = audited
+        self._audit(conn, actor, action, ending.task_id, **payload)
+        self._event(
+            conn,
+            EventType.TASK_STATE,
+            task_id=ending.task_id,
+            run_id=run_id,
+            status=ending.status.value,
+            was=ending.was,
+            reason=ending.reason,
+        )
+        if run_id is not None:
+            self._event(
+                conn,
+                EventType.RUN_FINISHED,
+                task_id=ending.task_id,
+                run_id=run_id,
+                status=ending.run_status.value,
+                reason=ending.reason,
+                **told,
+            )
+        return run_id
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How a lease ended, for :meth:`Leases._end_lease`."""
+
+    task_id: str
+    fencing_token: int
+    was: str  # the task's state while leased (running or escalated)
+    status: TaskState  # its state now
+    run_status: RunStatus  # how the lease's run ended
+    reason: str | None

@@ -1,0 +1,121 @@
+"""Writing and reading the live event stream (see :mod:`capataz.events`).
+
+Events are inserted in the transaction of the change they describe. For ids to grow in
+commit order (so that "every event after id N" never skips one that commits late), an
+insert on PostgreSQL first takes the same transaction-scoped advisory lock the audit
+chain uses; SQLite's writers are serial already."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from capataz.events import EventRecord, EventType
+from capataz.redaction import redact_data
+from capataz.store._audit_sql import PG_LOCK
+from capataz.store.schema import UTCDateTime, events, runs
+
+__all__ = ["SQLITE_INSERT", "emit", "emit_for_run", "emit_many", "last_id", "prune", "read_after"]
+
+# The raw-connection claim path (``_sqlite_claims``) inserts with this statement.
+SQLITE_INSERT = "INSERT INTO events (at, type, task_id, run_id, data) VALUES (?, ?, ?, ?, ?)"
+
+
+def emit(
+    conn: sa.Connection,
+    kind: EventType,
+    *,
+    at: datetime,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    **data: Any,
+) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(PG_LOCK)
+    conn.execute(
+        sa.insert(events).values(
+            at=at, type=kind.value, task_id=task_id, run_id=run_id, data=redact_data(data)
+        )
+    )
+
+
+def emit_for_run(
+    conn: sa.Connection, kind: EventType, *, at: datetime, run_id: str, **data: Any
+) -> None:
+    """An event about run ``run_id``, tagged with the run's task (one INSERT … SELECT;
+    nothing is written when there is no such run)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(PG_LOCK)
+    chosen = sa.select(
+        sa.literal(at, UTCDateTime()),
+        sa.literal(kind.value, sa.Text()),
+        runs.c.task_id,
+        runs.c.id,
+        sa.literal(redact_data(data), sa.JSON()),
+    ).where(runs.c.id == run_id)
+    conn.execute(sa.insert(events).from_select(["at", "type", "task_id", "run_id", "data"], chosen))
+
+
+def emit_many(
+    conn: sa.Connection,
+    kind: EventType,
+    *,
+    at: datetime,
+    items: list[tuple[str | None, dict[str, Any]]],
+) -> None:
+    """One event of ``kind`` per (task_id, data) item, in one multi-row insert."""
+    if not items:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(PG_LOCK)
+    rows = [
+        {
+            "at": at,
+            "type": kind.value,
+            "task_id": task_id,
+            "run_id": None,
+            "data": redact_data(data),
+        }
+        for task_id, data in items
+    ]
+    conn.execute(sa.insert(events), rows)
+
+
+def read_after(
+    conn: sa.Connection,
+    after: int,
+    *,
+    task_id: str | None = None,
+    run_id: str | None = None,
+    types: frozenset[str] | None = None,
+    limit: int = 500,
+) -> list[EventRecord]:
+    query = sa.select(events).where(events.c.id > after)
+    if task_id is not None:
+        query = query.where(events.c.task_id == task_id)
+    if run_id is not None:
+        query = query.where(events.c.run_id == run_id)
+    if types:
+        query = query.where(events.c.type.in_(sorted(types)))
+    rows = conn.execute(query.order_by(events.c.id).limit(limit)).all()
+    return [
+        EventRecord(
+            id=row.id,
+            type=row.type,
+            at=row.at,
+            task_id=row.task_id,
+            run_id=row.run_id,
+            data=row.data,
+        )
+        for row in rows
+    ]
+
+
+def last_id(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.id), 0))).scalar_one())
+
+
+def prune(conn: sa.Connection, before: datetime) -> int:
+    return conn.execute(sa.delete(events).where(events.c.at < before)).rowcount
