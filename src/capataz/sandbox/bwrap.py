@@ -47,11 +47,13 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import replace
 from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.cache import cache_mount, held_cache
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
 from capataz.sandbox.mounts import (
@@ -244,7 +246,7 @@ def build_argv(
         options=options,
         secret_fds=secret_fds,
     )
-    argv += scratch
+    argv += scratch + cache_mount(spec.cache, HOME)
 
     binds: list[tuple[str, str]] = [("--bind", str(workspace))]
     for extra in [*map(str, spec.read_only), *expose]:
@@ -507,7 +509,9 @@ class BwrapSandbox:
             uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
             secret_pipes(spec.secret_files) as secret_fds,
             run_cgroup(spec.limits.memory, _cgroup_pids(spec.limits.processes)) as group,
+            held_cache(spec.cache, uid=uid, limit=spec.limits.disk) as cache,
         ):
+            spec = replace(spec, cache=cache)  # None: another run of the agent holds it
             if uid is not None:
                 blocked = unreachable_ancestor(workspace, spec.hide)
                 if blocked is not None:
@@ -547,7 +551,7 @@ class BwrapSandbox:
             disk = None
             if spec.limits.disk is not None:  # started after hand_over's chowns
                 skip = frozenset({".git"} if spec.git_dir is not None else ())
-                disk = DiskWatch(workspace, spec.limits.disk, skip_top=skip)
+                disk = DiskWatch(workspace, spec.limits.disk, skip_top=skip, also=cache)
             read_fd, write_fd = os.pipe()
             try:
                 run = supervise_spawned(
