@@ -29,6 +29,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -134,6 +135,10 @@ def _handler_for(fake: FakeOpenAIChat) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # quiet: the tests assert on fake.requests instead
+
+        def handle(self) -> None:
+            with suppress(ConnectionError):  # a client that gave up (killed, timed out)
+                super().handle()
 
         def do_GET(self) -> None:
             fake._record(Recorded(self.path, dict(self.headers), {}))
