@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from capataz.agents.preset import Preset
+from capataz.agents.presets.aider import AiderPreset
 from capataz.config import AgentConfig
 from capataz.errors import UnknownAgentError
 
 __all__ = ["PRESETS", "apply_preset", "preset_named"]
 
-PRESETS: dict[str, type[Preset]] = {}
+PRESETS: dict[str, type[Preset]] = {
+    AiderPreset.name: AiderPreset,
+}
 
 
 def preset_named(name: str) -> Preset:
