@@ -47,7 +47,8 @@ The environment:
   object directory on ``/tmp`` and keep the real objects readable (relative to the tree,
   where aider runs git), so ``git add`` works and nothing reaches the real ``.git``.
   The private index starts empty, so ``git status`` inside aider sees every tracked file
-  as staged for deletion; aider only uses that to offer dirty commits, which are off.
+  as staged for deletion; aider asks git for that only before dirty commits (off) and in
+  slash commands (``/commit``, ``/lint``, ``/undo``) that a task does not use.
 * ``BROWSER=true``: with ``--yes-always`` aider "opens" every URL it offers (the key's
   help page after a 401, the model-warnings page); this makes that a no-op.
 * ``COLUMNS=4096``: aider prints through rich, which wraps at 80 columns without a
@@ -55,7 +56,9 @@ The environment:
 
 aider also reads ``.aider.conf.yml``, ``.env`` and ``.aider.model.*`` files from the
 repository if the project has them; the flags above win over a config file, and
-everything aider does still happens inside the sandbox.
+everything aider does still happens inside the sandbox. One catch: a project ``.env``
+that sets ``OPENAI_API_KEY`` replaces the vault's key for aider (it loads ``.env`` with
+override), and that key is then sent to the configured endpoint.
 
 Usage: aider prints ``Tokens: 2.4k sent, 26 received. Cost: $0.0063 message, $0.0063
 session.`` after each reply (the cost only for models it knows prices for). While
