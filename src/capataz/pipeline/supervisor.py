@@ -46,6 +46,7 @@ from capataz.pipeline.progress_state import (
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
+from capataz.sandbox.cache import agent_cache_dir
 from capataz.sandbox.network import network_setting
 from capataz.secrets.delivery import SecretDelivery
 from capataz.statedir import state_dir
@@ -355,6 +356,7 @@ class Supervisor:
             hide=self._hidden(),
             env=agent_env(agent),
             network=network_setting(agent.network, agent_network_key(run.spec.agent)),
+            cache=agent_cache_dir(self.repo.root, run.spec.agent) if agent.cache else None,
         )
         spec = self.secrets.for_agent(agent, spec)
         run.agent = self.sandbox.run(

@@ -64,6 +64,9 @@ class SandboxSpec:
     # secrets delivered as files (name -> value): each backend writes them where only
     # the command can read them and sets NAME_FILE to the path; never on disk or argv
     secret_files: dict[str, str] = field(default_factory=dict, repr=False)
+    # the agent's persistent cache (capataz.sandbox.cache): a host directory shown
+    # writable at $HOME/.cache; written by the untrusted agent, never run by capataz
+    cache: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from pathlib import Path
 from capataz.config import Limits, SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.cache import cache_mount, held_cache
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
 from capataz.sandbox.handover import hand_over, uid_lease, unreachable_ancestor
@@ -250,7 +251,7 @@ def build_argv(
         options=options,
         secret_fds=secret_fds,
     )
-    argv += scratch
+    argv += scratch + cache_mount(spec.cache, HOME)
 
     binds: list[tuple[str, str]] = [("--bind", str(workspace))]
     for extra in [*map(str, spec.read_only), *expose]:
@@ -440,7 +441,9 @@ class BwrapSandbox:
             network_for(
                 spec.network, uid=uid, hidden=spec.hide, on_record=spec.on_connection
             ) as net,
+            held_cache(spec.cache, uid=uid, limit=spec.limits.disk) as cache,
         ):
+            spec = dataclasses.replace(spec, cache=cache)  # None: another run of the agent holds it
             if uid is not None:
                 _give_workspace(workspace, uid, spec)
             argv = build_argv(
@@ -467,7 +470,7 @@ class BwrapSandbox:
             disk = None
             if spec.limits.disk is not None:  # started after hand_over's chowns
                 skip = frozenset({".git"} if spec.git_dir is not None else ())
-                disk = DiskWatch(workspace, spec.limits.disk, skip_top=skip)
+                disk = DiskWatch(workspace, spec.limits.disk, skip_top=skip, also=cache)
             read_fd, write_fd = os.pipe()
             try:
                 run = supervise_spawned(

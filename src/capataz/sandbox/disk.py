@@ -67,12 +67,21 @@ def written_since(root: Path, since_ns: int, *, skip_top: frozenset[str] = froze
 
 
 class DiskWatch:
-    """Periodic checks of one run's workspace against its ``disk`` limit."""
+    """Periodic checks of one run's workspace (and ``also``, the agent's persistent
+    cache, see capataz.sandbox.cache) against its ``disk`` limit."""
 
-    def __init__(self, root: Path, limit: int, *, skip_top: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limit: int,
+        *,
+        skip_top: frozenset[str] = frozenset(),
+        also: Path | None = None,
+    ) -> None:
         self.root = root
         self.limit = limit
         self.skip_top = skip_top
+        self.also = also
         self.since_ns = time.time_ns()
         started = time.monotonic()
         self.next_check = started + _FIRST_CHECK
@@ -82,6 +91,8 @@ class DiskWatch:
         """Scan now; True once the run has written more than its limit."""
         started = time.monotonic()
         self.written = written_since(self.root, self.since_ns, skip_top=self.skip_top)
+        if self.also is not None:
+            self.written += written_since(self.also, self.since_ns)
         took = time.monotonic() - started
         self.next_check = time.monotonic() + max(_INTERVAL, took * _MAX_SHARE)
         return self.written > self.limit

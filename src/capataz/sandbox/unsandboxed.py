@@ -17,12 +17,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 from capataz.config import SandboxOptions
 from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
+from capataz.sandbox.cache import held_cache
 from capataz.sandbox.disk import DiskWatch
 from capataz.sandbox.network import NetworkPolicy
 from capataz.sandbox.outcome import build_result
@@ -81,7 +83,13 @@ class UnsandboxedSandbox:
         if processes is not None and os.geteuid() != 0:
             processes += processes_in_use(os.getuid())  # the limit counts the whole uid
         home = tempfile.mkdtemp(prefix="capataz-home-")
-        disk = DiskWatch(workspace, spec.limits.disk) if spec.limits.disk is not None else None
+        held = ExitStack()
+        cache = held.enter_context(held_cache(spec.cache, uid=None, limit=spec.limits.disk))
+        if cache is not None:  # the throwaway HOME's .cache is the agent's persistent one
+            Path(home, ".cache").symlink_to(cache)
+        disk = None
+        if spec.limits.disk is not None:
+            disk = DiskWatch(workspace, spec.limits.disk, also=cache)
         secrets = _write_secret_files(spec.secret_files) if spec.secret_files else None
         try:
             files = {f"{n}_FILE": str(Path(secrets, n)) for n in spec.secret_files if secrets}
@@ -113,7 +121,8 @@ class UnsandboxedSandbox:
                 detail=f"cannot run {spec.argv[0]!r}: {exc.strerror or exc}",
             )
         finally:
-            shutil.rmtree(home, ignore_errors=True)
+            held.close()
+            shutil.rmtree(home, ignore_errors=True)  # removes the link, not the cache
             if secrets is not None:
                 shutil.rmtree(secrets, ignore_errors=True)
         over = None

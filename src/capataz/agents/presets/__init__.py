@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from capataz.agents.preset import Preset
+from capataz.agents.presets.aider import AiderPreset
 from capataz.agents.presets.codex import CodexPreset
 from capataz.config import AgentConfig
 from capataz.errors import UnknownAgentError
 
 __all__ = ["PRESETS", "apply_preset", "preset_named"]
 
-PRESETS: dict[str, type[Preset]] = {}
-
-
-def _register(preset: type[Preset]) -> None:
-    PRESETS[preset.name] = preset
-
-
-_register(CodexPreset)
+PRESETS: dict[str, type[Preset]] = {preset.name: preset for preset in (AiderPreset, CodexPreset)}
 
 
 def preset_named(name: str) -> Preset:
