@@ -106,6 +106,20 @@ def test_output_keeps_a_command_alive(run: Run, sandbox: Sandbox) -> None:
     assert ran.out == ["tick"] * 5
 
 
+def test_chatter_is_not_progress(run: Run, sandbox: Sandbox) -> None:
+    """An agent retrying forever prints a line now and then; the sink calls those lines
+    chatter (returns False), so they do not keep the idle watchdog quiet."""
+    ran = run(
+        sandbox,
+        "echo started; while :; do echo 'retrying in 0.2 s'; sleep 0.2; done",
+        idle_timeout=1,
+        judge=lambda line: not line.text.startswith("retrying"),
+    )
+    assert ran.result.outcome is ExecOutcome.HUNG, ran.result.detail
+    assert ran.out[0] == "started" and ran.out.count("retrying in 0.2 s") >= 2
+    assert "only" in ran.result.detail and "retry chatter" in ran.result.detail
+
+
 def test_should_stop_cancels(
     run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
 ) -> None:

@@ -539,10 +539,10 @@ class BwrapSandbox:
             files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
             errors: list[str] = []
 
-            def sink(line: OutputLine) -> None:
+            def sink(line: OutputLine) -> bool | None:
                 if line.stream == "err" and len(errors) < 5:  # only used if it never started
                     errors.append(line.text)
-                on_output(line)
+                return on_output(line)
 
             disk = None
             if spec.limits.disk is not None:  # started after hand_over's chowns
