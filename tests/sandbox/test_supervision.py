@@ -75,6 +75,14 @@ def test_environment_is_clean(run: Run, sandbox: Sandbox, monkeypatch: pytest.Mo
     assert ran.out[-1] == "home"
 
 
+def test_agents_have_a_git_identity(run: Run, sandbox: Sandbox) -> None:
+    """HOME is empty but for a global git config: an agent that commits (or reads
+    user.name from the config files, as GitPython does) has an identity."""
+    ran = run(sandbox, 'git config --global user.name; cat "$HOME/.gitconfig"')
+    assert ran.result.outcome is ExecOutcome.OK, ran.text
+    assert ran.out[0] == "capataz agent" and "\temail = agent@capataz.invalid" in ran.out
+
+
 def test_wall_clock_timeout_kills_the_whole_tree(
     run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
 ) -> None:

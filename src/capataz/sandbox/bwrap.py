@@ -46,7 +46,7 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from capataz.config import Limits, SandboxOptions
@@ -54,9 +54,11 @@ from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.gitenv import GITCONFIG, GITCONFIG_NAME, git_env, merge_env
 from capataz.sandbox.mounts import (
     HOME,
     SECRETS_DIR,
+    data_pipes,
     masks,
     parents_inside,
     read_only_masks,
@@ -79,6 +81,7 @@ __all__ = [
     "find_bwrap",
     "hand_over",
     "init_script",
+    "secret_pipes",
     "supported_options",
     "uid_lease",
 ]
@@ -215,6 +218,7 @@ def build_argv(
     options: frozenset[str] = frozenset(),
     rlimits: Sequence[tuple[int, int, int]] = (),
     secret_fds: Sequence[tuple[str, int]] = (),
+    home_fds: Sequence[tuple[str, int]] = (),
 ) -> list[str]:
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
@@ -225,6 +229,7 @@ def build_argv(
     /proc, and the environment carries the agent's secrets. Secret files arrive the same
     way: ``secret_fds`` are (name, fd) pairs whose pipes bwrap copies into files 0400 on
     a private tmpfs at :data:`SECRETS_DIR`; only fd numbers are on the command line.
+    ``home_fds`` become files in HOME the same way (the agent's git identity).
     """
     as_root = uid is not None
     argv = [str(bwrap), "--die-with-parent", "--new-session", "--as-pid-1"]
@@ -243,6 +248,7 @@ def build_argv(
         as_root=as_root,
         options=options,
         secret_fds=secret_fds,
+        home_fds=home_fds,
     )
     argv += scratch
 
@@ -363,47 +369,7 @@ def hand_over(workspace: Path, uid: int, *, skip_git: bool) -> None:
                     stack.append(entry.path)
 
 
-@contextmanager
-def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
-    """One pipe per secret file, filled and closed for writing, its read end inheritable
-    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
-    sandbox, so the value never touches a disk or a command line. The read ends are
-    closed on the way out when the spawn did not take them."""
-    fds: list[tuple[str, int]] = []
-    try:
-        for name, value in files.items():
-            data = value.encode("utf-8")
-            read_end, write_end = os.pipe()
-            try:
-                if len(data) > 65536:
-                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
-                os.write(write_end, data)
-                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
-            except OSError as exc:
-                raise SandboxError(
-                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
-                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
-                ) from exc
-            finally:
-                os.close(read_end)
-                os.close(write_end)
-        yield fds
-    finally:
-        for _, fd in fds:
-            with suppress(OSError):
-                os.close(fd)
-
-
-def _git_env(spec: SandboxSpec) -> dict[str, str]:
-    """Let git trust a repository owned by someone else, and never take its locks."""
-    if spec.git_dir is None:
-        return {}
-    return {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "safe.directory",
-        "GIT_CONFIG_VALUE_0": "*",
-        "GIT_OPTIONAL_LOCKS": "0",
-    }
+secret_pipes = data_pipes  # secrets travel like any other file: through a pipe
 
 
 def _cgroup_pids(processes: int | None) -> int | None:
@@ -506,6 +472,7 @@ class BwrapSandbox:
         with (
             uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
             secret_pipes(spec.secret_files) as secret_fds,
+            data_pipes({GITCONFIG_NAME: GITCONFIG}) as home_fds,
             run_cgroup(spec.limits.memory, _cgroup_pids(spec.limits.processes)) as group,
         ):
             if uid is not None:
@@ -533,6 +500,7 @@ class BwrapSandbox:
                 options=options,
                 rlimits=rlimits_for(spec.limits, processes=processes),
                 secret_fds=secret_fds,
+                home_fds=home_fds,
             )
             if group is not None:
                 argv = enter_argv(group, argv)
@@ -552,13 +520,15 @@ class BwrapSandbox:
             try:
                 run = supervise_spawned(
                     argv,
-                    env=clean_env(HOME, {**_git_env(spec), **spec.env, **files}),
+                    env=clean_env(
+                        HOME, merge_env(git_env(spec.git_dir is not None), {**spec.env, **files})
+                    ),
                     limits=spec.limits,
                     on_output=sink,
                     should_stop=should_stop,
                     report_fd=write_fd,
                     side_fd=read_fd,
-                    pass_fds=[fd for _, fd in secret_fds],
+                    pass_fds=[fd for _, fd in [*secret_fds, *home_fds]],
                     disk=disk,
                 )
             except OSError as exc:
