@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from capataz.agents.commands import agent_env, render_command, resolve_agent
+from capataz.agents.presets import with_presets
 from capataz.config import Config
 from capataz.context.flow import ContextLink, Publication
 from capataz.errors import CapatazError, Interrupted, TaskError
 from capataz.gates import GateReport, run_gates
-from capataz.gates.agent import agent_violations
 from capataz.gates.protected import protected_path_violations, protected_patterns
 from capataz.gates.secrets import secret_leak_violations
 from capataz.models import (
@@ -31,6 +31,7 @@ from capataz.models import (
     utcnow,
 )
 from capataz.names import validate_task_id
+from capataz.pipeline.agent_watch import AgentWatch, leave_out_state_files
 from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
@@ -72,6 +73,7 @@ class _Run:
     steps: list[StepRecord] = field(default_factory=list)
     nested_git: list[str] = field(default_factory=list)
     published: Publication = field(default_factory=Publication)
+    watch: AgentWatch | None = None  # the agent's run as its preset reads it
 
 
 class Supervisor:
@@ -95,7 +97,7 @@ class Supervisor:
         self.terminal = terminal
         self.progress_root = repo.root / config.project.progress_dir
         self.workspaces = repo.root / ".capataz" / "workspaces"
-        self.secrets = SecretDelivery(config, repo.root, self.hooks.secrets)
+        self.secrets = SecretDelivery(with_presets(config), repo.root, self.hooks.secrets)
 
     # -- the pipeline -------------------------------------------------------------
 
@@ -313,7 +315,7 @@ class Supervisor:
 
     def _collected_violations(self, run: _Run) -> list[Violation]:
         """What the agent's run and the collect step found, before any gate looks."""
-        found = agent_violations(run.agent)
+        found = run.watch.violations(run.agent, self.config.sandbox.expose) if run.watch else []
         nested = [*run.nested_git, *(run.changes.gitlinks if run.changes else ())]
         found += [
             Violation(
@@ -352,20 +354,10 @@ class Supervisor:
             network=agent.network,
         )
         spec = self.secrets.for_agent(agent, spec)
-        run.agent = self.sandbox.run(
-            spec, lambda line: self._output(run, "agent", line), self.hooks.should_stop
-        )
-        run.log.note(
-            "capataz", f"agent ended: {run.agent.outcome.value} {run.agent.detail}".strip()
-        )
-        metrics = run.progress.state.metrics
-        metrics.agent_exit_code = run.agent.exit_code
-        metrics.agent_outcome = run.agent.outcome.value
-        metrics.execution_time_ms = round(run.agent.wall_seconds * 1000)
-        metrics.agent_cpu_seconds = round(run.agent.cpu_seconds, 3)
-        metrics.agent_peak_memory_bytes = run.agent.peak_memory_bytes
-        metrics.agent_output_bytes = run.agent.output_bytes
-        metrics.leftover_processes = run.agent.leftover_processes
+        watch = run.watch = AgentWatch(run.spec.agent, agent, argv, run.log, agent.env.get("PATH"))
+        sink = watch.sink(lambda line: self._output(run, "agent", line))
+        ended = self.sandbox.run(spec, sink, watch.should_stop(self.hooks.should_stop))
+        run.agent = watch.finish(ended, run.progress.state.metrics)
         return run.agent
 
     def _collect(self, run: _Run, message: str = "") -> ChangeSet | None:
@@ -374,6 +366,7 @@ class Supervisor:
         suffix = f" ({message})" if message else ""
         run.nested_git += run.workspace.remove_nested_git()
         run.published = self.context.take(run.workspace.tree, self.config, run.spec.agent)
+        leave_out_state_files(run.workspace, resolve_agent(self.config, run.spec.agent), run.log)
         run.workspace.commit(
             f"{title}{suffix}\n\n"
             f"capataz-task: {run.spec.task_id}\ncapataz-agent: {run.spec.agent}\n"
@@ -383,15 +376,10 @@ class Supervisor:
         run.changes = (
             run.workspace.changes(head) if run.result else ChangeSet(root=run.workspace.tree)
         )
-        changes = run.changes.changes
         state = run.progress.state
-        state.metrics.files_created = sum(c.kind.value == "added" for c in changes)
-        state.metrics.files_modified = sum(c.kind.value == "modified" for c in changes)
-        state.metrics.files_deleted = sum(c.kind.value == "deleted" for c in changes)
-        state.metrics.lines_added = sum(c.lines_added for c in changes)
-        state.metrics.lines_removed = sum(c.lines_removed for c in changes)
+        state.metrics.count_changes(run.changes.changes)
         state.result_commit = run.result
-        state.file_changes = list(changes)
+        state.file_changes = list(run.changes.changes)
         return run.changes
 
     def _escalate(self, run: _Run, verdict: Verdict) -> Answer:
