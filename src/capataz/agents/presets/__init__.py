@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from capataz.agents.preset import Preset
+from capataz.agents.presets.claude_code import ClaudeCode
 from capataz.config import AgentConfig, Config
 from capataz.errors import UnknownAgentError
 
 __all__ = ["PRESETS", "apply_preset", "preset_named", "with_presets"]
 
-PRESETS: dict[str, type[Preset]] = {}
+PRESETS: dict[str, type[Preset]] = {
+    ClaudeCode.name: ClaudeCode,
+}
 
 
 def preset_named(name: str) -> Preset:
