@@ -48,6 +48,12 @@ _NETWORK_FIX = (
 )
 _OFFLINE_ATTEMPTS = 2  # connection errors in a row before the run is called offline
 
+# The run's budget (cgroup) and each process's address space (RLIMIT_AS). Measured with
+# 2.1.328: its Bun runtime starts and works at 1 GiB of address space and aborts at
+# start at 512 MiB (older builds died by SIGILL at 2 GiB); 4 GiB leaves room for a long
+# session and the tools it runs, and keeps the run bounded where no cgroup is available.
+MEMORY: int | None = 4 * 1024**3
+
 
 def _number(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
@@ -233,9 +239,3 @@ class ClaudeCode(Preset):
     def reader(self) -> OutputReader:
         return ClaudeCodeReader()
 
-
-# The run's budget (cgroup) and each process's address space (RLIMIT_AS). Measured with
-# 2.1.328: its Bun runtime starts and works at 1 GiB of address space and aborts at
-# start at 512 MiB (older builds died by SIGILL at 2 GiB); 4 GiB leaves room for a long
-# session and the tools it runs, and keeps the run bounded where no cgroup is available.
-MEMORY: int | None = 4 * 1024**3
