@@ -116,3 +116,14 @@ def test_a_hidden_cli_is_named_with_the_expose_that_shows_it(tmp_path: Path) -> 
     assert failure["suggestion"].startswith("show it read-only to agents: [sandbox] expose = [")
     assert '/npm/node_modules"]' in failure["suggestion"]
     assert fake.messages() == []
+
+
+def test_a_model_that_never_answers_is_a_hang_not_a_timeout(tmp_path: Path) -> None:
+    fake = FakeAnthropic("hang")
+    with fake:
+        proj = project(tmp_path, fake, idle_timeout="5s")
+        ran = proj.exec("write hello.txt", "thang")
+    assert ran.returncode == 1 and ran.report["outcome"] == "blocked", ran.report
+    assert "AGENT_HUNG" in {v["type"] for v in ran.violations}
+    assert ran.report["agent"]["outcome"] == "hung"
+    assert len(fake.messages()) >= 1  # it asked, and was never answered
