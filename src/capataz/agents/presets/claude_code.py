@@ -238,4 +238,3 @@ class ClaudeCode(Preset):
 
     def reader(self) -> OutputReader:
         return ClaudeCodeReader()
-
