@@ -25,7 +25,7 @@ import re
 import uuid
 from typing import Any
 
-from tests.agents.fake_models.server import FakeModelServer, Recorded, Reply, _Counter
+from tests.agents.fake_models.server import Counter, FakeModelServer, Recorded, Reply
 
 __all__ = ["MODEL", "FakeAnthropic"]
 
@@ -59,7 +59,7 @@ class FakeAnthropic(FakeModelServer):
 
     def __init__(self, scenario: str = "edit", **kwargs: Any) -> None:
         super().__init__(scenario, **kwargs)
-        self._limited = _Counter()
+        self._limited = Counter()
 
     def messages(self) -> list[Recorded]:
         """The Messages requests received (the conversation and any side requests)."""

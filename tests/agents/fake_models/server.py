@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Edit", "FakeModelServer", "Recorded", "Reply"]
+__all__ = ["Counter", "Edit", "FakeModelServer", "Recorded", "Reply"]
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,9 @@ class FakeModelServer:
 
 
 @dataclass
-class _Counter:
-    """A thread-safe count of events a scenario has already played (429s sent, …)."""
+class Counter:
+    """A thread-safe count of what a scenario has already played (429s sent, …):
+    ``take()`` returns how many times it was taken before."""
 
     value: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)

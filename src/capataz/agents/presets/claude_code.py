@@ -119,10 +119,11 @@ class ClaudeCodeReader(OutputReader):
         elif status is None:
             self._offline += 1
             if self._offline >= _OFFLINE_ATTEMPTS:
+                retries = _number(event.get("max_retries")) or "?"
                 self._fail(
                     "the agent has no network: it cannot connect to its model API at "
-                    f"{{endpoint}} ({error}; attempt {attempt} of "
-                    f"{_number(event.get('max_retries')) or '?'})",
+                    f"{{endpoint}} (connection error: {error}; attempt {attempt}, the CLI "
+                    f"would retry {retries} times)",
                     _NETWORK_FIX,
                 )
         else:
