@@ -42,13 +42,14 @@ GIT_ENV = {
 }
 
 
-def agent_tools() -> Path:
-    """The installed CLIs; an AssertionError (a failed test) when they are missing."""
+def agent_tools(*presets: str) -> Path:
+    """The tools directory; an AssertionError (a failed test) when the CLI of one of
+    ``presets`` (all of them when none is named) is missing."""
     root = Path(os.environ.get("CAPATAZ_AGENT_TOOLS") or Path.home() / ".cache/capataz/agent-tools")
     missing = [
-        name
-        for preset, name in EXECUTABLES.items()
-        if not os.access(root / TOOLS[preset][0] / name, os.X_OK)
+        EXECUTABLES[preset]
+        for preset in presets or tuple(EXECUTABLES)
+        if not os.access(root / TOOLS[preset][0] / EXECUTABLES[preset], os.X_OK)
     ]
     assert not missing, (
         f"agent CLIs missing in {root}: {', '.join(missing)}; run scripts/install-agents "
@@ -99,7 +100,7 @@ class PresetProject:
         ``expose=False`` leaves the CLIs hidden by the sandbox's masks."""
         self.repo = root
         self.preset = preset
-        tools = agent_tools()
+        tools = agent_tools(preset)
         bin_dir, shown = (tools / part for part in TOOLS[preset])
         settings = {"network": True, "timeout": "5m", "idle_timeout": "2m", **keys}
         lines = [

@@ -63,7 +63,7 @@ def test_init_agent_writes_the_agent_and_its_credential_request(
 
 def test_init_offers_the_presets_found_on_path(make_repo: Callable[..., Path]) -> None:
     repo = make_repo()
-    bin_dir = agent_tools() / TOOLS["claude-code"][0]
+    bin_dir = agent_tools("claude-code") / TOOLS["claude-code"][0]
     done = capataz("init", cwd=repo, path=f"{bin_dir}:/usr/bin:/bin")
     assert done.returncode == 0, done.stderr
     assert "found claude on PATH: [agents.claude-code] is offered" in " ".join(done.stdout.split())
