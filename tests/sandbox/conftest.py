@@ -74,8 +74,10 @@ def run(workspace: Path) -> Callable[..., Ran]:
         network: bool | NetworkPolicy = False,
         git_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        judge: Callable[[OutputLine], bool | None] | None = None,
         **limits: Any,
     ) -> Ran:
+        """``judge``, when given, is what the sink answers per line (False: chatter)."""
         argv = ["sh", "-c", command] if isinstance(command, str) else command
         spec = SandboxSpec(
             argv=argv,
@@ -86,7 +88,12 @@ def run(workspace: Path) -> Callable[..., Ran]:
             network=network,
         )
         lines: list[OutputLine] = []
-        result = sandbox.run(spec, lines.append, should_stop)
+
+        def sink(line: OutputLine) -> bool | None:
+            lines.append(line)
+            return judge(line) if judge is not None else None
+
+        result = sandbox.run(spec, sink, should_stop)
         return Ran(result, lines)
 
     return run_in

@@ -153,6 +153,27 @@ def test_git_history_is_readable_but_not_writable(
     assert (git_dir / "config").read_text() == config
 
 
+def test_agent_git_config_is_added_after_capatazs_own(
+    run: Run, bwrap: BwrapSandbox, repo: Path
+) -> None:
+    """An agent env with its own GIT_CONFIG_COUNT keeps capataz's safe.directory entry
+    (renumbered after it) and gets a git identity from $HOME/.gitconfig."""
+    agent_env = {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "core.editor",
+        "GIT_CONFIG_VALUE_0": "true",
+    }
+    ran = run(
+        bwrap,
+        "git config --get-all safe.directory; git config core.editor; "
+        "git config user.name; git config --global user.email; git status --short",
+        git_dir=repo / ".git",
+        env=agent_env,
+    )
+    assert ran.result.outcome is ExecOutcome.OK, ran.text
+    assert ran.out[:4] == ["*", "true", "capataz agent", "agent@capataz.invalid"]
+
+
 def test_exposed_paths_are_readable_not_writable(run: Run, workspace: Path) -> None:
     toolchain = Path.home() / f"capataz-test-tool-{unique()}"
     toolchain.mkdir()

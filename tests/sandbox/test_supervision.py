@@ -75,6 +75,14 @@ def test_environment_is_clean(run: Run, sandbox: Sandbox, monkeypatch: pytest.Mo
     assert ran.out[-1] == "home"
 
 
+def test_agents_have_a_git_identity(run: Run, sandbox: Sandbox) -> None:
+    """HOME is empty but for a global git config: an agent that commits (or reads
+    user.name from the config files, as GitPython does) has an identity."""
+    ran = run(sandbox, 'git config --global user.name; cat "$HOME/.gitconfig"')
+    assert ran.result.outcome is ExecOutcome.OK, ran.text
+    assert ran.out[0] == "capataz agent" and "\temail = agent@capataz.invalid" in ran.out
+
+
 def test_wall_clock_timeout_kills_the_whole_tree(
     run: Run, sandbox: Sandbox, host_pids: Callable[[str], list[int]]
 ) -> None:
@@ -104,6 +112,20 @@ def test_output_keeps_a_command_alive(run: Run, sandbox: Sandbox) -> None:
     assert ran.result.outcome is ExecOutcome.OK, ran.result.detail
     assert ran.result.wall_seconds > 2
     assert ran.out == ["tick"] * 5
+
+
+def test_chatter_is_not_progress(run: Run, sandbox: Sandbox) -> None:
+    """An agent retrying forever prints a line now and then; the sink calls those lines
+    chatter (returns False), so they do not keep the idle watchdog quiet."""
+    ran = run(
+        sandbox,
+        "echo started; while :; do echo 'retrying in 0.2 s'; sleep 0.2; done",
+        idle_timeout=1,
+        judge=lambda line: not line.text.startswith("retrying"),
+    )
+    assert ran.result.outcome is ExecOutcome.HUNG, ran.result.detail
+    assert ran.out[0] == "started" and ran.out.count("retrying in 0.2 s") >= 2
+    assert "only" in ran.result.detail and "retry chatter" in ran.result.detail
 
 
 def test_should_stop_cancels(

@@ -127,3 +127,44 @@ def test_a_workspace_in_use_is_locked_until_discarded(make_repo: Callable[..., P
     assert taken.returncode != 0  # another process (gc) cannot take it
     ws.discard()
     assert not lock.exists() and not ws.path.exists()
+
+
+def test_left_out_paths_are_not_part_of_the_result(make_repo: Callable[..., Path]) -> None:
+    """An agent's state files (new, or tracked ones it changed or deleted) are undone in
+    the tree before the commit, so only the real change lands and nothing hides there."""
+    repo_path = make_repo(files={"state/kept.md": "base\n", "state/gone.md": "base\n"})
+    _, ws = _workspace(repo_path)
+    (ws.tree / ".agent.history.md").write_text("chat\n")
+    (ws.tree / ".agent.cache").mkdir()
+    (ws.tree / ".agent.cache" / "tags.bin").write_bytes(b"\x00\x01")
+    (ws.tree / "state" / "kept.md").write_text("agent wrote here\n")
+    (ws.tree / "state" / "gone.md").unlink()
+    (ws.tree / "real.py").write_text("print(1)\n")
+    ignored = ("state/", ".agent")
+
+    def exclude(path: str) -> bool:
+        return path.startswith(ignored)
+
+    assert ws.leave_out(exclude) == [
+        ".agent.cache/tags.bin",
+        ".agent.history.md",
+        "state/gone.md",
+        "state/kept.md",
+    ]
+    head = ws.commit("agent result")
+    assert head is not None
+    assert [f.path for f in ws.changes(head).files] == ["real.py"]
+    assert not (ws.tree / ".agent.history.md").exists()
+    assert not (ws.tree / ".agent.cache" / "tags.bin").exists()
+    assert (ws.tree / "state" / "kept.md").read_text() == "base\n"
+    assert (ws.tree / "state" / "gone.md").read_text() == "base\n"
+
+
+def test_a_run_that_changed_only_left_out_paths_commits_nothing(
+    make_repo: Callable[..., Path],
+) -> None:
+    repo_path = make_repo()
+    _, ws = _workspace(repo_path)
+    (ws.tree / ".aider.chat.history.md").write_text("chat\n")
+    assert ws.leave_out(lambda path: path.startswith(".aider")) == [".aider.chat.history.md"]
+    assert ws.commit("agent result") is None

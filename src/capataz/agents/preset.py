@@ -38,7 +38,11 @@ class AgentUsage:
 
 @dataclass(frozen=True)
 class AgentFailure:
-    """Why the agent failed, in its own words, and what the user should change."""
+    """Why the agent failed, in its own words, and what the user should change.
+
+    A reader does not know the agent's name or endpoint, so both texts may name
+    ``{agent}`` and ``{endpoint}``: the pipeline replaces them with the agent's name and
+    its endpoint's ``host:port`` (``[agents.{agent}] network = ["{endpoint}"]``)."""
 
     reason: str  # e.g. "401 from the model: invalid x-api-key"
     fix: str  # e.g. "store the key: capataz secret set ANTHROPIC_API_KEY"
@@ -71,7 +75,9 @@ class PresetSettings:
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
     memory: int | None = None  # None: "unlimited" (a runtime that reserves address space)
-    network: list[str] = field(default_factory=list)  # host:port patterns
+    # host:port patterns. Until the allowlist lands, AgentConfig.network is a bool and a
+    # non-empty list here means the host's network (network = true).
+    network: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)  # the agent's own state files
 
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from capataz.agents.commands import resolve_agent
+from capataz.agents.presets import with_presets
 from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary, report_json
@@ -64,7 +65,7 @@ def exec_command(
         allow_high=allow_high,
     )
     resolve_agent(config, spec.agent)  # before the live view starts: errors stay one line
-    SecretDelivery(config, repo.root).prepare(spec.agent)  # a credential still WAITING
+    SecretDelivery(with_presets(config), repo.root).prepare(spec.agent)  # one still WAITING
     _run(f"{spec.task_id} · {spec.agent}", as_json, lambda s: s.execute(spec), repo, config)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -31,12 +32,21 @@ def init_command(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing capataz.toml.")
     ] = False,
+    agents: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            help="Add an agent of this preset (claude-code, codex, aider) and its "
+            "credential request; repeatable. Without it, presets found on PATH are offered "
+            "as comments.",
+        ),
+    ] = None,
     repo_path: RepoOption = Path(),
 ) -> None:
     """Write a commented capataz.toml and ignore .capataz/ in git."""
     repo = Repository.discover(repo_path.resolve())
-    for line in init_project(repo, force=force):
-        out.print(f"[green]✓[/] {line}")
+    for line in init_project(repo, force=force, agents=agents or ()):
+        out.print(f"[green]✓[/] {escape(line)}")
     out.print('Next: [bold]capataz doctor[/], then [bold]capataz exec "<instruction>"[/].')
 
 

@@ -5,14 +5,29 @@ engine weighs them with everything else."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 
+from capataz.gates.agent_hints import memory_hint, missing_command_hint
 from capataz.models import Severity, Violation, ViolationType
 from capataz.sandbox.base import ExecOutcome, ExecResult
 
 __all__ = ["agent_violations"]
 
 
-def agent_violations(result: ExecResult | None) -> list[Violation]:
+def agent_violations(
+    result: ExecResult | None,
+    *,
+    failure: tuple[str, str] | None = None,
+    argv: Sequence[str] = (),
+    search_path: str | None = None,
+    expose: Sequence[str] = (),
+    memory: int | None = None,
+) -> list[Violation]:
+    """The run's violations. ``failure`` is the agent's own account of a failure read
+    from its output (reason, fix): it replaces the bare "exit code N" (and a stop
+    capataz made because of it), since a CLI that got a 401 often exits 0. ``argv``,
+    ``search_path`` and ``expose`` let an exit 127 name what the sandbox hides;
+    ``memory`` (the agent's limit) lets a crash at start suggest raising it."""
     if result is None:
         return []
     found: list[Violation] = []
@@ -28,6 +43,8 @@ def agent_violations(result: ExecResult | None) -> list[Violation]:
             )
         )
 
+    if failure is not None:
+        add(ViolationType.AGENT_FAILED, Severity.CRITICAL, failure[0], failure[1])
     if result.outcome is ExecOutcome.HUNG:
         add(
             ViolationType.AGENT_HUNG,
@@ -56,6 +73,8 @@ def agent_violations(result: ExecResult | None) -> list[Violation]:
             f"agent ran out of memory: {result.detail}",
             "raise memory for this agent (tmpfs writes count too), or use less of it",
         )
+    elif failure is not None:
+        pass  # the agent said why; the exit status (or capataz's stop) adds nothing
     elif result.outcome is ExecOutcome.CANCELLED:
         add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
     elif result.outcome is ExecOutcome.FAILED:
@@ -64,12 +83,16 @@ def agent_violations(result: ExecResult | None) -> list[Violation]:
             if result.exit_code is not None
             else f"killed by {signal.Signals(result.signal or 9).name}"
         )
-        add(
-            ViolationType.AGENT_FAILED,
-            Severity.HIGH,
-            f"agent failed: {result.detail or how}",
-            "read artifacts/run.log; SIGKILL or SIGXCPU usually means a memory or CPU limit",
+        details = f"agent failed: {result.detail or how}"
+        suggestion = (
+            "read artifacts/run.log; SIGKILL or SIGXCPU usually means a memory or CPU limit"
         )
+        if result.exit_code in (126, 127):
+            missing, suggestion = missing_command_hint(argv, search_path=search_path, expose=expose)
+            details = f"{details}: {missing}"
+        elif (hint := memory_hint(result.signal, memory, result.wall_seconds)) is not None:
+            suggestion = hint
+        add(ViolationType.AGENT_FAILED, Severity.HIGH, details, suggestion)
     if result.leftover_processes:
         add(
             ViolationType.AGENT_LEFT_PROCESSES,

@@ -95,6 +95,21 @@ class ProgressMetrics(_Sparse):
     lines_added: int | None = None
     lines_removed: int | None = None
     rollbacks_applied: int | None = None
+    # what the agent reported it used (agents with a preset): tokens sent (cached ones
+    # included) and received, its cost when it reports one, its model, its turns
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    turns: int | None = None
+
+    def count_changes(self, changes: list[FileChange]) -> None:
+        """The result's size: files by kind, lines added and removed."""
+        self.files_created = sum(c.kind.value == "added" for c in changes)
+        self.files_modified = sum(c.kind.value == "modified" for c in changes)
+        self.files_deleted = sum(c.kind.value == "deleted" for c in changes)
+        self.lines_added = sum(c.lines_added for c in changes)
+        self.lines_removed = sum(c.lines_removed for c in changes)
 
 
 class ProgressState(_Sparse):

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from capataz.agents.commands import agent_env, render_command, resolve_agent
+from capataz.agents.presets import with_presets
 from capataz.config import Config
 from capataz.context.flow import ContextLink, Publication
 from capataz.errors import CapatazError, Interrupted, TaskError
 from capataz.gates import GateReport, run_gates
-from capataz.gates.agent import agent_violations
 from capataz.gates.network import agent_network_key, network_violations
 from capataz.gates.protected import protected_path_violations, protected_patterns
 from capataz.gates.secrets import secret_leak_violations
@@ -32,6 +32,7 @@ from capataz.models import (
     utcnow,
 )
 from capataz.names import validate_task_id
+from capataz.pipeline.agent_watch import AgentWatch, leave_out_state_files
 from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
@@ -75,6 +76,7 @@ class _Run:
     steps: list[StepRecord] = field(default_factory=list)
     nested_git: list[str] = field(default_factory=list)
     published: Publication = field(default_factory=Publication)
+    watch: AgentWatch | None = None  # the agent's run as its preset reads it
 
 
 class Supervisor:
@@ -98,7 +100,7 @@ class Supervisor:
         self.terminal = terminal
         self.progress_root = repo.root / config.project.progress_dir
         self.workspaces = repo.root / ".capataz" / "workspaces"
-        self.secrets = SecretDelivery(config, repo.root, self.hooks.secrets)
+        self.secrets = SecretDelivery(with_presets(config), repo.root, self.hooks.secrets)
 
     # -- the pipeline -------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class Supervisor:
 
     def _collected_violations(self, run: _Run) -> list[Violation]:
         """What the agent's run and the collect step found, before any gate looks."""
-        found = agent_violations(run.agent)
+        found = run.watch.violations(run.agent, self.config.sandbox.expose) if run.watch else []
         found += network_violations(
             run.agent, key=agent_network_key(run.spec.agent), policy=self.config.policy
         )
@@ -359,22 +361,12 @@ class Supervisor:
             cache=agent_cache_dir(self.repo.root, run.spec.agent) if agent.cache else None,
         )
         spec = self.secrets.for_agent(agent, spec)
-        run.agent = self.sandbox.run(
-            spec, lambda line: self._output(run, "agent", line), self.hooks.should_stop
-        )
-        run.log.note(
-            "capataz", f"agent ended: {run.agent.outcome.value} {run.agent.detail}".strip()
-        )
+        watch = run.watch = AgentWatch(run.spec.agent, agent, argv, run.log, agent.env.get("PATH"))
+        sink = watch.sink(lambda line: self._output(run, "agent", line))
+        ended = self.sandbox.run(spec, sink, watch.should_stop(self.hooks.should_stop))
+        run.agent = watch.finish(ended, run.progress.state.metrics)
         for record in run.agent.connections:  # the network allowlist's proxy, if any
             run.log.write("network", OutputLine(record.at, "capataz", record.line()))
-        metrics = run.progress.state.metrics
-        metrics.agent_exit_code = run.agent.exit_code
-        metrics.agent_outcome = run.agent.outcome.value
-        metrics.execution_time_ms = round(run.agent.wall_seconds * 1000)
-        metrics.agent_cpu_seconds = round(run.agent.cpu_seconds, 3)
-        metrics.agent_peak_memory_bytes = run.agent.peak_memory_bytes
-        metrics.agent_output_bytes = run.agent.output_bytes
-        metrics.leftover_processes = run.agent.leftover_processes
         return run.agent
 
     def _collect(self, run: _Run, message: str = "") -> ChangeSet | None:
@@ -383,6 +375,7 @@ class Supervisor:
         suffix = f" ({message})" if message else ""
         run.nested_git += run.workspace.remove_nested_git()
         run.published = self.context.take(run.workspace.tree, self.config, run.spec.agent)
+        leave_out_state_files(run.workspace, resolve_agent(self.config, run.spec.agent), run.log)
         run.workspace.commit(
             f"{title}{suffix}\n\n"
             f"capataz-task: {run.spec.task_id}\ncapataz-agent: {run.spec.agent}\n"
@@ -392,15 +385,10 @@ class Supervisor:
         run.changes = (
             run.workspace.changes(head) if run.result else ChangeSet(root=run.workspace.tree)
         )
-        changes = run.changes.changes
         state = run.progress.state
-        state.metrics.files_created = sum(c.kind.value == "added" for c in changes)
-        state.metrics.files_modified = sum(c.kind.value == "modified" for c in changes)
-        state.metrics.files_deleted = sum(c.kind.value == "deleted" for c in changes)
-        state.metrics.lines_added = sum(c.lines_added for c in changes)
-        state.metrics.lines_removed = sum(c.lines_removed for c in changes)
+        state.metrics.count_changes(run.changes.changes)
         state.result_commit = run.result
-        state.file_changes = list(changes)
+        state.file_changes = list(run.changes.changes)
         return run.changes
 
     def _escalate(self, run: _Run, verdict: Verdict) -> Answer:

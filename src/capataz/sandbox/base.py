@@ -42,7 +42,11 @@ class OutputLine:
     text: str  # one line, without its newline; invalid UTF-8 replaced
 
 
-OutputSink = Callable[[OutputLine], None]
+OutputSink = Callable[[OutputLine], "bool | None"]
+"""Receives each line. Returning False says "this line is not progress" (an agent's
+retry notice, a reconnect message): it is still delivered and logged, but it does not
+reset the idle watchdog, so an agent that only ever prints chatter is found HUNG after
+``idle_timeout``. None (or True) counts the line as progress."""
 
 
 @dataclass(frozen=True)

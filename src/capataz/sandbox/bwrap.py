@@ -55,10 +55,12 @@ from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink
 from capataz.sandbox.cache import cache_mount, held_cache
 from capataz.sandbox.cgroups import enter_argv, run_cgroup
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.gitenv import GITCONFIG, GITCONFIG_NAME, git_env, merge_env
 from capataz.sandbox.handover import hand_over, uid_lease, unreachable_ancestor
 from capataz.sandbox.mounts import (
     HOME,
     SECRETS_DIR,
+    data_pipes,
     parents_inside,
     read_only_masks,
     scratch_mounts,
@@ -220,6 +222,7 @@ def build_argv(
     rlimits: Sequence[tuple[int, int, int]] = (),
     secret_fds: Sequence[tuple[str, int]] = (),
     network: NetworkSetup | None = None,
+    home_fds: Sequence[tuple[str, int]] = (),
 ) -> list[str]:
     """The full bwrap command line for ``spec`` (``uid`` given = the running-as-root mode).
 
@@ -231,7 +234,8 @@ def build_argv(
     way: ``secret_fds`` are (name, fd) pairs whose pipes bwrap copies into files 0400 on
     a private tmpfs at :data:`SECRETS_DIR`; only fd numbers are on the command line.
     An allowlist (``network``) keeps the network unshared and adds its proxy's socket and
-    the bridge that the init starts (see capataz.sandbox.network).
+    the bridge that the init starts (see capataz.sandbox.network). ``home_fds`` become
+    files in HOME the same way as secrets (the agent's git identity).
     """
     as_root = uid is not None
     argv = [str(bwrap), "--die-with-parent", "--new-session", "--as-pid-1"]
@@ -250,6 +254,7 @@ def build_argv(
         as_root=as_root,
         options=options,
         secret_fds=secret_fds,
+        home_fds=home_fds,
     )
     argv += scratch + cache_mount(spec.cache, HOME)
 
@@ -296,24 +301,13 @@ def build_argv(
     return argv
 
 
-def _git_env(spec: SandboxSpec) -> dict[str, str]:
-    """Let git trust a repository owned by someone else, and never take its locks."""
-    if spec.git_dir is None:
-        return {}
-    return {
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "safe.directory",
-        "GIT_CONFIG_VALUE_0": "*",
-        "GIT_OPTIONAL_LOCKS": "0",
-    }
-
-
 def _environment(spec: SandboxSpec, network: NetworkSetup | None) -> dict[str, str]:
     """The command's environment: the clean base, git's, the spec's, where its secret
     files are, and last the proxy variables of an allowlist (nothing overrides them)."""
     files = {f"{name}_FILE": f"{SECRETS_DIR}/{name}" for name in spec.secret_files}
     proxy = network.plan.env if network is not None else {}
-    return clean_env(HOME, {**_git_env(spec), **spec.env, **files, **proxy})
+    own = merge_env(git_env(spec.git_dir is not None), {**spec.env, **files})
+    return clean_env(HOME, {**own, **proxy})
 
 
 def _give_workspace(workspace: Path, uid: int, spec: SandboxSpec) -> None:
@@ -437,6 +431,7 @@ class BwrapSandbox:
         with (
             uid_lease(self.options.uid) if as_root else nullcontext(None) as uid,
             secret_pipes(spec.secret_files) as secret_fds,
+            data_pipes({GITCONFIG_NAME: GITCONFIG}) as home_fds,
             run_cgroup(spec.limits.memory, pids) as group,
             network_for(
                 spec.network, uid=uid, hidden=spec.hide, on_record=spec.on_connection
@@ -457,15 +452,16 @@ class BwrapSandbox:
                 rlimits=rlimits_for(spec.limits, processes=processes),
                 secret_fds=secret_fds,
                 network=net,
+                home_fds=home_fds,
             )
             if group is not None:
                 argv = enter_argv(group, argv)
             errors: list[str] = []
 
-            def sink(line: OutputLine) -> None:
+            def sink(line: OutputLine) -> bool | None:
                 if line.stream == "err" and len(errors) < 5:  # only used if it never started
                     errors.append(line.text)
-                on_output(line)
+                return on_output(line)
 
             disk = None
             if spec.limits.disk is not None:  # started after hand_over's chowns
@@ -481,7 +477,7 @@ class BwrapSandbox:
                     should_stop=should_stop,
                     report_fd=write_fd,
                     side_fd=read_fd,
-                    pass_fds=[fd for _, fd in secret_fds] + (net.fds if net else []),
+                    pass_fds=[fd for _, fd in [*secret_fds, *home_fds]] + (net.fds if net else []),
                     disk=disk,
                 )
             except OSError as exc:

@@ -36,6 +36,7 @@ __all__ = [
     "HOME",
     "MASKED",
     "SECRETS_DIR",
+    "data_pipes",
     "masks",
     "parents_inside",
     "read_only_masks",
@@ -97,6 +98,38 @@ def _secret_mounts(secret_fds: Sequence[tuple[str, int]], sized: bool) -> list[s
     return argv
 
 
+@contextmanager
+def data_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
+    """One pipe per file (a secret, the agent's git config), filled and closed for
+    writing, its read end inheritable at a number above 9 (clear of the fds the spawn
+    remaps): bwrap reads each into the sandbox, so the value never touches a disk or a
+    command line. The read ends are
+    closed on the way out when the spawn did not take them."""
+    fds: list[tuple[str, int]] = []
+    try:
+        for name, value in files.items():
+            data = value.encode("utf-8")
+            read_end, write_end = os.pipe()
+            try:
+                if len(data) > 65536:
+                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
+                os.write(write_end, data)
+                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
+            except OSError as exc:
+                raise SandboxError(
+                    f"{name} cannot be handed to the sandbox ({exc.strerror or exc})",
+                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
+                ) from exc
+            finally:
+                os.close(read_end)
+                os.close(write_end)
+        yield fds
+    finally:
+        for _, fd in fds:
+            with suppress(OSError):
+                os.close(fd)
+
+
 def scratch_mounts(
     *,
     memory: int | None,
@@ -104,10 +137,12 @@ def scratch_mounts(
     as_root: bool,
     options: frozenset[str],
     secret_fds: Sequence[tuple[str, int]] = (),
+    home_fds: Sequence[tuple[str, int]] = (),
 ) -> tuple[list[str], list[str]]:
-    """bwrap arguments for /dev, the tmpfs masks, the hidden directories, HOME and the
-    secrets, and the list of mount points (for :func:`parents_inside` and
-    :func:`read_only_masks`). Goes right after ``--ro-bind / /``."""
+    """bwrap arguments for /dev, the tmpfs masks, the hidden directories, HOME (with the
+    files ``home_fds`` carry) and the secrets, and the list of mount points (for
+    :func:`parents_inside` and :func:`read_only_masks`). Goes right after
+    ``--ro-bind / /``."""
     sized = "--size" in options
     caps = tmpfs_caps(memory) if sized else None
     argv = ["--dev", "/dev"]
@@ -124,6 +159,8 @@ def scratch_mounts(
         argv += ["--perms", "0755", "--tmpfs", hidden]
         found.append(hidden)
     argv += ["--perms", "0777" if as_root else "0700", "--dir", HOME]
+    for name, fd in home_fds:
+        argv += ["--perms", "0644", "--file", str(fd), f"{HOME}/{name}"]
     argv += _secret_mounts(secret_fds, sized)
     return argv, found
 
@@ -139,32 +176,4 @@ def read_only_masks(found: Sequence[str]) -> list[str]:
     return argv
 
 
-@contextmanager
-def secret_pipes(files: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
-    """One pipe per secret file, filled and closed for writing, its read end inheritable
-    at a number above 9 (clear of the fds the spawn remaps): bwrap reads each into the
-    sandbox, so the value never touches a disk or a command line. The read ends are
-    closed on the way out when the spawn did not take them."""
-    fds: list[tuple[str, int]] = []
-    try:
-        for name, value in files.items():
-            data = value.encode("utf-8")
-            read_end, write_end = os.pipe()
-            try:
-                if len(data) > 65536:
-                    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
-                os.write(write_end, data)
-                fds.append((name, fcntl.fcntl(read_end, fcntl.F_DUPFD, 10)))
-            except OSError as exc:
-                raise SandboxError(
-                    f"secret {name} cannot be handed to the sandbox ({exc.strerror or exc})",
-                    fix="secrets delivered as files must fit a pipe (1 MiB by default)",
-                ) from exc
-            finally:
-                os.close(read_end)
-                os.close(write_end)
-        yield fds
-    finally:
-        for _, fd in fds:
-            with suppress(OSError):
-                os.close(fd)
+secret_pipes = data_pipes  # secrets travel like any other file: through a pipe

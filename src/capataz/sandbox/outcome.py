@@ -30,6 +30,7 @@ class Supervised:
     peak_memory_bytes: int
     output_bytes: int
     output_truncated: bool
+    chatter: int = 0  # lines the sink called chatter since the last progress
     leftovers: list[str] = field(default_factory=list)  # group members alive after exit
     escaped: bool = False  # something outside the group kept the output pipes open
     side_data: bytes = b""
@@ -81,7 +82,7 @@ def build_result(
         outcome = stopped
         detail = {
             ExecOutcome.TIMEOUT: f"still running after {limits.timeout:g} s; killed",
-            ExecOutcome.HUNG: f"no output for {limits.idle_timeout or 0:g} s; killed as a hang",
+            ExecOutcome.HUNG: _hang_detail(limits.idle_timeout or 0, run.chatter),
             ExecOutcome.CANCELLED: "stopped on request; killed",
             ExecOutcome.DISK_LIMIT: f"wrote {format_bytes(over_disk_limit)} into its workspace, "
             f"over its disk limit of {format_bytes(limits.disk)}"
@@ -117,6 +118,12 @@ def build_result(
         leftover_processes=leftovers,
         detail=detail,
     )
+
+
+def _hang_detail(idle: float, chatter: int) -> str:
+    if not chatter:
+        return f"no output for {idle:g} s; killed as a hang"
+    return f"no progress for {idle:g} s, only {chatter} line(s) of retry chatter; killed as a hang"
 
 
 def _signal_name(number: int) -> str:

@@ -48,23 +48,38 @@ class LineSplitter:
         self.truncated = False
         self.pending: dict[str, bytes] = {"out": b"", "err": b""}
         self.held: dict[str, _Held] = {"out": _Held(), "err": _Held()}
+        self.progress = False  # set when the sink takes a line as progress
+        self.chatter = 0  # lines the sink called chatter since the last progress
 
-    def feed(self, stream: str, data: bytes, at: datetime) -> None:
+    def feed(self, stream: str, data: bytes, at: datetime) -> bool:
+        """Split ``data`` into lines and deliver them. True when the chunk counts as
+        progress for the idle watchdog: a line the sink did not call chatter, a line
+        held back (unjudged yet), a chunk with no complete line, or anything once the
+        output is truncated (no longer judged line by line)."""
         self.total += len(data)
         if self.truncated:
-            return  # only counted from now on: no splitting work for a flood
+            return True  # only counted from now on: no splitting work for a flood
+        self.progress = b"\n" not in data
         *lines, rest = (self.pending[stream] + data).split(b"\n")
         self.pending[stream] = rest
         for raw in lines:
             if not self._deliver(stream, raw, 1, at):
-                return
+                return True
         while len(self.pending[stream]) >= _MAX_LINE:
             piece, self.pending[stream] = (
                 self.pending[stream][:_MAX_LINE],
                 self.pending[stream][_MAX_LINE:],
             )
             if not self._deliver(stream, piece, 0, at):
-                return
+                return True
+        return self.progress
+
+    def _emit(self, line: OutputLine) -> None:
+        if self.sink(line) is False:
+            self.chatter += 1
+        else:
+            self.progress = True
+            self.chatter = 0
 
     def finish(self, stream: str, at: datetime) -> None:
         rest, self.pending[stream] = self.pending[stream], b""
@@ -77,7 +92,7 @@ class LineSplitter:
             self._release(stream)
         if self.truncated:
             dropped = self.total - self.delivered
-            self.sink(
+            self._emit(
                 OutputLine(
                     at,
                     "err",
@@ -98,13 +113,15 @@ class LineSplitter:
         masker = active()
         held = self.held[stream]
         if not masker and not held.lines:
-            self.sink(OutputLine(at, stream, visible(text)))
+            self._emit(OutputLine(at, stream, visible(text)))
             return True
         held.lines.append((at, text))
         joined = held.shown + "".join(line for _, line in held.lines)
         unfinished = masker.open_prefix(joined)
         if unfinished < HOLD_PREFIX or len(held.lines) >= _MAX_HELD:
             self._flush(stream, masker, joined, unfinished)
+        else:
+            self.progress = True  # held back, not judged yet
         return True
 
     def _release(self, stream: str) -> None:
@@ -124,7 +141,7 @@ class LineSplitter:
         for at, text in held.lines:
             masked = _mask(text, offset, spans)
             offset += len(text)
-            self.sink(OutputLine(at, stream, visible(masked)))
+            self._emit(OutputLine(at, stream, visible(masked)))
         held.lines = []
         tail = len(joined) - unfinished
         covered = bool(spans) and spans[-1][1] > tail

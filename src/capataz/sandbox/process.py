@@ -366,9 +366,8 @@ class _Watch:
                 self.output.finish(name, at)
         elif name == "side":
             self.side += data[: max(0, _MAX_SIDE - len(self.side))]
-        else:
+        elif self.output.feed(name, data, at):  # chatter does not reset the watchdog
             self.last_output = time.monotonic()
-            self.output.feed(name, data, at)
 
     def _summary(self, side_fd: int | None) -> Supervised:
         wall = time.monotonic() - self.started
@@ -385,6 +384,7 @@ class _Watch:
             peak_memory_bytes=usage.ru_maxrss * 1024,
             output_bytes=self.output.total,
             output_truncated=self.output.truncated,
+            chatter=self.output.chatter,
             leftovers=self.leftovers,
             escaped=bool(self.streams.keys() - {side_fd}),
             side_data=bytes(self.side),

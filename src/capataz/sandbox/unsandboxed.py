@@ -1,7 +1,8 @@
 """The "none" backend: the same supervision without isolation, for machines without
 user namespaces or for debugging a sandbox problem.
 
-The command gets the same clean environment (with a throwaway HOME), the same rlimits,
+The command gets the same clean environment (with a throwaway HOME holding only the
+agent's git identity), the same rlimits,
 the same timeouts, disk watch and output handling (no cgroup, no tmpfs caps), runs in
 the workspace and in its own process group, which is killed when it ends. That is all:
 it sees and can write everything the runner's user can, reaches the network, and a
@@ -26,6 +27,7 @@ from capataz.errors import SandboxError
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink, SandboxSpec
 from capataz.sandbox.cache import held_cache
 from capataz.sandbox.disk import DiskWatch
+from capataz.sandbox.gitenv import GITCONFIG, GITCONFIG_NAME
 from capataz.sandbox.network import NetworkPolicy
 from capataz.sandbox.outcome import build_result
 from capataz.sandbox.process import clean_env, processes_in_use, supervise
@@ -83,6 +85,7 @@ class UnsandboxedSandbox:
         if processes is not None and os.geteuid() != 0:
             processes += processes_in_use(os.getuid())  # the limit counts the whole uid
         home = tempfile.mkdtemp(prefix="capataz-home-")
+        Path(home, GITCONFIG_NAME).write_text(GITCONFIG, encoding="utf-8")  # git identity
         held = ExitStack()
         cache = held.enter_context(held_cache(spec.cache, uid=None, limit=spec.limits.disk))
         if cache is not None:  # the throwaway HOME's .cache is the agent's persistent one

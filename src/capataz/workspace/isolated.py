@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -163,6 +165,55 @@ class Workspace:
                 return None
             git.run("commit", "--quiet", "--no-verify", "--no-gpg-sign", "-m", message)
         return self.head()
+
+    def leave_out(self, exclude: Callable[[str], bool]) -> list[str]:
+        """Undo the agent's changes to the paths ``exclude`` matches (its own state
+        files), before :meth:`commit`; returns those paths.
+
+        An excluded path is simply not part of the result: a new file is deleted from
+        the tree, a tracked one the agent changed or deleted is restored to its base
+        version. So the post-gates see exactly what lands, nothing rides along under an
+        ignored name, and a run that changed only such paths commits nothing."""
+        self._drop_mount_point()
+        git = self.git
+        git.run("add", "--all")
+        listing = git.run("diff", "--cached", "--name-status", "-z", "--no-renames", "HEAD")
+        fields = os.fsdecode(listing.stdout).split("\0")
+        added: list[str] = []
+        tracked: list[str] = []
+        for status, path in zip(fields[0::2], fields[1::2], strict=False):
+            if path and exclude(path):
+                (added if status.startswith("A") else tracked).append(path)
+        if not added and not tracked:
+            return []
+        literal = {"GIT_LITERAL_PATHSPECS": "1"}
+        paths = os.fsencode("\0".join([*added, *tracked]))
+        git.run(
+            "reset",
+            "-q",
+            "HEAD",
+            "--pathspec-from-file=-",
+            "--pathspec-file-nul",
+            input_bytes=paths,
+            env=literal,
+        )
+        if tracked:  # back to the base version in the tree too
+            git.run(
+                "checkout-index",
+                "-f",
+                "-z",
+                "--stdin",
+                input_bytes=os.fsencode("\0".join(tracked)),
+                env=literal,
+            )
+        for path in added:
+            target = self.tree / path
+            with suppress(FileNotFoundError, NotADirectoryError):
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+        return sorted([*added, *tracked])
 
     def changes(self, head: str | None = None) -> ChangeSet:
         """Two git calls: raw + numstat (kinds, modes, counts), then the patch (kept

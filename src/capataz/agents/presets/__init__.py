@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from capataz.agents.preset import Preset
 from capataz.agents.presets.aider import AiderPreset
+from capataz.agents.presets.claude_code import ClaudeCode
 from capataz.agents.presets.codex import CodexPreset
-from capataz.config import AgentConfig
+from capataz.config import AgentConfig, Config
 from capataz.errors import UnknownAgentError
 
-__all__ = ["PRESETS", "apply_preset", "preset_named"]
+__all__ = ["PRESETS", "apply_preset", "preset_named", "with_presets"]
 
-PRESETS: dict[str, type[Preset]] = {preset.name: preset for preset in (AiderPreset, CodexPreset)}
+PRESETS: dict[str, type[Preset]] = {
+    preset.name: preset for preset in (AiderPreset, ClaudeCode, CodexPreset)
+}
 
 
 def preset_named(name: str) -> Preset:
@@ -38,7 +41,7 @@ def apply_preset(agent: AgentConfig) -> AgentConfig:
     update: dict[str, object] = {
         "endpoint": endpoint,
         "env": {**settings.env, **agent.env},
-        "ignore": [*settings.ignore, *agent.ignore],
+        "ignore": list(dict.fromkeys([*settings.ignore, *agent.ignore])),  # idempotent
     }
     defaults = {
         "command": settings.command,
@@ -48,3 +51,12 @@ def apply_preset(agent: AgentConfig) -> AgentConfig:
     }
     update.update({key: value for key, value in defaults.items() if key not in mine})
     return agent.model_copy(update=update)
+
+
+def with_presets(config: Config) -> Config:
+    """``config`` with every agent's preset applied: for code that reads the agents
+    table itself rather than through resolve_agent (which secrets an agent needs, and
+    so which credential requests a task waits for). Applying a preset twice is a
+    no-op, so a resolved agent may be resolved again."""
+    agents = {name: apply_preset(agent) for name, agent in config.agents.items()}
+    return config.model_copy(update={"agents": agents})

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
+from capataz.agents.presets import with_presets
 from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, config_of, ok, store_of
 from capataz.api.errors import ApiError
@@ -122,7 +123,7 @@ def task_secrets(
         raise ApiError(404, f"no task {task_id}") from None
     if not store.leases.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
-    names = needed_secrets(config_of(request), task.agent)
+    names = needed_secrets(with_presets(config_of(request)), task.agent)  # a preset's key too
     vault_has = bool(names) and bool(store.secrets.rows(names))
     values = server_vault(request, store).values(names) if vault_has else {}
     # The one answer that must carry values: built without ok(), which masks them.
