@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
+
+from tests.serving import serving
 
 from capataz.store import RunStatus, Store, TaskState
 from capataz.store.schema import runs, task_dependencies, tasks
@@ -125,12 +128,6 @@ def fill(url: str, n_tasks: int, n_runs: int) -> str:
     return token
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(url: str, workdir: Path) -> Iterator[str]:
     """``capataz serve`` over ``url`` in a fresh repository; yields its base URL."""
@@ -138,36 +135,8 @@ def serve(url: str, workdir: Path) -> Iterator[str]:
     repo.mkdir()
     subprocess.run(["git", "init", "--quiet", str(repo)], check=True)
     (repo / "capataz.toml").write_text(CONFIG)
-    port = _free_port()
-    env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"capataz serve exited: {proc.communicate()[1]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("capataz serve did not answer /health in 60 s")
-            time.sleep(0.1)
+    with serving(repo, {**os.environ, "CAPATAZ_DATABASE_URL": url}) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
+
+from tests.serving import start_serve, stop_serve
 
 from capataz.runner.remote import RemoteQueue
 from capataz.setup.demo import create_demo_repo
@@ -53,12 +54,6 @@ GIT_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _project(tmp: Path, name: str) -> tuple[Path, str]:
     repo = create_demo_repo(tmp / name)
     (repo.root / "capataz.toml").write_text(CONFIG)
@@ -69,27 +64,6 @@ def _project(tmp: Path, name: str) -> tuple[Path, str]:
     )
     (repo.root / ".capataz").mkdir(exist_ok=True)
     return repo.root, f"sqlite:///{repo.root / '.capataz' / 'capataz.db'}"
-
-
-def _serve(root: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
-        cwd=root,
-        env={**os.environ, "CAPATAZ_DATABASE_URL": url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("capataz serve did not start")
 
 
 def _api_worker(
@@ -132,7 +106,7 @@ def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
     )
     tokens = [store.tokens.create("runner", f"bench-{i}") for i in range(runners)]
     store.close()
-    server, base = _serve(root, url)
+    server, base = start_serve(root, {**os.environ, "CAPATAZ_DATABASE_URL": url})
     try:
         out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         procs = [
@@ -147,8 +121,7 @@ def api_latency(tmp: Path, runners: int, claims: int, think: float) -> None:
             proc.join()
         elapsed = time.perf_counter() - started
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_serve(server)
     claim_ms = [v for c, _ in results for v in c]
     beat_ms = [v for _, b in results for v in b]
     print(
@@ -171,7 +144,7 @@ def _throughput(tmp: Path, name: str, tasks: int, runners: int, remote: bool) ->
     env = {**os.environ, "CAPATAZ_DATABASE_URL": url}
     argv = [sys.executable, "-m", "capataz", "runner", "run", "--exit-when-idle"]
     if remote:
-        server, base = _serve(root, url)
+        server, base = start_serve(root, {**os.environ, "CAPATAZ_DATABASE_URL": url})
         env = {**os.environ, "CAPATAZ_TOKEN": token}
         env.pop("CAPATAZ_DATABASE_URL", None)
         argv += ["--server", base]

@@ -4,16 +4,15 @@ database (SQLite and PostgreSQL, from ``queue_url``), with a token for every rol
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.serving import start_serve, stop_serve
 
 from capataz.store import Store
 
@@ -47,26 +46,6 @@ class Server:
         return Store.open(self.url)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 180  # a generous ceiling: a loaded machine starts slowly
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"capataz serve exited: {proc.communicate()[1]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("capataz serve did not answer /health in 180 s")
-
-
 @pytest.fixture
 def start_server(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Callable[..., Server]]:
     procs: list[subprocess.Popen[str]] = []
@@ -82,28 +61,13 @@ def start_server(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Cal
             tokens = {role: store.tokens.create(role, f"test-{role}") for role in ROLES}
         finally:
             store.close()
-        port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc, base = start_serve(repo, env)
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, proc)
         return Server(base=base, repo=repo, env=env, url=queue_url, tokens=tokens)
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop_serve(proc)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 from tests.api.conftest import ROLES, Server
-from tests.api.conftest import _free_port as free_port
-from tests.api.conftest import _wait_healthy as wait_healthy
 from tests.conftest import GIT_ENV, git
 from tests.helpers import wait_for
+from tests.serving import serving
 
 from capataz.store import Store
 
@@ -104,26 +103,8 @@ def panel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tokens = {role: store.tokens.create(role, f"test-{role}") for role in ROLES}
     finally:
         store.close()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, process)
+    with serving(repo, env) as base:
         yield Server(base=base, repo=repo, env=env, url=url, tokens=tokens)
-    finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
 
 
 @pytest.fixture(scope="module")

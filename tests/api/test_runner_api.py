@@ -113,3 +113,30 @@ def test_runner_routes_need_a_runner_token(server: Server) -> None:
     with server.client("viewer") as api:
         message = api.post("/runner/claim", json={"runner_id": "r"}).json()["error"]["message"]
     assert message == "role viewer cannot POST /runner/claim; needs runner"
+
+
+def test_unknown_ids_are_404_and_impossible_arguments_422_by_their_type(server: Server) -> None:
+    """Routes let the store's typed refusals through and api/errors.py picks the status:
+    an id that names nothing is 404 whatever route it reaches, an argument no queue state
+    could make right is 422, a refusal of the current state is 409."""
+    store = server.store()
+    try:
+        store.tasks.add_many([NewTask("t", "x", id="t")])
+        with server.client("runner") as api:
+            rid = _data(api.post("/runner/register", json={"name": "r"}))["runner_id"]
+            for path in ("/runner/r-nope/heartbeat", "/runner/r-nope/stopped"):
+                assert "no runner r-nope" in _data(api.post(path), 404)["message"]
+            log = {"text": "x", "seq": 1}
+            assert (
+                "no run run-nope"
+                in _data(api.post("/runner/runs/run-nope/log", json=log), 404)["message"]
+            )
+            claimed = _data(api.post("/runner/claim", json={"runner_id": rid}))
+            report = {"fencing_token": claimed["fencing_token"], "state": "ready", "reason": "?"}
+            refused = _data(api.post("/runner/tasks/t/complete", json=report), 422)
+            assert "a run cannot end a task as ready" in refused["message"]
+        with server.client("admin") as api:
+            assert _data(api.get("/runs/run-nope"), 404)["code"] == "not_found"
+            assert _data(api.get("/ops/tasks/nope"), 404)["code"] == "not_found"
+    finally:
+        store.close()

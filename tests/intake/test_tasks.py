@@ -21,6 +21,12 @@ from capataz.intake.errors import (
 )
 from capataz.intake.tasks import TaskRequest, prepare, submit
 from capataz.store import Store, TaskState
+from capataz.store.errors import (
+    ArgumentRefusedError,
+    ClaimConflictError,
+    NoSuchRunError,
+    NoSuchRunnerError,
+)
 
 CONFIG = parse_config('[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n')
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -116,3 +122,7 @@ def test_one_table_of_statuses() -> None:
     assert status_of(TaskExistsError("x")) == 409
     assert status_of(TaskError("task t already ended")) == 409
     assert status_of(CapatazError("anything else")) == 409
+    assert status_of(NoSuchRunError("no run r")) == 404
+    assert status_of(NoSuchRunnerError("no runner r")) == 404
+    assert status_of(ArgumentRefusedError("limit and offset cannot be negative")) == 422
+    assert status_of(ClaimConflictError("t is taken")) == 409

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.api.conftest import _free_port, _wait_healthy
 from tests.conftest import git
 from tests.helpers import Output, wait_for
 from tests.runner.test_runner import CONFIG
+from tests.serving import free_port, start_serve
 
 from capataz.config import parse_config
 from capataz.runner import Runner
@@ -51,16 +51,8 @@ class Plane:
 
     def start(self) -> None:
         env = {**os.environ, "CAPATAZ_DATABASE_URL": self.url}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "capataz", "serve", "--port", str(self.port)],
-            cwd=self.repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc, _ = start_serve(self.repo, env, port=self.port)
         self.procs.append(proc)
-        _wait_healthy(self.base, proc)
 
     def kill(self) -> None:
         proc = self.procs[-1]
@@ -87,7 +79,7 @@ def _plane(make_repo: Callable[..., Path], url: str) -> Iterator[Plane]:
         tokens = {role: store.tokens.create(role, f"test-{role}") for role in ("runner", "viewer")}
     finally:
         store.close()
-    made = Plane(make_repo(config=REMOTE_CONFIG), url, _free_port(), tokens)
+    made = Plane(make_repo(config=REMOTE_CONFIG), url, free_port(), tokens)
     made.start()
     yield made
     for proc in made.procs:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.api.conftest import _free_port
 from tests.conftest import git
 from tests.helpers import host_pids, wait_for
 from tests.runner.test_remote import REMOTE_CONFIG, Plane
 from tests.runner.test_runner import endless, log_tail
+from tests.serving import free_port
 
 from capataz.store import NewTask, Store, TaskState
 
@@ -40,7 +40,7 @@ def plane(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
         tokens = {"runner": store.tokens.create("runner", "test-runner")}
     finally:
         store.close()
-    made = Plane(make_repo(config=CONFIG), queue_url, _free_port(), tokens)
+    made = Plane(make_repo(config=CONFIG), queue_url, free_port(), tokens)
     made.start()
     yield made
     for proc in made.procs:

@@ -18,8 +18,8 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 from cryptography.fernet import Fernet
-from tests.api.conftest import _free_port, _wait_healthy
 from tests.conftest import git
+from tests.serving import start_serve
 
 SECRET = "sk-proj-Zq81vN4rTt2LmX7cB0pW5yKd"
 CONFIG = """
@@ -107,18 +107,8 @@ def test_a_planted_secret_appears_nowhere(make_repo: Callable[..., Path]) -> Non
     assert "stderr: ***LEAK_KEY***" in run_log
 
     # What the control plane answers: runs, the run, tasks, escalations, events.
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "capataz", "serve", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, base = start_serve(root, env, keep_stdout=True)  # its output is checked too
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, server)
         token = cli("token", "create", "--role", "admin").stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base, headers=headers, timeout=10) as api:

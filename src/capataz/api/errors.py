@@ -23,7 +23,13 @@ from capataz.intake.errors import (
     UnknownDependencyError,
 )
 from capataz.redaction import redact
-from capataz.store.errors import StoreUnavailable, ValueRefusedError
+from capataz.store.errors import (
+    ArgumentRefusedError,
+    ClaimConflictError,
+    NotFoundError,
+    StoreUnavailable,
+    ValueRefusedError,
+)
 
 __all__ = ["STATUS_OF_ERROR", "ApiError", "error_response", "install_handlers", "status_of"]
 
@@ -48,10 +54,13 @@ _CODES = {
 # but the current state refuses it.
 STATUS_OF_ERROR: tuple[tuple[type[CapatazError], int], ...] = (
     (NoSuchTaskError, 404),
+    (NotFoundError, 404),
     (InvalidTask, 422),
     (UnknownAgentError, 422),
     (UnknownDependencyError, 422),
     (DependencyCycleError, 422),
+    (ArgumentRefusedError, 422),
+    (ClaimConflictError, 409),
     (TaskExistsError, 409),
     (TaskError, 409),
     (CapatazError, 409),

@@ -17,6 +17,7 @@ from capataz.models import EscalationChoice
 from capataz.redaction import redact, redact_data
 from capataz.store import _lease_sql
 from capataz.store._base import StoreBase
+from capataz.store.errors import ArgumentRefusedError
 from capataz.store.records import EscalationAnswer
 from capataz.store.schema import escalations, runs, tasks
 from capataz.store.statuses import TaskState
@@ -93,7 +94,7 @@ class Escalations(StoreBase):
         try:
             choice = EscalationChoice(decision.strip().lower())
         except ValueError:
-            raise TaskError(
+            raise ArgumentRefusedError(
                 f"{decision!r} is not an escalation decision", fix=f"answer one of {_CHOICES}"
             ) from None
         now = self._now()
@@ -198,7 +199,7 @@ class Escalations(StoreBase):
         what is being asked without a second query: only those still waiting for an
         answer (``open_only``), or every one ever opened."""
         if limit < 0 or offset < 0:
-            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+            raise ArgumentRefusedError("limit and offset cannot be negative", fix="use 0 or more")
         query = sa.select(
             escalations.c.id,
             escalations.c.task_id,

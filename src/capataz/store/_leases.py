@@ -17,11 +17,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact
 from capataz.store import _claim_keys, _lease_sql, _run_sql, _sqlite_claims, _task_sql
 from capataz.store._base import Shared, StoreBase
+from capataz.store.errors import ArgumentRefusedError
 from capataz.store.records import ClaimedTask, RunDetails
 from capataz.store.schema import UTCDateTime, tasks
 from capataz.store.statuses import RunStatus, TaskState
@@ -188,7 +188,7 @@ class Leases(StoreBase):
         state = TaskState(state)
         reason = redact(reason) if reason else reason
         if state not in _ENDINGS:
-            raise TaskError(
+            raise ArgumentRefusedError(
                 f"a run cannot end a task as {state}",
                 fix=f"report one of {', '.join(sorted(_ENDINGS))}",
             )

@@ -11,10 +11,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact, redact_data
 from capataz.store import _event_sql
+from capataz.store.errors import ArgumentRefusedError, NoSuchRunError
 from capataz.store.records import RunDetails
 from capataz.store.schema import UTCDateTime, decisions, file_changes, runs, steps, violations
 
@@ -50,8 +50,8 @@ _APPEND_LOG = {
 }
 
 
-def no_run(run_id: str) -> TaskError:
-    return TaskError(f"no run {run_id}", fix="`capataz run list` shows the run ids")
+def no_run(run_id: str) -> NoSuchRunError:
+    return NoSuchRunError(f"no run {run_id}", fix="`capataz run list` shows the run ids")
 
 
 def record_step(
@@ -203,7 +203,7 @@ def insert_details(conn: sa.Connection, run_id: str, rows: DetailRows) -> None:
 def _required(item: Mapping[str, Any], key: str, what: str) -> Any:
     value = item.get(key)
     if value is None:
-        raise TaskError(
+        raise ArgumentRefusedError(
             f"a {what} in the run details has no {key!r}", fix=f"give every {what} a {key}"
         )
     return value
@@ -216,9 +216,11 @@ def _timestamp(value: Any, default: datetime) -> datetime:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise TaskError(
+            raise ArgumentRefusedError(
                 f"decision timestamp {value!r} is not ISO 8601", fix="send a datetime or ISO text"
             ) from None
     if not isinstance(value, datetime):
-        raise TaskError(f"decision timestamp {value!r} is not a time", fix="send a datetime")
+        raise ArgumentRefusedError(
+            f"decision timestamp {value!r} is not a time", fix="send a datetime"
+        )
     return value if value.tzinfo else value.replace(tzinfo=UTC)

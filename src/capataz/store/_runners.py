@@ -14,6 +14,7 @@ from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.store import _lease_sql
 from capataz.store._base import StoreBase
+from capataz.store.errors import ArgumentRefusedError, NoSuchRunnerError
 from capataz.store.records import RunnerInfo
 from capataz.store.schema import runners, runs, tasks
 
@@ -30,8 +31,10 @@ def online_clause(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def _no_runner(runner_id: str) -> TaskError:
-    return TaskError(f"no runner {runner_id}", fix="`capataz runner status` lists the runners")
+def _no_runner(runner_id: str) -> NoSuchRunnerError:
+    return NoSuchRunnerError(
+        f"no runner {runner_id}", fix="`capataz runner status` lists the runners"
+    )
 
 
 class Runners(StoreBase):
@@ -48,7 +51,7 @@ class Runners(StoreBase):
     ) -> str:
         """Record a runner that just started; returns its id (claim tasks with it)."""
         if concurrency < 1:
-            raise TaskError(
+            raise ArgumentRefusedError(
                 f"a runner needs a concurrency of at least 1, not {concurrency}",
                 fix="pass --concurrency 1 or more",
             )

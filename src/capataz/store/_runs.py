@@ -9,11 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from capataz.errors import TaskError
 from capataz.events import EventType
 from capataz.redaction import redact
 from capataz.store import _event_sql, _lease_sql, _run_sql
 from capataz.store._base import StoreBase
+from capataz.store.errors import ArgumentRefusedError
 from capataz.store.records import RunDetail, RunInfo, RunRecord, StepInfo
 from capataz.store.schema import (
     decisions,
@@ -65,7 +65,7 @@ def _run_filter(status: str) -> Any:
     try:
         return _RUN_FILTER[status]
     except KeyError:
-        raise TaskError(
+        raise ArgumentRefusedError(
             f"no run status {status!r}", fix=f"use one of {', '.join(RUN_FILTERS)}"
         ) from None
 
@@ -274,7 +274,7 @@ class Runs(StoreBase):
         """Runs newest first, all or of one task, or in one status (a :class:`RunState`,
         or ``finished``), filtered in SQL."""
         if limit < 0 or offset < 0:
-            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+            raise ArgumentRefusedError("limit and offset cannot be negative", fix="use 0 or more")
         query = sa.select(*_RUN_COLUMNS).select_from(_RUNS_WITH_TASKS)
         if task_id is not None:
             query = query.where(runs.c.task_id == task_id)

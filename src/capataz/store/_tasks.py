@@ -14,6 +14,7 @@ from capataz.events import EventType
 from capataz.names import new_task_id
 from capataz.store import _lease_sql, _task_sql
 from capataz.store._base import StoreBase, no_task
+from capataz.store.errors import ArgumentRefusedError
 from capataz.store.records import NewTask, Task
 from capataz.store.schema import tasks
 from capataz.store.statuses import RunStatus, TaskState
@@ -46,10 +47,12 @@ class Tasks(StoreBase):
         now = self._now()
         ids = [spec.id or new_task_id(now) for spec in specs]
         if len(set(ids)) != len(ids):
-            raise TaskError("the same task id appears twice", fix="give every task its own id")
+            raise ArgumentRefusedError(
+                "the same task id appears twice", fix="give every task its own id"
+            )
         keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
         if len(set(keys)) != len(keys):
-            raise TaskError(
+            raise ArgumentRefusedError(
                 "the same idempotency key appears twice", fix="give every task its own key"
             )
         for attempt in range(2):
@@ -81,7 +84,7 @@ class Tasks(StoreBase):
         """One page of :meth:`list` and the total it is a page of, both computed in
         SQL: the API lists big queues without loading every task."""
         if limit < 0 or offset < 0:
-            raise TaskError("limit and offset cannot be negative", fix="use 0 or more")
+            raise ArgumentRefusedError("limit and offset cannot be negative", fix="use 0 or more")
         where = sa.true() if status is None else tasks.c.status == TaskState(status).value
         with self._read() as conn:
             return _task_sql.load_page(conn, where, limit, offset)

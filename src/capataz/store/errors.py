@@ -6,10 +6,14 @@ from __future__ import annotations
 from capataz.errors import CapatazError, TaskError, Unavailable
 
 __all__ = [
+    "ArgumentRefusedError",
     "ClaimConflictError",
     "DatabaseUrlError",
     "DependencyCycleError",
+    "NoSuchRunError",
+    "NoSuchRunnerError",
     "NoSuchTaskError",
+    "NotFoundError",
     "StoreError",
     "StoreUnavailable",
     "TaskExistsError",
@@ -50,8 +54,27 @@ class ClaimConflictError(TaskError):
     are not done, it is not due yet, or it already ended (HTTP 409)."""
 
 
-class NoSuchTaskError(TaskError):
+class NotFoundError(TaskError):
+    """The id names nothing the store holds (HTTP 404): a typo, or a record that was
+    never added or has been forgotten."""
+
+
+class NoSuchTaskError(NotFoundError):
     """No task has this id (HTTP 404): a typo or a task that was never added."""
+
+
+class NoSuchRunError(NotFoundError):
+    """No run has this id (HTTP 404)."""
+
+
+class NoSuchRunnerError(NotFoundError):
+    """No runner has this id (HTTP 404): it was never registered, or was forgotten."""
+
+
+class ArgumentRefusedError(TaskError):
+    """An argument that no state of the queue would make right: a negative page, an
+    unknown status filter or escalation answer, a state a run cannot end with (HTTP
+    422). Refusals that depend on the current state stay plain TaskErrors (409)."""
 
 
 class TaskExistsError(TaskError):

@@ -11,10 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, ok, store_of
-from capataz.api.errors import ApiError
 from capataz.api.routes.tasks import get_task_or_404
 from capataz.api.schemas import Decided, EscalationOut
-from capataz.errors import TaskError
 from capataz.runner.protocol import Envelope
 from capataz.store import TokenInfo
 
@@ -65,8 +63,5 @@ def decide(
     store = store_of(request)
     get_task_or_404(store, task_id)
     actor = f"api:{token.name}"
-    try:
-        store.escalations.answer(task_id, body.decision, note=body.note, decided_by=actor)
-    except TaskError as exc:
-        raise ApiError(409, str(exc)) from None
+    store.escalations.answer(task_id, body.decision, note=body.note, decided_by=actor)
     return ok({"task": get_task_or_404(store, task_id), "decision": body.decision})

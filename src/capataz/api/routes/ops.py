@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from capataz.api.auth import Access, destructive, requires
 from capataz.api.deps import Answer, ok, store_of
-from capataz.api.errors import ApiError
 from capataz.api.schemas import Forgotten, RunnerStatusOut
 from capataz.runner.protocol import Envelope, QueueMetrics
 from capataz.store import RunnerInfo, TokenInfo
@@ -76,8 +75,6 @@ def forget_runner(
     request: Request, token: Admin, runner_id: Annotated[str, Path(max_length=200)]
 ) -> Answer:
     destructive(request)  # after the role check: strangers get 401/403 first
-    store = store_of(request)
-    if not any(r.id == runner_id for r in store.runners.list()):
-        raise ApiError(404, f"no runner {runner_id}")
-    store.runners.forget(runner_id, actor=f"api:{token.name}")
+    # NoSuchRunnerError: 404, an online runner: 409 (api/errors.py)
+    store_of(request).runners.forget(runner_id, actor=f"api:{token.name}")
     return ok({"id": runner_id, "forgotten": True})

@@ -21,7 +21,6 @@ from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, config_of, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.schemas import CredentialRequestOut
-from capataz.errors import TaskError
 from capataz.runner.protocol import Envelope, TaskSecrets
 from capataz.secrets.credentials import RequestState, needed_secrets, request_states
 from capataz.secrets.vault import KEY_ENV, KEY_FILE, MasterKey, Vault, VaultError
@@ -117,10 +116,7 @@ def task_secrets(
     ``token`` is the task's current lease: a stale or foreign runner gets 409. The
     names of secrets the vault lacks are simply absent; the runner then waits."""
     store = store_of(request)
-    try:
-        task = store.tasks.get(task_id)
-    except TaskError:
-        raise ApiError(404, f"no task {task_id}") from None
+    task = store.tasks.get(task_id)  # NoSuchTaskError: 404 (api/errors.py)
     if not store.leases.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
     names = needed_secrets(with_presets(config_of(request)), task.agent)  # a preset's key too

@@ -16,7 +16,6 @@ transaction); the one-record routes stay for older runners."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -25,7 +24,6 @@ from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.routes.tasks import get_task_or_404
-from capataz.errors import TaskError
 from capataz.runner.protocol import (
     Accepted,
     BatchRecorded,
@@ -53,7 +51,6 @@ from capataz.runner.protocol import (
     Sweep,
 )
 from capataz.store import RunDetails, RunRecord, TokenInfo
-from capataz.store.errors import ClaimConflictError
 
 __all__ = ["router"]
 
@@ -96,10 +93,7 @@ def register(request: Request, _: Runner, body: Register) -> Answer:
     "/{runner_id}/heartbeat", summary="The runner is alive", response_model=Envelope[RunnerIdOut]
 )
 def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
-    try:
-        store_of(request).runners.heartbeat(runner_id)
-    except TaskError as exc:
-        raise ApiError(404, str(exc)) from None
+    store_of(request).runners.heartbeat(runner_id)  # NoSuchRunnerError: 404
     return ok({"runner_id": runner_id})
 
 
@@ -107,10 +101,7 @@ def runner_heartbeat(request: Request, _: Runner, runner_id: RunnerId) -> Answer
     "/{runner_id}/stopped", summary="The runner shut down", response_model=Envelope[RunnerIdOut]
 )
 def runner_stopped(request: Request, _: Runner, runner_id: RunnerId) -> Answer:
-    try:
-        store_of(request).runners.mark_stopped(runner_id)
-    except TaskError as exc:
-        raise ApiError(404, str(exc)) from None
+    store_of(request).runners.mark_stopped(runner_id)
     return ok({"runner_id": runner_id})
 
 
@@ -149,14 +140,9 @@ def claim(request: Request, _: Runner, body: Claim) -> Answer:
     response_model=Envelope[ClaimedTaskOut],
 )
 def claim_task(request: Request, _: Runner, task_id: TaskId, body: ClaimThis) -> Answer:
-    try:
-        claimed = store_of(request).leases.claim_task(
-            task_id, body.runner_id, body.lease_seconds, claim_key=body.claim_key
-        )
-    except ClaimConflictError as exc:
-        raise ApiError(409, str(exc)) from None
-    except TaskError:
-        raise ApiError(404, f"no task {task_id}") from None
+    claimed = store_of(request).leases.claim_task(  # 404 unknown, 409 ClaimConflictError
+        task_id, body.runner_id, body.lease_seconds, claim_key=body.claim_key
+    )
     return ok(claimed)
 
 
@@ -204,18 +190,15 @@ def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> An
     store = store_of(request)
     get_task_or_404(store, task_id)
     details = _run_details(body.details) if body.details is not None else None
-    try:
-        accepted = store.leases.complete(
-            task_id,
-            body.fencing_token,
-            body.state,
-            body.reason,
-            decision=body.decision,
-            actor=body.actor,
-            details=details,
-        )
-    except TaskError as exc:
-        raise ApiError(422, str(exc)) from None
+    accepted = store.leases.complete(  # a state or detail no run reports: 422
+        task_id,
+        body.fencing_token,
+        body.state,
+        body.reason,
+        decision=body.decision,
+        actor=body.actor,
+        details=details,
+    )
     if not accepted:
         raise _stale(task_id, body.fencing_token)
     return ok({"accepted": True})
@@ -259,7 +242,7 @@ def step(request: Request, _: Runner, run_id: RunId, body: Step) -> Answer:
             return store.runs.step_started(run_id, body.phase, seq=body.seq)
         return store.runs.step_finished(run_id, body.phase, body.outcome, seq=body.seq)
 
-    return ok({"recorded": _found(record)})
+    return ok({"recorded": record()})  # NoSuchRunError: 404
 
 
 @router.post(
@@ -269,8 +252,7 @@ def step(request: Request, _: Runner, run_id: RunId, body: Step) -> Answer:
 )
 def append_log(request: Request, _: Runner, run_id: RunId, body: LogChunk) -> Answer:
     store = store_of(request)
-    recorded = _found(lambda: store.runs.append_log(run_id, body.text, seq=body.seq))
-    return ok({"recorded": recorded})
+    return ok({"recorded": store.runs.append_log(run_id, body.text, seq=body.seq)})
 
 
 @router.post(
@@ -283,18 +265,8 @@ def records(request: Request, _: Runner, run_id: RunId, body: Records) -> Answer
     (by ``seq``) are dropped. ``current`` says whether the run's lease is still held,
     so the runner learns of a cancel without asking separately."""
     batch = [RunRecord(**item.model_dump()) for item in body.records]
-    try:
-        stored, current = store_of(request).runs.record_batch(run_id, batch)
-    except TaskError as exc:
-        raise ApiError(404, str(exc)) from None
+    stored, current = store_of(request).runs.record_batch(run_id, batch)
     return ok({"recorded": stored, "current": current})
-
-
-def _found(record: Callable[[], bool]) -> bool:
-    try:
-        return record()
-    except TaskError as exc:
-        raise ApiError(404, str(exc)) from None
 
 
 def _run_details(details: RunDetailsIn) -> RunDetails:

@@ -23,7 +23,6 @@ from capataz.api.routes.requests import server_vault
 from capataz.config import AgentConfig
 from capataz.context.keys import ContextError, allowed, check_key, encode_value
 from capataz.context.store import ContextStore
-from capataz.errors import TaskError
 from capataz.runner.protocol import ContextEntries, Envelope, Publish, Published
 from capataz.store import Store, Task, TokenInfo
 
@@ -38,10 +37,7 @@ Token = Annotated[int, Query(ge=0, description="The fencing token of the runner'
 def _leased_task(request: Request, task_id: str, fencing_token: int) -> tuple[Store, Task]:
     """The task, if ``fencing_token`` holds its lease: 404 unknown, 409 stale."""
     store = store_of(request)
-    try:
-        task = store.tasks.get(task_id)
-    except TaskError:
-        raise ApiError(404, f"no task {task_id}") from None
+    task = store.tasks.get(task_id)  # NoSuchTaskError: 404 (api/errors.py)
     if not store.leases.is_current(task_id, fencing_token):
         raise ApiError(409, f"task {task_id} is not held under fencing token {fencing_token}")
     return store, task

@@ -13,7 +13,6 @@ from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, Offset, has_nul, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.schemas import RunDetailOut, RunOut
-from capataz.errors import TaskError
 from capataz.runner.protocol import Envelope
 from capataz.store import RUN_FILTERS, TokenInfo
 
@@ -63,7 +62,4 @@ def list_runs(
 def get_run(request: Request, _: Reader, run_id: Annotated[str, Path(max_length=200)]) -> Answer:
     if has_nul(run_id):  # no run id has one; PostgreSQL could not even compare it
         raise ApiError(404, f"no run {run_id}")
-    try:
-        return ok(store_of(request).runs.get(run_id))
-    except TaskError:
-        raise ApiError(404, f"no run {run_id}") from None
+    return ok(store_of(request).runs.get(run_id))  # NoSuchRunError: 404 (api/errors.py)

@@ -12,7 +12,6 @@ from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, Offset, config_of, has_nul, ok, store_of
 from capataz.api.errors import ApiError
 from capataz.api.schemas import TaskOut
-from capataz.errors import TaskError
 from capataz.intake.tasks import TaskRequest, prepare, submit
 from capataz.runner.protocol import Envelope
 from capataz.store import Store, Task, TaskState, TokenInfo, task_json
@@ -69,10 +68,7 @@ class Cancel(_Body):
 def get_task_or_404(store: Store, task_id: str) -> Task:
     if has_nul(task_id):  # no task id has one; PostgreSQL could not even compare it
         raise ApiError(404, f"no task {task_id}")
-    try:
-        return store.tasks.get(task_id)
-    except TaskError:
-        raise ApiError(404, f"no task {task_id}") from None
+    return store.tasks.get(task_id)  # NoSuchTaskError: 404 (api/errors.py)
 
 
 @router.get(
