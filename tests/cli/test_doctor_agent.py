@@ -97,8 +97,7 @@ def test_a_script_under_a_masked_directory_names_the_mask_and_the_expose_fix(
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     command = lines.index(
-        f"✗ command: {tool}: {tool} is under /tmp, which the sandbox masks "
-        "(an empty directory inside)"
+        f"✗ command: {tool} is under /tmp, which the sandbox masks (an empty directory inside)"
     )
     fix = f'    fix: show it read-only to agents: [sandbox] expose = ["{venv}"] in capataz.toml'
     assert lines[command + 1] == fix
@@ -107,7 +106,7 @@ def test_a_script_under_a_masked_directory_names_the_mask_and_the_expose_fix(
     (repo / "capataz.toml").write_text(f'{agent}\n[sandbox]\nexpose = ["{venv}"]\n')
     code, checks = doctor(repo, "tool")  # the fix, as written, is enough
     assert code == 0, checks
-    assert checks["interpreter"]["detail"].startswith(f"{venv}/bin/python: {venv}/bin/python → ")
+    assert checks["interpreter"]["detail"].startswith(f"{venv}/bin/python → /usr/bin/python3")
     assert checks["version"]["detail"] == "tool 1.2.3"
 
 

@@ -90,7 +90,18 @@ def doctor_agent(
     hide = [repo.root, repo.common_dir] if repo is not None else []
     search_path = agent_env(agent).get("PATH") or BASE_ENV["PATH"]
     argv = agent.command or []
-    checks = _command(argv, name, search_path, config.sandbox.expose, hide)
+    unisolated = config.project.sandbox == "none"
+    expose = ["/"] if unisolated else config.sandbox.expose  # nothing is masked without one
+    checks = _command(argv, name, search_path, expose, hide)
+    if unisolated:
+        checks.append(
+            Check(
+                "sandbox",
+                False,
+                'sandbox = "none": the agent runs unisolated (nothing is masked)',
+                'set [project] sandbox = "bwrap" in capataz.toml',
+            )
+        )
     try:
         sandbox = get_sandbox(config.project.sandbox, config.sandbox)
         problems = sandbox.check()
@@ -103,7 +114,7 @@ def doctor_agent(
     else:
         with tempfile.TemporaryDirectory(prefix="capataz-doctor-") as tmp:
             run = _Trials(sandbox, agent, name=name, workspace=Path(tmp), hide=hide, repo=repo)
-            checks.append(run.version(argv, search_path, config.sandbox.expose))
+            checks.append(run.version(argv, search_path, expose))
             if agent.endpoint is not None:
                 checks.append(run.endpoint(agent.endpoint))
     return checks + _credentials(config, agent, name, stored)
@@ -130,6 +141,8 @@ def _command(
         group = [f for f in files if f.program == program]
         label = "command" if program == 0 else "interpreter"
         chain = " → ".join(str(f.path) for f in group)
+        # "node: /usr/bin/node", but a #! line's absolute path is not said twice
+        named = "" if group[0].name == str(group[0].path) else f"{group[0].name}: "
         hidden = [
             (f.path, mask)
             for f in group
@@ -140,7 +153,7 @@ def _command(
             path, mask = hidden[0]
             which = "the repository" if Path(mask) in hide else mask
             detail = (
-                f"{group[0].name}: {path} is under {which}, which the sandbox masks "
+                f"{named}{path} is under {which}, which the sandbox masks "
                 "(an empty directory inside)"
             )
             checks.append(Check(label, False, detail, expose_fix(expose_entries(hidden))))
@@ -149,12 +162,12 @@ def _command(
                 Check(
                     label,
                     False,
-                    f"{group[0].name}: {missing} does not exist",
+                    f"{named}{missing} does not exist",
                     "install it, or fix the agent's command in capataz.toml",
                 )
             )
         else:
-            checks.append(Check(label, True, f"{group[0].name}: {chain}"))
+            checks.append(Check(label, True, f"{named}{chain}"))
     return checks
 
 
@@ -201,7 +214,7 @@ class _Trials:
         if trial.result is None:
             error = trial.error
             return Check("version", False, trial.detail, (error.fix or "") if error else "")
-        result, said = trial.result, _shown(trial.output)
+        result, said = trial.result, _shown(trial.stdout or trial.output)
         if result.ok:
             return Check("version", True, said or f"{argv[0]} --version printed nothing")
         if result.outcome is not ExecOutcome.FAILED:  # a timeout, a memory limit, ...
@@ -269,7 +282,8 @@ class _Trials:
 
 
 def _shown(lines: Sequence[str]) -> str:
-    """The first line the agent printed, short enough for one report line."""
+    """The first line the agent printed (on stdout when it printed any there: a warning
+    on stderr is not its version), short enough for one report line."""
     text = lines[0].strip() if lines else ""
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 

@@ -230,9 +230,10 @@ class Trial:
     destination: str
     result: ExecResult | None  # None: the sandbox refused to start (``error`` says why)
     error: CapatazError | None = None
-    output: tuple[str, ...] = ()
+    output: tuple[str, ...] = ()  # what it printed, non-blank lines, both streams
     record: ConnectionRecord | None = None  # the proxy's verdict on ``destination``
     proxied: bool = False  # an allowlist: only the proxy's record proves the way
+    stdout: tuple[str, ...] = ()  # the non-blank lines of standard output alone
 
     @property
     def reached(self) -> bool:
@@ -264,18 +265,19 @@ def run_trial(sandbox: Sandbox, spec: SandboxSpec, destination: str) -> Trial:
     """Run ``spec`` (a probe that connects to ``destination``) and collect its output and
     the proxy's record of that destination: the one trial behind both the allowlist
     check and ``doctor --agent``'s endpoint check."""
-    lines: list[str] = []
+    lines: list[tuple[str, str]] = []
     proxied = isinstance(spec.network, NetworkPolicy)
     try:
-        result = sandbox.run(spec, lambda line: lines.append(line.text))
+        result = sandbox.run(spec, lambda line: lines.append((line.stream, line.text)))
     except CapatazError as exc:
         return Trial(destination, None, exc, proxied=proxied)
     records = [c for c in result.connections if c.destination == destination]
     record = next((c for c in records if c.allowed and not c.error), None)
     if record is None and records:
         record = records[-1]
-    output = tuple(t for t in lines if t.strip())
-    return Trial(destination, result, None, output, record, proxied)
+    output = tuple(t for _, t in lines if t.strip())
+    stdout = tuple(t for stream, t in lines if stream == "out" and t.strip())
+    return Trial(destination, result, None, output, record, proxied, stdout)
 
 
 def _greet(server: socket.socket) -> None:
