@@ -74,7 +74,8 @@ def doctor_command(
     ] = None,
     repo_path: RepoOption = Path(),
 ) -> None:
-    """Check git, Python and that the sandbox really starts and really has no network."""
+    """Check git, Python and that the sandbox really starts and really has no network
+    (with --agent: that one agent, as docs/agents.md describes)."""
     if agent is not None:
         _doctor_agent(agent, repo_path, as_json=as_json)
         return
