@@ -92,3 +92,16 @@ def test_memory_hint_only_for_a_crash_at_start_under_a_limit() -> None:
     assert memory_hint(signal.SIGILL, None, 0.5) is None  # unlimited already
     assert memory_hint(signal.SIGILL, 2 * 1024**3, 600.0) is None  # long after start
     assert memory_hint(signal.SIGTERM, 2 * 1024**3, 0.5) is None
+
+
+def test_a_command_inside_the_hidden_repository_names_the_repository() -> None:
+    repo = "/srv/capataz-test-hints-repo"  # no mask of its own: only the run hides it
+    details, fix = missing_command_hint([f"{repo}/.venv/bin/agent"], hide=[repo])
+    assert details == (
+        f"the agent's command cannot be found inside the sandbox: {repo}/.venv/bin/agent is "
+        f"under {repo}, which the sandbox masks (an empty directory inside)"
+    )
+    assert fix == (
+        f'show it read-only to agents: [sandbox] expose = ["{repo}/.venv"] in capataz.toml'
+    )
+    assert "masks" not in missing_command_hint([f"{repo}/.venv/bin/agent"])[0]

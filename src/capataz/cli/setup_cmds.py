@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -15,11 +16,13 @@ from rich.text import Text
 
 from capataz.agents.commands import resolve_agent
 from capataz.cli import app
+from capataz.cli.admin_cmds import opened_store
 from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.config import Config, load_config
 from capataz.errors import CapatazError, GitError
+from capataz.setup.agent_doctor import StoredNames, doctor_agent
 from capataz.setup.demo import DEMO_TASKS, create_demo_repo, run_demo_task
 from capataz.setup.doctor import run_doctor
 from capataz.setup.initialize import init_project
@@ -60,9 +63,22 @@ def doctor_command(
             help="Also run the escape probes in your sandbox and print a containment table.",
         ),
     ] = False,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="Check this agent instead: its command and interpreters are visible in the "
+            "sandbox, its --version runs there, its endpoint is reachable, its credentials "
+            "are in the vault.",
+        ),
+    ] = None,
     repo_path: RepoOption = Path(),
 ) -> None:
-    """Check git, Python and that the sandbox really starts and really has no network."""
+    """Check git, Python and that the sandbox really starts and really has no network
+    (with --agent: that one agent, as docs/agents.md describes)."""
+    if agent is not None:
+        _doctor_agent(agent, repo_path, as_json=as_json)
+        return
     config, problem = Config(), None
     try:
         config = load_config(Repository.discover(repo_path.resolve()).root)
@@ -92,6 +108,44 @@ def doctor_command(
             out.print(_containment_table(probes))
     if not all(c.ok for c in checks) or not all(p.contained for p in probes):
         raise typer.Exit(1)
+
+
+def _doctor_agent(name: str, repo_path: Path, *, as_json: bool) -> None:
+    """One line per check, a fix under each problem; exit 1 when there is one. An
+    unknown agent is a one-line error (exit 2) naming the known ones."""
+    try:
+        repo: Repository | None = Repository.discover(repo_path.resolve())
+    except GitError:
+        repo = None  # outside a repository: the defaults' agents, and no vault
+    config = load_config(repo.root) if repo is not None else Config()
+    stored = _stored_names(repo) if repo is not None else None
+    checks = doctor_agent(config, name, repo=repo, stored=stored)
+    if as_json:
+        out.print_json(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for check in checks:
+            mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+            out.print(f"{mark} {escape(check.name)}: {escape(check.detail)}", soft_wrap=True)
+            if not check.ok and check.fix:
+                out.print(f"    fix: {escape(check.fix)}", soft_wrap=True, highlight=False)
+        problems = sum(not c.ok for c in checks)
+        out.print(
+            f"agent {escape(name)}: "
+            + (f"{problems} problem(s)" if problems else f"all {len(checks)} checks pass"),
+            highlight=False,
+        )
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+def _stored_names(repo: Repository) -> StoredNames:
+    """Which of some secret names the repository's vault holds (rows only, no key)."""
+
+    def names(wanted: Sequence[str]) -> Collection[str]:
+        with opened_store(repo) as store:
+            return {row.name for row in store.secrets.rows(wanted)}
+
+    return names
 
 
 def _probe(config: Config) -> list[ProbeResult]:

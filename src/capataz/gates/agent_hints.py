@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from capataz.sandbox.mounts import MASKED
 from capataz.sandbox.process import BASE_ENV
 from capataz.units import format_bytes
 
-__all__ = ["memory_hint", "missing_command_hint"]
+__all__ = [
+    "CommandFile",
+    "command_files",
+    "expose_entries",
+    "expose_fix",
+    "hiding_mask",
+    "memory_hint",
+    "missing_command_hint",
+]
 
 _CRASHES = {signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGTRAP, signal.SIGABRT}
 _AT_START = 30.0  # seconds: a crash later than this is not blamed on the reservation
@@ -65,22 +74,70 @@ def _interpreter(path: Path) -> str | None:
     return words[0]
 
 
-def _chain(command: str, search_path: str) -> Iterator[tuple[Path, bool]]:
-    """Every file the kernel opens to start ``command``: the path found, each symlink
-    hop, the target, then the same for its interpreter; (path, exists on the host)."""
+@dataclass(frozen=True)
+class CommandFile:
+    """One file the kernel opens to start a command, as the host sees it."""
+
+    path: Path  # ".." folded, symlinks kept: each hop is a file of its own
+    exists: bool
+    program: int  # 0: the command itself, 1: its interpreter, 2: that one's, ...
+    name: str  # what was looked up for this program: "claude", "node", "/usr/bin/env"
+
+
+def command_files(command: str, search_path: str | None = None) -> list[CommandFile]:
+    """Every file the kernel opens to start ``command`` with the sandbox's PATH
+    (``search_path``, by default the sandbox's own): the path found, each symlink hop,
+    the target, then the same for its interpreter (a ``#!`` line, ``env X``: X).
+    Empty when ``command`` is not on that PATH at all."""
+    search_path = search_path or BASE_ENV["PATH"]
+    files: list[CommandFile] = []
+    name, program = command, 0
     found = _find(command, search_path)
-    hops = 0
-    while found is not None and hops < _MAX_HOPS:
-        path = Path(os.path.normpath(found.absolute()))  # ".." folded, links kept
-        yield path, os.path.lexists(path)
-        hops += 1
+    while found is not None and len(files) < _MAX_HOPS:
+        path = Path(os.path.normpath(found.absolute()))
+        files.append(CommandFile(path, os.path.lexists(path), program, name))
         if path.is_symlink():
             found = path.parent / path.readlink()
             continue
         if not path.exists():
-            return
+            break
         interpreter = _interpreter(path)
-        found = _find(interpreter, search_path) if interpreter else None
+        if interpreter is None:
+            break
+        name, program = interpreter, program + 1
+        found = _find(interpreter, search_path)
+    return files
+
+
+def hiding_mask(
+    path: Path | str, *, expose: Sequence[str] = (), hide: Sequence[Path | str] = ()
+) -> str | None:
+    """The directory whose mask hides ``path`` inside the sandbox (one of MASKED, or a
+    ``hide`` directory such as the repository), or None when ``path`` is visible: not
+    under a mask, or under an ``expose`` entry."""
+    shown = [str(Path(e).expanduser().resolve()) for e in expose]
+    text = str(path)
+    if any(_under(text, e) for e in shown):
+        return None
+    hidden = [str(Path(h).resolve()) for h in hide]
+    return next((m for m in (*MASKED, *hidden) if _under(text, m)), None)
+
+
+def expose_entries(hidden: Sequence[tuple[Path, str]]) -> list[str]:
+    """The ``[sandbox] expose`` entries that show every (path, mask) of ``hidden``,
+    each the path's package directory, none inside another."""
+    dirs: list[str] = []
+    for path, mask in hidden:
+        directory = _expose_dir(path, mask)
+        if not any(_under(directory, d) for d in dirs):
+            dirs = [d for d in dirs if not _under(d, directory)] + [directory]
+    return dirs
+
+
+def expose_fix(dirs: Sequence[str]) -> str:
+    """The one sentence that shows ``dirs`` to agents."""
+    entries = ", ".join(f'"{d}"' for d in dirs)
+    return f"show it read-only to agents: [sandbox] expose = [{entries}] in capataz.toml"
 
 
 def _expose_dir(path: Path, mask: str) -> str:
@@ -93,33 +150,31 @@ def _expose_dir(path: Path, mask: str) -> str:
 
 
 def missing_command_hint(
-    argv: Sequence[str], *, search_path: str | None = None, expose: Sequence[str] = ()
+    argv: Sequence[str],
+    *,
+    search_path: str | None = None,
+    expose: Sequence[str] = (),
+    hide: Sequence[Path | str] = (),
 ) -> tuple[str, str]:
-    """(what is missing, how to fix it) for an agent that exited 127 or 126."""
+    """(what is missing, how to fix it) for an agent that exited 127 or 126. ``hide``:
+    directories the run masks beyond MASKED (the repository)."""
     if not argv:
         return "the agent has no command", "give the agent a command (or a preset)"
     search_path = search_path or BASE_ENV["PATH"]
-    shown = [str(Path(e).expanduser().resolve()) for e in expose]
     hidden: list[tuple[Path, str]] = []
     missing: Path | None = None
-    for path, exists in _chain(argv[0], search_path):
-        mask = next((m for m in MASKED if _under(str(path), m)), None)
-        if mask is not None and not any(_under(str(path), e) for e in shown):
-            hidden.append((path, mask))
-        elif not exists and missing is None:
-            missing = path
+    for found in command_files(argv[0], search_path):
+        mask = hiding_mask(found.path, expose=expose, hide=hide)
+        if mask is not None:
+            hidden.append((found.path, mask))
+        elif not found.exists and missing is None:
+            missing = found.path
     if hidden:
-        dirs: list[str] = []
-        for path, mask in hidden:
-            directory = _expose_dir(path, mask)
-            if not any(_under(directory, d) for d in dirs):
-                dirs = [d for d in dirs if not _under(d, directory)] + [directory]
         path, mask = hidden[0]
         what = f"{path} is under {mask}, which the sandbox masks (an empty directory inside)"
-        entries = ", ".join(f'"{d}"' for d in dirs)
         return (
             f"the agent's command cannot be found inside the sandbox: {what}",
-            f"show it read-only to agents: [sandbox] expose = [{entries}] in capataz.toml",
+            expose_fix(expose_entries(hidden)),
         )
     if missing is not None:
         return (

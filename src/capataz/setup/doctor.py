@@ -15,17 +15,21 @@ from pathlib import Path
 from capataz.config import Config, Limits
 from capataz.errors import CapatazError
 from capataz.sandbox import get_sandbox
-from capataz.sandbox.base import Sandbox, SandboxSpec
+from capataz.sandbox.base import ExecResult, Sandbox, SandboxSpec
 from capataz.sandbox.bwrap import supported_options
 from capataz.sandbox.cgroups import detect
-from capataz.sandbox.network import NetworkPolicy
+from capataz.sandbox.network import ConnectionRecord, NetworkPolicy
 from capataz.workspace.git import find_git
 
-__all__ = ["Check", "run_doctor"]
+__all__ = ["BRIDGE_FIX", "Check", "Trial", "run_doctor", "run_trial"]
+
+BRIDGE_FIX = "see docs/network.md; the bridge needs /usr/bin/python3 inside the sandbox"
 
 
 @dataclass(frozen=True)
 class Check:
+    """One line of the doctor's report; ``fix`` is the sentence that solves a problem."""
+
     name: str
     ok: bool
     detail: str
@@ -197,27 +201,83 @@ def _allowlist_works(
             network=NetworkPolicy.parse([f"127.0.0.1:{port}"], key="doctor's trial"),
         )
         try:
-            result = sandbox.run(spec, lambda _: None)
-        except CapatazError as exc:
-            return Check("network allowlists", False, f"{who}: {exc.message}", exc.fix or "")
+            trial = run_trial(sandbox, spec, f"127.0.0.1:{port}")
         finally:
             with suppress(OSError):  # wakes the greeter if nothing ever connected
                 socket.create_connection(("127.0.0.1", port), timeout=5).close()
             greeter.join()
-    allowed = [c for c in result.connections if c.allowed and not c.error]
-    if result.ok and allowed:
+    if trial.error is not None:
+        return Check("network allowlists", False, f"{who}: {trial.detail}", trial.error.fix or "")
+    if trial.reached:
         return Check(
             "network allowlists",
             True,
-            f"proxy and bridge work ({who}; a trial run took {result.wall_seconds * 1000:.0f} ms)",
+            f"proxy and bridge work ({who}; a trial run took {trial.milliseconds:.0f} ms)",
         )
     return Check(
         "network allowlists",
         False,
-        f"{who}: a trial run could not reach an allowed endpoint "
-        f"({result.detail or result.outcome.value})",
-        "see docs/network.md; the bridge needs /usr/bin/python3 inside the sandbox",
+        f"{who}: a trial run could not reach an allowed endpoint ({trial.detail})",
+        BRIDGE_FIX,
     )
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run that tried to reach ``destination`` through the network of its spec, and
+    what the proxy (for an allowlist) decided about it."""
+
+    destination: str
+    result: ExecResult | None  # None: the sandbox refused to start (``error`` says why)
+    error: CapatazError | None = None
+    output: tuple[str, ...] = ()  # what it printed, non-blank lines, both streams
+    record: ConnectionRecord | None = None  # the proxy's verdict on ``destination``
+    proxied: bool = False  # an allowlist: only the proxy's record proves the way
+    stdout: tuple[str, ...] = ()  # the non-blank lines of standard output alone
+
+    @property
+    def reached(self) -> bool:
+        """The run got through: for an allowlist, the proxy also connected upstream."""
+        if self.result is None or not self.result.ok:
+            return False
+        if self.record is None:
+            return not self.proxied
+        return self.record.allowed and not self.record.error
+
+    @property
+    def milliseconds(self) -> float:
+        return self.result.wall_seconds * 1000 if self.result is not None else 0.0
+
+    @property
+    def detail(self) -> str:
+        """Why it did not get through, in the proxy's words when it decided."""
+        if self.error is not None:
+            return self.error.message
+        if self.record is not None and not (self.record.allowed and not self.record.error):
+            return self.record.line()
+        assert self.result is not None
+        said = self.output[-1] if self.output else ""
+        how = self.result.detail or self.result.outcome.value
+        return f"{how}: {said}" if said else how
+
+
+def run_trial(sandbox: Sandbox, spec: SandboxSpec, destination: str) -> Trial:
+    """Run ``spec`` (a probe that connects to ``destination``) and collect its output and
+    the proxy's record of that destination: the one trial behind both the allowlist
+    check and ``doctor --agent``'s endpoint check."""
+    lines: list[tuple[str, str]] = []
+    proxied = isinstance(spec.network, NetworkPolicy)
+    try:
+        result = sandbox.run(spec, lambda line: lines.append((line.stream, line.text)))
+    except CapatazError as exc:
+        return Trial(destination, None, exc, proxied=proxied)
+    records = [c for c in result.connections if c.destination == destination]
+    record = next((c for c in records if c.allowed and not c.error), None)
+    if record is None and records:
+        record = records[-1]
+    output = tuple(t for _, t in lines if t.strip())
+    stdout = tuple(t for stream, t in lines if stream == "out" and t.strip())
+    return Trial(destination, result, None, output, record, proxied, stdout)
 
 
 def _greet(server: socket.socket) -> None:
