@@ -4,11 +4,14 @@ real processes on a scratch repository (SQLite)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.cli.test_task_cli import Cli, assert_one_line_error
+
+from capataz.store import Store, TaskState, database_url
 
 CONFIG = '[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n'
 FIXTURES = Path(__file__).parents[1] / "intake" / "fixtures"
@@ -175,3 +178,66 @@ def test_missing_outside_or_unknown_agent_are_one_line(cli: Cli, tmp_path: Path)
     assert_one_line_error(cli("prd", "import", str(outside)), "outside the repository")
     assert_one_line_error(cli("prd", "import", PRD, "--agent", "gpt"), "AC1", "gpt")
     assert cli.tasks() == []
+
+
+# -- ticking the criteria whose tasks are done ------------------------------------------
+
+
+def _finish(repo: Path, task_id: str) -> None:
+    """Report ``task_id`` done as a runner would (the suite has cheaper ways to a done
+    task than a sandboxed run; this command only reads the state)."""
+    store = Store.open(database_url(repo))
+    try:
+        claimed = store.leases.claim("test-runner")
+        assert claimed is not None and claimed.id == task_id
+        assert store.leases.complete(claimed.id, claimed.fencing_token, TaskState.DONE)
+    finally:
+        store.close()
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_tick_commits_the_done_criteria_on_the_target_branch(cli: Cli, repo: Path) -> None:
+    ids = {r["ac"]: r["id"] for r in cli.json("prd", "import", PRD)}
+    before = _git(repo, "rev-parse", "main")
+    assert "nothing to tick" in cli.ok("prd", "tick", PRD)
+    assert _git(repo, "rev-parse", "main") == before
+
+    _finish(repo, ids["AC1"])
+    result = cli.json("prd", "tick", PRD)
+    assert result["ticked"] == ["AC1"] and result["branch"] == "main"
+    assert _git(repo, "rev-parse", "main") == result["commit"] != before
+    assert _git(repo, "log", "-1", "--format=%an %s", "main") == (
+        f"capataz prd: tick AC1 in {PRD} (their tasks are done)"
+    )
+    expected = THROTTLING.replace("- [ ] Failures are counted", "- [x] Failures are counted")
+    assert _git(repo, "show", f"main:{PRD}") + "\n" == expected
+    assert (repo / PRD).read_text() == expected  # the clean checkout moved with it
+    assert _git(repo, "status", "--porcelain") == ""
+    status = {r["ac"]: (r["checked"], r["total"]) for r in cli.json("prd", "status", PRD)}
+    assert status == {"AC1": (2, 2), "AC2": (0, 1), "AC3": (0, 1)}
+    assert "nothing to tick" in cli.ok("prd", "tick", PRD)  # done once is enough
+    assert _git(repo, "rev-parse", "main") == result["commit"]
+
+
+def test_tick_leaves_a_dirty_checkout_and_its_branch_alone(cli: Cli, repo: Path) -> None:
+    ids = {r["ac"]: r["id"] for r in cli.json("prd", "import", PRD)}
+    _finish(repo, ids["AC1"])
+    (repo / "README.md").write_text("# edited, not committed\n")
+    before = _git(repo, "rev-parse", "main")
+    result = cli("prd", "tick", PRD)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not ticked" in result.stderr and "uncommitted changes" in result.stderr
+    assert _git(repo, "rev-parse", "main") == before
+    assert (repo / PRD).read_text() == THROTTLING
+
+
+def test_tick_needs_the_prd_on_the_target_branch(cli: Cli, repo: Path) -> None:
+    (repo / "docs" / "prd" / "new.md").write_text(THROTTLING)
+    assert_one_line_error(
+        cli("prd", "tick", "docs/prd/new.md"), "not on branch main", "commit the PRD on main"
+    )

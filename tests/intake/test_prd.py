@@ -11,7 +11,7 @@ import pytest
 
 from capataz.config import Config
 from capataz.intake.errors import PrdError, UnknownAgentError
-from capataz.intake.prd import ChecklistItem, load_prd, parse_prd
+from capataz.intake.prd import ChecklistItem, load_prd, parse_prd, tick
 from capataz.intake.prd_plan import instruction, key_prefix, prd_status, prepare_prd
 from capataz.intake.tasks import submit
 from capataz.store import Store, TaskState
@@ -159,6 +159,19 @@ def test_unreadable_files_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "latin1.md").write_bytes("# Dise\xf1o\n".encode("latin-1"))
     with pytest.raises(PrdError, match="UTF-8"):
         load_prd(tmp_path / "latin1.md")
+
+
+def test_tick_checks_only_the_given_criteria_and_changes_nothing_else() -> None:
+    text = (
+        "# T\r\n## Acceptance Criteria\r\n### AC1: a\r\n- [ ] one\r\n1. [ ] two\r\n"
+        "### AC2: b\r\n* [ ] three\r\n```\r\n- [ ] code, not an item\r\n```\r\n"
+    )
+    ticked = tick(text, ["AC1"])
+    assert ticked == text.replace("- [ ] one", "- [x] one").replace("1. [ ] two", "1. [x] two")
+    assert [ac.checked for ac in parse_prd(ticked).criteria] == [2, 0]
+    both = tick(ticked, ["AC1", "AC2"])
+    assert both.count("[x]") == 3 and "- [ ] code, not an item" in both
+    assert tick(both, ["AC2"]) == both
 
 
 # -- from criteria to tasks ------------------------------------------------------------

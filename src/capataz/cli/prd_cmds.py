@@ -1,5 +1,5 @@
-"""`capataz prd import|status`: a PRD's acceptance criteria as tasks, and how far they
-have got.
+"""`capataz prd import|status|tick`: a PRD's acceptance criteria as tasks, how far they
+have got, and their checklists ticked once their tasks are done.
 
 The commands only parse, call :mod:`capataz.intake.prd` / :mod:`capataz.intake.prd_plan`
 and format; a PRD that cannot be imported is a :class:`~capataz.intake.errors.PrdError`
@@ -19,14 +19,16 @@ from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
-from capataz.cli.console import out, shown
+from capataz.cli.console import err, out, shown
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.cli.task_cmds import STATUS_STYLE
-from capataz.intake.prd import Prd, load_prd
-from capataz.intake.prd_plan import key_prefix, prd_status, prepare_prd
+from capataz.intake.errors import PrdError
+from capataz.intake.prd import Prd, load_prd, parse_prd, tick
+from capataz.intake.prd_plan import key_prefix, prd_status, prepare_prd, to_tick
 from capataz.intake.tasks import PreparedTask, submit
 from capataz.store import task_json
+from capataz.workspace.landing import commit_file, read_file
 
 __all__: list[str] = []
 
@@ -188,3 +190,51 @@ def status_command(
     out.print(table)
     if not any(row.task for row in rows):
         out.print(f"nothing imported yet; run `capataz prd import {file}`", style="dim")
+
+
+@prd_app.command("tick")
+def tick_command(
+    file: PrdArgument, as_json: JsonOption = False, repo_path: RepoOption = Path()
+) -> None:
+    """Tick the checklist of every criterion whose task is done, in the PRD as
+    committed on the target branch, as one capataz commit there. Your checkout of that
+    branch moves with it only if it is clean; otherwise nothing is committed (exit 1)."""
+    repo, config = open_project(repo_path)
+    prefix = key_prefix(repo.root, file)
+    source = prefix.removeprefix("prd:").removesuffix("#")
+    branch = config.project.target_branch
+    text = read_file(repo, branch, source)
+    if text is None:
+        raise PrdError(
+            f"{source}: not on branch {branch} (or not UTF-8)",
+            fix=f"commit the PRD on {branch} first; capataz ticks it there",
+        )
+    prd = parse_prd(text, path=Path(source))
+    with opened_store(repo) as store:
+        done = to_tick(prd_status(store, prd, prefix))
+    result = None
+    if done:
+        message = f"prd: tick {', '.join(done)} in {source} (their tasks are done)"
+        result = commit_file(repo, branch, source, tick(text, done, path=Path(source)), message)
+    refused = result.refused if result is not None else None
+    commit = result.commit if result is not None else None
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "ticked": done if commit else [],
+                    "commit": commit,
+                    "branch": branch,
+                    "refused": refused,
+                }
+            )
+        )
+    elif commit:
+        out.print(
+            f"[green]✓[/] ticked {', '.join(done)} on {branch} as {commit[:12]}", highlight=False
+        )
+    elif not refused:
+        out.print("nothing to tick: no criterion with a done task has unticked items")
+    if refused:
+        err.print(Text.assemble(("not ticked: ", "bold red"), shown(refused)))
+        raise typer.Exit(1)

@@ -36,6 +36,7 @@ __all__ = [
     "PrdError",
     "load_prd",
     "parse_prd",
+    "tick",
 ]
 
 _FIX_AC = "write each criterion as '### AC1: title' under '## Acceptance Criteria'"
@@ -64,6 +65,9 @@ _DEPENDS = re.compile(
 )
 _NO_DEPENDENCY = {"", "-", "none", "nothing", "ninguno", "ninguna", "nada"}
 _REMARK = re.compile(r"\s*\([^)]*\)\s*$")
+# The marker of an unchecked item at the start of its line, after any blockquote and
+# the list bullet (``- ``, ``* ``, ``1. ``).
+_UNCHECKED = re.compile(r"^(?P<lead>[ \t>]*(?:[-*+]|\d+[.)])[ \t]+)\[ \]")
 _PRD_PREFIX = re.compile(r"^PRD\s*:\s*", re.IGNORECASE)
 
 
@@ -126,6 +130,23 @@ def parse_prd(text: str, *, path: Path = Path("<prd>")) -> Prd:
     """Parse markdown ``text``; ``path`` is where it came from, for messages and for
     the model."""
     return _Parser(path).parse(text)
+
+
+def tick(text: str, ac_ids: Sequence[str], *, path: Path = Path("<prd>")) -> str:
+    """``text`` with every checklist item of the criteria ``ac_ids`` checked, and
+    nothing else changed: only the ``[ ]`` on each item's own line (its ``line`` from
+    the parse) becomes ``[x]``, so the rest of the file, its line endings included,
+    stays byte for byte what it was."""
+    prd = parse_prd(text, path=path)
+    wanted = set(ac_ids)
+    lines = text.split("\n")  # markdown-it's lines; a "\r" before it stays with its line
+    for ac in prd.criteria:
+        if ac.id not in wanted:
+            continue
+        for item in ac.items:
+            if not item.checked:
+                lines[item.line - 1] = _UNCHECKED.sub(r"\g<lead>[x]", lines[item.line - 1], 1)
+    return "\n".join(lines)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from capataz.config import Config
 from capataz.intake.errors import PrdError
 from capataz.intake.prd import AcceptanceCriterion, Prd
 from capataz.intake.tasks import PreparedTask, TaskRequest, prepare
-from capataz.store import Store, Task
+from capataz.store import Store, Task, TaskState
 
 __all__ = [
     "PRD_LABEL",
@@ -35,6 +35,7 @@ __all__ = [
     "prd_status",
     "prepare_prd",
     "task_title",
+    "to_tick",
 ]
 
 PRD_LABEL = "prd"
@@ -131,3 +132,15 @@ def prd_status(store: Store, prd: Prd, prefix: str) -> list[CriterionStatus]:
     what the person asks about."""
     by_key = {task.idempotency_key: task for task in store.tasks.with_key_prefix(prefix)}
     return [CriterionStatus(ac, prefix + ac.id, by_key.get(prefix + ac.id)) for ac in prd.criteria]
+
+
+def to_tick(rows: list[CriterionStatus]) -> list[str]:
+    """The criteria whose task is done but whose checklist the file does not tick
+    fully yet: what ``capataz prd tick`` checks off."""
+    return [
+        row.criterion.id
+        for row in rows
+        if row.task is not None
+        and row.task.status is TaskState.DONE
+        and row.criterion.checked < len(row.criterion.items)
+    ]
