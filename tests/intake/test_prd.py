@@ -98,6 +98,16 @@ def test_ids_are_normalised_and_dependencies_take_several_spellings() -> None:
     ]
 
 
+def test_only_an_items_first_paragraph_is_its_checkbox() -> None:
+    prd = parse_prd(
+        "# T\n## Acceptance Criteria\n### AC1: a\n- [ ] real\n\n  [ ] second paragraph\n"
+        "\n[ ] a paragraph, not an item\n"
+    )
+    (ac,) = prd.criteria
+    assert [(i.text, i.line) for i in ac.items] == [("real", 4)]
+    assert ac.notes == ("[ ] second paragraph", "[ ] a paragraph, not an item")
+
+
 @pytest.mark.parametrize(
     ("text", "line", "needles"),
     [

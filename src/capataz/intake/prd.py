@@ -180,16 +180,12 @@ class _Parser:
 
     def parse(self, text: str) -> Prd:
         tokens = MarkdownIt("commonmark").parse(text)
-        depth = 0  # list items open around the current token
         for index, token in enumerate(tokens):
-            if token.type == "list_item_open":
-                depth += 1
-            elif token.type == "list_item_close":
-                depth -= 1
-            elif token.type == "heading_open":
+            if token.type == "heading_open":
                 self._heading(token, tokens[index + 1])
             elif token.type == "inline" and tokens[index - 1].type == "paragraph_open":
-                self._paragraph(token, in_list=depth > 0)
+                # Only an item's first paragraph can open with its checkbox.
+                self._paragraph(token, item=tokens[index - 2].type == "list_item_open")
         if self.title is None:
             raise self.error(1, "no title", "start the PRD with a '# PRD: title' line")
         if not self.drafts:
@@ -236,7 +232,7 @@ class _Parser:
                 )
         self.drafts.append(_Draft(ac_id, match["title"].strip(), line, [], []))
 
-    def _paragraph(self, token: Token, *, in_list: bool) -> None:
+    def _paragraph(self, token: Token, *, item: bool) -> None:
         text = " ".join(part.strip() for part in token.content.splitlines()).strip()
         if not text:
             return
@@ -246,10 +242,10 @@ class _Parser:
         if self.section != "criteria" or not self.drafts:
             return  # text outside the sections capataz reads, or before the first AC
         draft = self.drafts[-1]
-        checkbox = _CHECKBOX.match(text) if in_list else None
+        checkbox = _CHECKBOX.match(text) if item else None
         if checkbox is not None:
-            item = ChecklistItem(checkbox["text"].strip(), checkbox["mark"] != " ", _line(token))
-            draft.items.append(item)
+            checked = checkbox["mark"] != " "
+            draft.items.append(ChecklistItem(checkbox["text"].strip(), checked, _line(token)))
             return
         for offset, raw in enumerate(token.content.splitlines()):
             depends = _DEPENDS.match(raw.strip())
