@@ -36,6 +36,20 @@ def test_idempotency_key_returns_the_existing_task(store: Store) -> None:
     assert len(store.tasks.list()) == 1
 
 
+def test_tasks_by_idempotency_key_prefix_take_wildcards_literally(store: Store) -> None:
+    first = store.tasks.add("one", "a", idempotency_key="prd:docs/a_b.md#AC1")
+    second = store.tasks.add("two", "b", idempotency_key="prd:docs/a_b.md#AC2")
+    store.tasks.add("other", "c", idempotency_key="prd:docs/aXb.md#AC1")
+    store.tasks.add("percent", "d", idempotency_key="prd:docs/a%b.md#AC1")
+    store.tasks.add("unkeyed", "e")
+    assert [t.id for t in store.tasks.with_key_prefix("prd:docs/a_b.md#")] == [
+        first.id,
+        second.id,
+    ]
+    assert [t.title for t in store.tasks.with_key_prefix("prd:docs/a%")] == ["percent"]
+    assert store.tasks.with_key_prefix("nothing:") == []
+
+
 def test_batch_resolves_dependencies_inside_it(store: Store) -> None:
     created = store.tasks.add_many(
         [

@@ -20,6 +20,7 @@ __all__ = [
     "DependencyCycleError",
     "InvalidTask",
     "NoSuchTaskError",
+    "PrdError",
     "TaskExistsError",
     "TaskFileError",
     "UnknownAgentError",
@@ -42,3 +43,9 @@ class TaskFileError(InvalidTask):
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message, field="file", fix=fix)
+
+
+class PrdError(TaskFileError):
+    """A PRD cannot be read or does not have the shape ``capataz prd import`` needs (a
+    title, acceptance criteria with distinct ids, dependencies on criteria it defines).
+    A task file like any other to the front ends: one line, exit 2, HTTP 422."""

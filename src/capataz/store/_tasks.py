@@ -78,6 +78,17 @@ class Tasks(StoreBase):
             raise no_task(task_id)
         return found[0]
 
+    def with_key_prefix(self, prefix: str) -> list[Task]:
+        """Tasks whose idempotency key starts with ``prefix``, oldest first: a front end
+        that derives keys from a source (``prd:docs/x.md#AC1``) finds everything it
+        queued from that source without a column of its own. ``%`` and ``_`` in the
+        prefix are literal."""
+        if not prefix:
+            raise ArgumentRefusedError("the key prefix is empty", fix="give a prefix")
+        where = tasks.c.idempotency_key.startswith(prefix, autoescape=True)
+        with self._read() as conn:
+            return _task_sql.load(conn, where)
+
     def page(
         self, status: TaskState | str | None = None, *, limit: int = 50, offset: int = 0
     ) -> tuple[list[Task], int]:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 from capataz.errors import GitError
 from capataz.models import Outcome, utcnow
@@ -32,7 +33,16 @@ from capataz.workspace.isolated import Workspace
 from capataz.workspace.objectstore import RejectedStore
 from capataz.workspace.repo import Repository
 
-__all__ = ["LandResult", "RollbackResult", "land", "rejected_store", "rollback"]
+__all__ = [
+    "FileCommit",
+    "LandResult",
+    "RollbackResult",
+    "commit_file",
+    "land",
+    "read_file",
+    "rejected_store",
+    "rollback",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,58 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
             repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
     how = "fast-forward" if new == result else "rebased"
     return LandResult(Outcome.LANDED, new, target, f"landed on {target} ({how}) as {new[:12]}")
+
+
+def read_file(repo: Repository, branch: str, path: str) -> str | None:
+    """``path`` (relative to the repository) as committed on ``branch``; None if the
+    branch has no such file."""
+    shown = repo.git.run("show", f"{repo.branch_tip(branch)}:{path}", check=False)
+    if shown.returncode != 0:
+        return None
+    try:
+        return shown.stdout.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class FileCommit:
+    """What :func:`commit_file` did: ``commit`` is on the branch now, or None with
+    ``refused`` saying why the branch was left alone."""
+
+    commit: str | None
+    refused: str | None = None
+
+
+def commit_file(
+    repo: Repository, branch: str, path: str, text: str, message: str
+) -> FileCommit | None:
+    """Commit ``text`` as ``path`` on ``branch`` as capataz (one file of capataz's own
+    making, such as a PRD with criteria ticked), without touching any checkout but the
+    branch's own, which moves like a landing's: only if clean. None when ``text`` is
+    what the branch already holds. Under the landing lock, so it never races a result
+    landing on the same branch."""
+    git = repo.git
+    with _landing_lock(repo), TemporaryDirectory(prefix="capataz-commit-") as scratch:
+        old = repo.branch_tip(branch)
+        listed = git.out("ls-tree", old, "--", path).split()
+        mode = listed[0] if listed else "100644"
+        blob = git.run("hash-object", "-w", "--stdin", input_bytes=text.encode())
+        blob_id = blob.stdout.decode().strip()
+        index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        git.run("read-tree", old, env=index)
+        git.run("update-index", "--add", "--cacheinfo", f"{mode},{blob_id},{path}", env=index)
+        tree = git.out("write-tree", env=index)
+        if tree == git.out("rev-parse", f"{old}^{{tree}}"):
+            return None
+        new = git.out("commit-tree", tree, "-p", old, "-m", message)
+        worktree = repo.worktree_on(branch)
+        if worktree is not None:
+            refused = update_checkout(worktree, old, new, Path(scratch) / "land.git")
+            if refused is not None:
+                return FileCommit(None, f"{branch} is checked out in {worktree.path} and {refused}")
+        git.run("update-ref", "-m", f"capataz: {message}", f"refs/heads/{branch}", new, old)
+    return FileCommit(new)
 
 
 def _replay(git: Git, result: str, tip: str, base: str) -> str | None:
