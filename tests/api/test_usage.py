@@ -67,9 +67,7 @@ def test_a_runs_usage_is_answered_and_summed_by_agent(server: Server) -> None:
         if s.name == "capataz_agent_tokens_total"
     }
     assert tokens == {("shell", "in"): 1500.0, ("shell", "out"): 300.0}
-    [cost] = [
-        s for s in families["capataz_agent_cost_usd"].samples if s.name.endswith("_total")
-    ]
+    [cost] = [s for s in families["capataz_agent_cost_usd"].samples if s.name.endswith("_total")]
     assert cost.labels == {"agent": "shell"}
     assert abs(cost.value - 0.3) < 1e-9
 

@@ -44,9 +44,7 @@ def test_run_show_prints_the_usage_and_metrics_sum_it(cli: Cli) -> None:
     )
     run_id = _finished_run(cli, details)
     shown = cli.ok("run", "show", run_id)
-    assert (
-        "shell: 12,345 tokens in, 678 out, $0.0421, model claude-sonnet-4-5, 3 turns" in shown
-    )
+    assert "shell: 12,345 tokens in, 678 out, $0.0421, model claude-sonnet-4-5, 3 turns" in shown
     data = cli.json("run", "show", run_id)
     assert {k: data[k] for k in ("agent", "tokens_in", "tokens_out", "cost_usd", "model")} == {
         "agent": "shell",
