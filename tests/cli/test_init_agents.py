@@ -79,5 +79,7 @@ def test_init_with_an_unknown_preset_names_the_known_ones(make_repo: Callable[..
     repo = make_repo()
     done = capataz("init", "--agent", "gpt-pilot", cwd=repo)
     assert done.returncode == 2
-    assert "unknown agent preset 'gpt-pilot'; known presets: aider, claude-code, codex" in done.stderr
+    assert (
+        "unknown agent preset 'gpt-pilot'; known presets: aider, claude-code, codex" in done.stderr
+    )
     assert not (repo / "capataz.toml").exists()
