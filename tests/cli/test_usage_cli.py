@@ -71,6 +71,7 @@ def test_run_show_has_no_usage_line_when_nothing_was_reported(cli: Cli) -> None:
 def test_task_add_and_plan_files_keep_the_budget(cli: Cli, tmp_path: Path) -> None:
     added = cli.json("task", "add", "true", "--budget", "200k")
     assert added["budget"] == {"tokens": 200_000, "usd": None}
+    assert "200,000 tokens" in cli.ok("task", "show", added["id"])
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         "tasks:\n  - name: a\n    instruction: one\n    budget: 2.5usd\n"

@@ -251,6 +251,8 @@ def _print_task(task: Task) -> None:
     for key, value in task_json(task).items():
         if key == "status":
             cell: Text = _status(task)
+        elif key == "budget":
+            cell = shown(task.budget.describe() if task.budget else "- (the agent's default)")
         elif isinstance(value, list):
             cell = shown(", ".join(value) if value else "-")
         else:
