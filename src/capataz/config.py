@@ -25,7 +25,13 @@ from pydantic import (
 from capataz.errors import ConfigError
 from capataz.models import GatePhase, Severity, ViolationType
 from capataz.names import HostPatternError, SecretNameError, check_secret_name, parse_host_pattern
-from capataz.units import parse_bytes, parse_bytes_or_unlimited, parse_duration
+from capataz.units import (
+    Budget,
+    parse_budget,
+    parse_bytes,
+    parse_bytes_or_unlimited,
+    parse_duration,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -130,6 +136,12 @@ class Limits(_Strict):
 PresetName = Literal["claude-code", "codex", "aider"]
 
 
+def _budget(value: Any) -> Budget | None:
+    """``budget`` parsed once here (capataz.units.parse_budget), so a bad value is one
+    error at load naming the key, not a surprise when the run starts."""
+    return None if value is None else parse_budget(value)
+
+
 def _endpoint_url(value: str | None) -> str | None:
     """The model API's base URL: checked here so a typo fails at load, not mid-run."""
     if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
@@ -165,6 +177,10 @@ class AgentConfig(Limits):
     # it may publish for its dependents (see capataz.context.flow).
     context_read: ContextPatterns = Field(default_factory=lambda: ["*"])
     context_write: ContextPatterns = Field(default_factory=lambda: ["*"])
+    # What one run may consume ({tokens = 200000, usd = 2.5}, or "200k,2.5usd"): the
+    # default of every task of this agent; a task's own budget wins figure by figure.
+    # Only an agent that reports its usage (a preset) can be held to it.
+    budget: Annotated[Budget | None, BeforeValidator(_budget)] = None
 
     @model_validator(mode="after")
     def _command_or_preset(self) -> AgentConfig:

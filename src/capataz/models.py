@@ -139,6 +139,7 @@ class ViolationType(StrEnum):
     SYMLINK_ESCAPE = "SYMLINK_ESCAPE"  # a symlink pointing outside the workspace
     SUBMODULE_CONFIG = "SUBMODULE_CONFIG"  # a new or changed .gitmodules
     NETWORK_DENIED = "NETWORK_DENIED"  # the agent tried a host its network allowlist lacks
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the agent used more tokens or dollars than its budget
 
 
 class Violation(BaseModel):

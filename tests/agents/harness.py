@@ -139,9 +139,10 @@ class PresetProject:
             env={**os.environ, **GIT_ENV},
         )
 
-    def exec(self, instruction: str, task_id: str) -> Exec:
+    def exec(self, instruction: str, task_id: str, *options: str) -> Exec:
+        """``capataz exec --json`` with ``options`` (``--budget 1k``, say)."""
         started = time.monotonic()
-        done = self.capataz("exec", instruction, "--id", task_id, "--json")
+        done = self.capataz("exec", instruction, "--id", task_id, "--json", *options)
         seconds = time.monotonic() - started
         try:
             report = json.loads(done.stdout)

@@ -164,3 +164,22 @@ def test_the_preset_fills_what_the_user_left_unset() -> None:
     assert agent.ignore[-1] == "notes/" and ".claude/settings.local.json" in agent.ignore
     assert apply_preset(agent) == agent  # applying twice changes nothing
     assert preset_named("claude-code").credential == "ANTHROPIC_API_KEY"
+
+
+def assistant(message_id: str, tokens_in: int, tokens_out: int) -> str:
+    usage = {"input_tokens": tokens_in, "cache_read_input_tokens": 10, "output_tokens": tokens_out}
+    message = {"id": message_id, "model": "claude-sonnet-4-5", "usage": usage, "content": []}
+    return json.dumps({"type": "assistant", "message": message})
+
+
+def test_usage_grows_with_each_assistant_message_then_the_result_is_the_total() -> None:
+    reader = ClaudeCodeReader()
+    reader.feed("out", assistant("msg_1", 1000, 20))
+    assert (reader.usage.tokens_in, reader.usage.tokens_out, reader.usage.turns) == (1010, 20, 1)
+    reader.feed("out", assistant("msg_1", 1000, 30))  # the same message, another block
+    reader.feed("out", assistant("msg_2", 2000, 40))
+    assert (reader.usage.tokens_in, reader.usage.tokens_out, reader.usage.turns) == (3020, 70, 2)
+    assert reader.usage.model == "claude-sonnet-4-5"
+    reader.feed("out", result())
+    assert (reader.usage.tokens_in, reader.usage.tokens_out) == (2550, 80)  # the CLI's own
+    assert reader.usage.turns == 2

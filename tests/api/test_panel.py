@@ -20,7 +20,7 @@ from tests.conftest import GIT_ENV, git
 from tests.helpers import wait_for
 from tests.serving import serving
 
-from capataz.store import Store
+from capataz.store import RunDetails, Store
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -447,3 +447,30 @@ def test_a_refused_data_call_shows_in_the_banner(page: Any, panel_server: Server
     banner.wait_for()
     assert banner.inner_text().startswith("401 unauthorized: invalid token")
     shot(page, "invalid-token")
+
+
+def test_a_runs_page_shows_what_its_agent_used(page: Any, panel_server: Server) -> None:
+    server = panel_server
+    store = Store.open(server.url)
+    try:
+        task = store.tasks.add("costly", "true")
+        claimed = store.leases.claim("runner-1")
+        assert claimed is not None and claimed.id == task.id
+        details = RunDetails(
+            outcome="landed",
+            tokens_in=12_345,
+            tokens_out=678,
+            cost_usd=0.0421,
+            model="claude-sonnet-4-5",
+            turns=3,
+        )
+        assert store.leases.complete(task.id, claimed.fencing_token, "done", details=details)
+    finally:
+        store.close()
+    sign_in(page, server, "viewer")
+    page.goto(f"{server.base}/#/runs/{claimed.run_id}")
+    usage = page.locator("[data-field=usage]")
+    expect(usage).to_have_text(
+        "12,345 tokens in, 678 out, $0.0421, model claude-sonnet-4-5, 3 turns"
+    )
+    shot(page, "usage")

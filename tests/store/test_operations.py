@@ -63,6 +63,7 @@ def test_metrics_have_the_runbooks_shape_and_counts(store: Store, clock: Clock) 
         "runners": {"online": 0, "offline": 0},
         "runs": {"fail_rate_last_20": 0.0, "total": 0},
         "backlog": {"oldest_ready_age_seconds": None},
+        "usage": {},
     }
     assert list(empty["tasks"]) == [state.value for state in TaskState]
     store.runners.register("gone", hostname="h", pid=1, concurrency=1)

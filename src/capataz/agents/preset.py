@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from capataz.units import Budget, format_budget_tokens
+
 __all__ = [
     "AgentFailure",
     "AgentUsage",
+    "BudgetExcess",
     "OutputReader",
     "Preset",
     "PresetSettings",
     "endpoint_address",
+    "over_budget",
 ]
 
 
@@ -34,6 +38,49 @@ class AgentUsage:
     cost_usd: float | None = None  # only when the agent reports a cost
     model: str | None = None
     turns: int = 0
+
+
+@dataclass(frozen=True)
+class BudgetExcess:
+    """A run that used more than its budget: the figure, the limit, and how to raise it
+    (``{agent}`` is filled in by the pipeline, as in :class:`AgentFailure`)."""
+
+    details: str  # e.g. "the agent used 1,234 tokens (1,000 in, 234 out); its budget is 1,000"
+    suggestion: str
+
+
+def over_budget(usage: AgentUsage, budget: Budget | None) -> BudgetExcess | None:
+    """Whether ``usage`` has gone past ``budget``: tokens in plus out above the token
+    budget, or a reported cost above the dollar budget (an agent that reports no cost
+    is held to its tokens only). None while within it."""
+    if budget is None:
+        return None
+    used = usage.tokens_in + usage.tokens_out
+    if budget.tokens is not None and used > budget.tokens:
+        raised = format_budget_tokens(max(budget.tokens * 2, used + 1))
+        return BudgetExcess(
+            details=(
+                f"the agent used {used:,} tokens ({usage.tokens_in:,} in, "
+                f"{usage.tokens_out:,} out); its budget is {budget.tokens:,} tokens"
+            ),
+            suggestion=(
+                f"raise it for this task (--budget {raised}, or budget: {raised} in "
+                "plan.yaml) or for the agent ([agents.{agent}] budget = {tokens = "
+                f"{max(budget.tokens * 2, used + 1)}}}), or split the task"
+            ),
+        )
+    cost = usage.cost_usd
+    if budget.usd is not None and cost is not None and cost > budget.usd:
+        raised_usd = f"{max(budget.usd * 2, cost * 1.5):.2f}"
+        return BudgetExcess(
+            details=f"the agent spent ${cost:.4f}; its budget is ${budget.usd:.2f}",
+            suggestion=(
+                f"raise it for this task (--budget {raised_usd}usd, or budget: "
+                f"{raised_usd}usd in plan.yaml) or for the agent ([agents.{{agent}}] "
+                f"budget = {{usd = {raised_usd}}}), or split the task"
+            ),
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from capataz.models import IsoTime
+from capataz.runner.protocol import BudgetOut
 from capataz.store.statuses import TaskState
 
 __all__ = [
@@ -61,6 +62,7 @@ class TaskOut(_Out):
     reason: str | None
     depends_on: list[str]
     last_error: str | None
+    budget: BudgetOut | None
 
 
 class RunOut(_Out):
@@ -86,6 +88,12 @@ class RunOut(_Out):
     peak_memory_bytes: int | None
     result_commit: str | None
     landed_commit: str | None
+    agent: str
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    model: str | None
+    turns: int | None
 
 
 class StepOut(_Out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from typing import Any
 
@@ -20,7 +21,7 @@ from capataz.redaction import redact, redact_data
 from capataz.units import format_bytes, format_seconds
 from capataz.visible import visible, visible_json
 
-__all__ = ["LiveView", "render_summary", "report_json"]
+__all__ = ["LiveView", "render_summary", "report_json", "usage_text"]
 
 _STYLE = {
     Outcome.LANDED: "bold green",
@@ -106,6 +107,10 @@ def render_summary(report: RunReport) -> None:
             f"{a.outcome.value}, {ended}, wall {format_seconds(a.wall_seconds)}, "
             f"cpu {format_seconds(a.cpu_seconds)}, peak {format_bytes(a.peak_memory_bytes)}",
         )
+    if report.usage is not None:
+        u = report.usage
+        used = usage_text(u.tokens_in, u.tokens_out, u.cost_usd, u.model, u.turns)
+        head.add_row("usage", shown(used))
     head.add_row("evidence", shown(report.progress_dir))
     parts: list[Any] = [head]
     if report.file_changes:
@@ -129,6 +134,27 @@ def render_summary(report: RunReport) -> None:
             table.add_row(v.severity.value, v.type.value, shown(where), shown(v.details))
         parts += [Text(""), table]
     out.print(Panel(Group(*parts), title="capataz", border_style=style.split()[-1]))
+
+
+def usage_text(
+    tokens_in: int | None,
+    tokens_out: int | None,
+    cost_usd: float | None,
+    model: str | None,
+    turns: int | None,
+) -> str:
+    """One line of what the agent reported it used, the same in ``capataz exec``'s
+    summary and ``capataz run show``: ``12,345 tokens in, 678 out, $0.0123, model
+    claude-sonnet-4-5, 3 turns`` (a cost or model the agent did not report is left out).
+    Plain text: callers show it through ``shown`` (the model name is the agent's word)."""
+    parts = [f"{tokens_in or 0:,} tokens in", f"{tokens_out or 0:,} out"]
+    if cost_usd is not None:
+        parts.append(f"${cost_usd:.4f}")
+    if model:
+        parts.append(f"model {model}")
+    if turns is not None:
+        parts.append(f"{turns} turn{'' if turns == 1 else 's'}")
+    return ", ".join(parts)
 
 
 def report_json(report: RunReport) -> str:
@@ -162,6 +188,8 @@ def report_json(report: RunReport) -> str:
             "leftover_processes": a.leftover_processes,
             "detail": a.detail,
         }
+    if report.usage is not None:
+        data["usage"] = dataclasses.asdict(report.usage)
     # Masked (a file name may hold a secret) and escaped (C1 and DEL too): a script
     # may print it straight to a terminal.
     return visible_json(redact_data(data))

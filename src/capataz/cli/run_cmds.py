@@ -18,10 +18,11 @@ from capataz.agents.presets import with_presets
 from capataz.cli import app
 from capataz.cli.console import err, out
 from capataz.cli.live import LiveView, render_summary, report_json
-from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.options import BudgetOption, JsonOption, RepoOption
 from capataz.cli.project import open_project, warn_unsandboxed
 from capataz.config import Config
 from capataz.errors import Interrupted
+from capataz.intake.tasks import parse_task_budget
 from capataz.names import validate_task_id
 from capataz.pipeline.escalation import submit_decision
 from capataz.pipeline.progress import ProgressDir
@@ -51,6 +52,7 @@ def exec_command(
             help="Escalate high-severity violations instead of blocking.",
         ),
     ] = None,
+    budget: BudgetOption = None,
     as_json: JsonOption = False,
     repo_path: RepoOption = Path(),
 ) -> None:
@@ -63,6 +65,7 @@ def exec_command(
         agent=agent or config.project.default_agent,
         title=title,
         allow_high=allow_high,
+        budget=parse_task_budget(budget, "--budget"),
     )
     resolve_agent(config, spec.agent)  # before the live view starts: errors stay one line
     SecretDelivery(with_presets(config), repo.root).prepare(spec.agent)  # one still WAITING

@@ -16,6 +16,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import discover_repo, opened_store
 from capataz.cli.console import out, shown
+from capataz.cli.live import usage_text
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.redaction import redact
 from capataz.store import Store
@@ -102,6 +103,9 @@ def show_command(
         f"cpu {format_seconds(run.cpu_seconds)}, "
         f"peak {format_bytes(run.peak_memory_bytes)}",
     )
+    if run.tokens_in is not None or run.tokens_out is not None:
+        used = usage_text(run.tokens_in, run.tokens_out, run.cost_usd, run.model, run.turns)
+        head.add_row("usage", shown(f"{run.agent}: {used}"))
     out.print(head)
     steps = Table(title="steps", title_justify="left")
     for column in ("phase", "started", "ended", "outcome"):
@@ -141,7 +145,8 @@ def show_command(
 
 @app.command("metrics")
 def metrics_command(as_json: JsonOption = False, repo_path: RepoOption = Path()) -> None:
-    """Tasks per status, runners online, fail_rate_last_20, oldest_ready_age_seconds."""
+    """Tasks per status, runners online, fail_rate_last_20, oldest_ready_age_seconds,
+    and tokens and cost by agent."""
     with _store(repo_path) as store:
         metrics = store.metrics()
     if as_json:
@@ -157,4 +162,11 @@ def metrics_command(as_json: JsonOption = False, repo_path: RepoOption = Path())
     table.add_row("runs.fail_rate_last_20", f"{metrics['runs']['fail_rate_last_20']:.2f}")
     age = metrics["backlog"]["oldest_ready_age_seconds"]
     table.add_row("backlog.oldest_ready_age_seconds", "-" if age is None else f"{age:.0f}")
+    for agent, used in metrics.get("usage", {}).items():
+        name = visible(redact(agent))
+        table.add_row(Text(f"usage.{name}.tokens_in"), str(used["tokens_in"]))
+        table.add_row(Text(f"usage.{name}.tokens_out"), str(used["tokens_out"]))
+        cost = used["cost_usd"]
+        table.add_row(Text(f"usage.{name}.cost_usd"), "-" if cost is None else f"{cost:.4f}")
+        table.add_row(Text(f"usage.{name}.runs"), str(used["runs"]))
     out.print(table)

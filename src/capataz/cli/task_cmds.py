@@ -20,7 +20,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
-from capataz.cli.options import JsonOption, RepoOption
+from capataz.cli.options import BudgetOption, JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.errors import TaskError
 from capataz.intake.taskfile import load_taskfile, to_specs
@@ -116,6 +116,7 @@ def add_command(
         typer.Option("--allow-high", help="Escalate high-severity violations, not block."),
     ] = False,
     task_id: Annotated[str | None, typer.Option("--id", help="Task id (default: new).")] = None,
+    budget: BudgetOption = None,
     as_json: JsonOption = False,
     repo_path: RepoOption = Path(),
 ) -> None:
@@ -133,6 +134,7 @@ def add_command(
         run_after=run_after,
         idempotency_key=idempotency_key,
         allow_high=allow_high,
+        budget=budget,
     )
     prepared = prepare([request], config, names=_option_names)
     with opened_store(repo) as store:
@@ -249,6 +251,8 @@ def _print_task(task: Task) -> None:
     for key, value in task_json(task).items():
         if key == "status":
             cell: Text = _status(task)
+        elif key == "budget":
+            cell = shown(task.budget.describe() if task.budget else "- (the agent's default)")
         elif isinstance(value, list):
             cell = shown(", ".join(value) if value else "-")
         else:

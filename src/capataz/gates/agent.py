@@ -18,6 +18,7 @@ def agent_violations(
     result: ExecResult | None,
     *,
     failure: tuple[str, str] | None = None,
+    budget: tuple[str, str] | None = None,
     argv: Sequence[str] = (),
     search_path: str | None = None,
     expose: Sequence[str] = (),
@@ -45,6 +46,8 @@ def agent_violations(
 
     if failure is not None:
         add(ViolationType.AGENT_FAILED, Severity.CRITICAL, failure[0], failure[1])
+    if budget is not None:
+        add(ViolationType.BUDGET_EXCEEDED, Severity.HIGH, budget[0], budget[1])
     if result.outcome is ExecOutcome.HUNG:
         add(
             ViolationType.AGENT_HUNG,
@@ -73,8 +76,8 @@ def agent_violations(
             f"agent ran out of memory: {result.detail}",
             "raise memory for this agent (tmpfs writes count too), or use less of it",
         )
-    elif failure is not None:
-        pass  # the agent said why; the exit status (or capataz's stop) adds nothing
+    elif failure is not None or budget is not None:
+        pass  # the agent said why, or capataz stopped it: the exit status adds nothing
     elif result.outcome is ExecOutcome.CANCELLED:
         add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
     elif result.outcome is ExecOutcome.FAILED:

@@ -55,6 +55,9 @@ class TaskEntry(BaseModel):
     run_after: datetime | timedelta | None = None
     idempotency_key: str | None = Field(default=None, min_length=1)
     allow_high: bool = False
+    # "200k", "2.5usd", "200k,2.5usd", 200000 or {tokens: 200000, usd: 2.5}; parsed by
+    # the one intake, which names the task in its error
+    budget: str | int | float | dict[str, str | int | float | None] | None = None
 
     @field_validator("instruction")
     @classmethod
@@ -218,6 +221,7 @@ def to_specs(
             run_after=entry.run_after,
             idempotency_key=entry.idempotency_key,
             allow_high=entry.allow_high,
+            budget=entry.budget,
         )
         for entry in entries
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from capataz.agents.commands import resolve_agent
 from capataz.config import Config
@@ -26,7 +27,7 @@ from capataz.intake.errors import InvalidTask
 from capataz.models import utcnow
 from capataz.names import new_task_id, validate_task_id
 from capataz.store import NewTask, Store, Task
-from capataz.units import parse_duration
+from capataz.units import Budget, parse_budget, parse_duration
 
 __all__ = [
     "FieldNames",
@@ -35,6 +36,7 @@ __all__ = [
     "TaskRequest",
     "default_title",
     "parse_run_after",
+    "parse_task_budget",
     "parse_when",
     "plain_names",
     "prepare",
@@ -74,6 +76,8 @@ class TaskRequest:
     run_after: str | float | date | timedelta | None = None
     idempotency_key: str | None = None
     allow_high: bool = False
+    # "200k", "2.5usd", "200k,2.5usd", a number of tokens, {"tokens": …, "usd": …}
+    budget: Any = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,20 @@ def parse_run_after(value: str | float | date, now: datetime | None = None) -> d
     return (now or utcnow()) + when if isinstance(when, timedelta) else when
 
 
+def parse_task_budget(value: Any, name: str = "budget") -> Budget | None:
+    """A task's budget as any front end takes it (``--budget 200k``, ``budget: 2.5usd``
+    in plan.yaml, ``"budget": {"tokens": 200000}`` in a body; see
+    :func:`capataz.units.parse_budget`), or None for the agent's default. ``name`` is
+    how the front end calls the field, for the one-line InvalidTask."""
+    if value is None:
+        return None
+    try:
+        return parse_budget(value)
+    except ValueError as exc:
+        fix = "e.g. 200k, 2.5usd or 200k,2.5usd"
+        raise InvalidTask(f"{name}: {exc}", field="budget", fix=fix) from None
+
+
 def prepare(
     requests: Sequence[TaskRequest],
     config: Config,
@@ -179,6 +197,7 @@ def prepare(
             run_after=_run_after(request.run_after, now, say),
             idempotency_key=request.idempotency_key or None,
             allow_high=request.allow_high,
+            budget=parse_task_budget(request.budget, names(index, "budget") or "budget"),
         )
         prepared.append(PreparedTask(label, spec, generated_id=request.id is None))
     return prepared

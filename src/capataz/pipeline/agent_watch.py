@@ -13,7 +13,11 @@ plugs it into one run:
 * the outcome: that stop is not a cancellation but a failed run, reported as an
   AGENT_FAILED violation (critical: no gate command runs, the result is rolled back)
   whose details are the agent's reason and whose suggestion is the fix;
-* the usage the agent reported (tokens, cost, model, turns), into progress.json.
+* the budget: the reader adds up usage as the agent reports it; once tokens (in plus
+  out) or the reported cost pass the run's budget, the run is stopped the same way (a
+  BUDGET_EXCEEDED violation, high: blocked, nothing lands);
+* the usage the agent reported (tokens, cost, model, turns), into progress.json and
+  the run's report.
 
 An agent without a preset has no reader: every line is progress, as always.
 """
@@ -23,7 +27,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from capataz.agents.preset import AgentFailure, AgentUsage, OutputReader, endpoint_address
+from capataz.agents.preset import (
+    AgentFailure,
+    AgentUsage,
+    BudgetExcess,
+    OutputReader,
+    endpoint_address,
+    over_budget,
+)
 from capataz.agents.presets import preset_named
 from capataz.config import AgentConfig
 from capataz.gates.agent import agent_violations
@@ -32,6 +43,7 @@ from capataz.models import Violation
 from capataz.pipeline.progress_state import ProgressMetrics
 from capataz.pipeline.runlog import RunLog
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, OutputSink
+from capataz.units import Budget
 from capataz.workspace.isolated import Workspace
 
 __all__ = ["AgentWatch", "ignored", "leave_out_state_files"]
@@ -67,7 +79,14 @@ class AgentWatch:
     """One agent run seen through its preset's reader (see the module docstring)."""
 
     def __init__(
-        self, name: str, agent: AgentConfig, argv: Sequence[str], log: RunLog, path: str | None
+        self,
+        name: str,
+        agent: AgentConfig,
+        argv: Sequence[str],
+        log: RunLog,
+        path: str | None,
+        *,
+        budget: Budget | None = None,
     ) -> None:
         self.name = name
         self.agent = agent
@@ -78,6 +97,12 @@ class AgentWatch:
             preset_named(agent.preset).reader() if agent.preset is not None else None
         )
         self.stopped = False  # capataz stopped the run because the reader saw a failure
+        # the task's budget over the agent's default; only a reader can be held to it
+        self.budget = budget.over(agent.budget) if budget is not None else agent.budget
+        self.excess: BudgetExcess | None = None  # set once usage went past the budget
+        if self.budget is not None and self.reader is None:
+            shown = self.budget.describe()
+            log.note("capataz", f"budget {shown} not enforced: agent {name} reports no usage")
 
     def sink(self, show: Callable[[OutputLine], None]) -> OutputSink:
         """The sandbox's sink: ``show`` the line (run log, live view), then let the
@@ -97,10 +122,16 @@ class AgentWatch:
         return take
 
     def should_stop(self, outer: Callable[[], bool] | None) -> Callable[[], bool]:
-        """Stop once the reader has seen a failure, or when the caller says so."""
+        """Stop once the reader has seen a failure or the usage went past the budget
+        (checked on every poll of the sandbox, 0.1 s), or when the caller says so."""
 
         def check() -> bool:
             if self.reader is not None and self.reader.failure is not None:
+                self.stopped = True
+                return True
+            if self.reader is not None and self.excess is None:
+                self.excess = over_budget(self.reader.usage, self.budget)
+            if self.excess is not None:
                 self.stopped = True
                 return True
             return outer() if outer is not None else False
@@ -122,11 +153,18 @@ class AgentWatch:
                 self.reader.finish(result.exit_code)
             except Exception as exc:  # noqa: BLE001  (as in sink)
                 self.log.note("capataz", f"the {self.agent.preset} reader failed ({exc!r})")
+            if self.excess is None:  # it ended between two polls, past its budget
+                self.excess = over_budget(self.reader.usage, self.budget)
         failure = self.failure
         if failure is not None:
             self.log.note("capataz", f"agent failure: {failure.reason}; fix: {failure.fix}")
             if self.stopped and result.outcome is ExecOutcome.CANCELLED:
                 detail = f"stopped by capataz: {failure.reason}"
+                return dataclasses.replace(result, outcome=ExecOutcome.FAILED, detail=detail)
+        elif self.excess is not None:
+            self.log.note("capataz", f"over budget: {self.excess.details}")
+            if self.stopped and result.outcome is ExecOutcome.CANCELLED:
+                detail = f"stopped by capataz: over budget: {self.excess.details}"
                 return dataclasses.replace(result, outcome=ExecOutcome.FAILED, detail=detail)
         return result
 
@@ -148,10 +186,13 @@ class AgentWatch:
         return self.reader.usage if self.reader is not None else None
 
     def violations(self, result: ExecResult | None, expose: Sequence[str]) -> list[Violation]:
-        failure = self.failure
+        failure, excess = self.failure, self.excess
         return agent_violations(
             result,
             failure=(failure.reason, failure.fix) if failure is not None else None,
+            budget=(excess.details, excess.suggestion.replace("{agent}", self.name))
+            if excess is not None and failure is None
+            else None,
             argv=self.argv,
             search_path=self.search_path,
             expose=expose,

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from capataz.agents.preset import AgentUsage
 from capataz.models import Decision, FileChange, Outcome, Violation
 from capataz.pipeline.escalation import Answer
 from capataz.pipeline.progress_state import StepRecord
 from capataz.sandbox.base import ExecResult, OutputLine
 from capataz.secrets.delivery import SecretSource
+from capataz.units import Budget
 
 __all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec"]
 
@@ -30,6 +32,7 @@ class RunSpec:
     title: str = ""
     allow_high: bool | None = None  # None: the project's default
     attempt: int | None = None  # queued runs: each attempt gets its own workspace
+    budget: Budget | None = None  # over the agent's [agents.X] budget, figure by figure
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class RunReport:
     steps: list[StepRecord] = field(default_factory=list)
     progress_dir: Path | None = None
     diff: str | None = None  # the result against its base, unified
+    usage: AgentUsage | None = None  # what the agent reported it used (a preset's reader)
 
 
 Listener = Callable[[Event], None]

@@ -361,7 +361,10 @@ class Supervisor:
             cache=agent_cache_dir(self.repo.root, run.spec.agent) if agent.cache else None,
         )
         spec = self.secrets.for_agent(agent, spec)
-        watch = run.watch = AgentWatch(run.spec.agent, agent, argv, run.log, agent.env.get("PATH"))
+        path = agent.env.get("PATH")
+        watch = run.watch = AgentWatch(
+            run.spec.agent, agent, argv, run.log, path, budget=run.spec.budget
+        )
         sink = watch.sink(lambda line: self._output(run, "agent", line))
         ended = self.sandbox.run(spec, sink, watch.should_stop(self.hooks.should_stop))
         run.agent = watch.finish(ended, run.progress.state.metrics)
@@ -563,6 +566,7 @@ class Supervisor:
             steps=run.steps,
             progress_dir=run.progress.path,
             diff=run.changes.patch if run.changes and run.result else None,
+            usage=run.watch.usage if run.watch else None,
         )
 
     def _step(self, run: _Run, name: str, action: Callable[[], T]) -> T:

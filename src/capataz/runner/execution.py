@@ -122,6 +122,7 @@ class TaskExecution:
             title=claimed.title,
             allow_high=claimed.allow_high,
             attempt=claimed.attempt,
+            budget=claimed.budget,
         )
         log.info("task %s: attempt %d of %d", claimed.id, claimed.attempt, claimed.max_attempts)
         try:
@@ -264,7 +265,7 @@ class TaskExecution:
 
 
 def _details(report: RunReport) -> RunDetails:
-    agent = report.agent
+    agent, usage = report.agent, report.usage
     decisions = []
     if report.progress_dir is not None and (report.progress_dir / "decisions.jsonl").exists():
         import json
@@ -283,4 +284,9 @@ def _details(report: RunReport) -> RunDetails:
         violations=[v.model_dump(mode="json") for v in report.violations],
         decisions=decisions,
         diff=report.diff,
+        tokens_in=usage.tokens_in if usage else None,
+        tokens_out=usage.tokens_out if usage else None,
+        cost_usd=usage.cost_usd if usage else None,
+        model=usage.model if usage else None,
+        turns=usage.turns if usage else None,
     )

@@ -22,7 +22,9 @@ from capataz.store.statuses import TaskState
 __all__ = [
     "MAX_BATCH",
     "Accepted",
+    "AgentUsageOut",
     "BatchRecorded",
+    "BudgetOut",
     "Claim",
     "ClaimThis",
     "ClaimedTaskOut",
@@ -134,6 +136,11 @@ class RunDetailsIn(BaseModel):
     violations: list[dict[str, JsonValue]] = Field(default_factory=list)
     decisions: list[dict[str, JsonValue]] = Field(default_factory=list)
     diff: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    turns: int | None = None
 
 
 class Complete(_Body):
@@ -209,6 +216,13 @@ class Publish(_Body):
 # -- answers ----------------------------------------------------------------------------
 
 
+class BudgetOut(_Answer):
+    """:class:`capataz.units.Budget` on the wire (None: no limit on that figure)."""
+
+    tokens: int | None = None
+    usd: float | None = None
+
+
 class RunnerIdOut(_Answer):
     runner_id: str
 
@@ -228,6 +242,7 @@ class ClaimedTaskOut(_Answer):
     max_attempts: int
     fencing_token: int
     lease_expires_at: IsoTime
+    budget: BudgetOut | None = None  # absent from an older server: the agent's default
 
 
 class Current(_Answer):
@@ -304,14 +319,25 @@ class _Backlog(_Answer):
     oldest_ready_age_seconds: float | None
 
 
+class AgentUsageOut(_Answer):
+    """What one agent's runs reported they used, summed (``store.runs.usage_by_agent``)."""
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+    runs: int
+
+
 class QueueMetrics(_Answer):
     """The runbook's figures (``GET /ops/metrics``, ``GET /runner/metrics``): tasks
-    per state (every state, zeros included), runners, recent failures, backlog age."""
+    per state (every state, zeros included), runners, recent failures, backlog age,
+    and usage by agent (empty from an older server)."""
 
     tasks: dict[str, int]
     runners: _RunnerCounts
     runs: _RunCounts
     backlog: _Backlog
+    usage: dict[str, AgentUsageOut] = Field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump(mode="json")

@@ -55,6 +55,7 @@ from capataz.runner.protocol import (
 )
 from capataz.store.records import ClaimedTask, EscalationAnswer, RunDetails
 from capataz.store.statuses import TaskState
+from capataz.units import Budget
 
 __all__ = [
     "NEEDS_RUNNER_ROLE",
@@ -179,7 +180,13 @@ class RemoteLeases:
         data = self._link.call("POST", "/runner/claim", _CLAIMED, body)
         if data is None:
             return None
-        claimed = ClaimedTask(**{**data.model_dump(), "labels": tuple(data.labels)})
+        claimed = ClaimedTask(
+            **{
+                **data.model_dump(),
+                "labels": tuple(data.labels),
+                "budget": Budget.from_json(data.budget.model_dump() if data.budget else None),
+            }
+        )
         self._link.track(claimed, asked)
         return claimed
 

@@ -15,6 +15,7 @@ from capataz.store._base import no_task
 from capataz.store.records import ClaimedTask
 from capataz.store.schema import UTCDateTime, escalations, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
+from capataz.units import Budget
 
 __all__ = [
     "LEASED",
@@ -36,7 +37,7 @@ LEASED = (TaskState.RUNNING.value, TaskState.ESCALATED.value)
 
 _CLAIMED_COLUMNS = (
     "id", "title", "instruction", "agent", "labels", "allow_high", "base_commit",
-    "attempts", "max_attempts", "fencing_token",
+    "attempts", "max_attempts", "fencing_token", "budget",
 )  # fmt: skip
 
 
@@ -132,6 +133,7 @@ def claimed(row: Any, run_id: str, expires: datetime) -> ClaimedTask:
         max_attempts=row.max_attempts,
         fencing_token=row.fencing_token,
         lease_expires_at=expires,
+        budget=Budget.from_json(row.budget),
     )
 
 

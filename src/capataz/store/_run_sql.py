@@ -131,6 +131,11 @@ def detail_values(details: RunDetails) -> dict[str, Any]:
         "result_commit": details.result_commit,
         "landed_commit": details.landed_commit,
         "diff": cap_diff(redact(details.diff) if details.diff else details.diff),
+        "tokens_in": details.tokens_in,
+        "tokens_out": details.tokens_out,
+        "cost_usd": details.cost_usd,
+        "model": redact(details.model) if details.model else details.model,
+        "turns": details.turns,
     }
 
 

@@ -54,7 +54,8 @@ _RUN_COLUMNS = (
     runs.c.outcome, runs.c.result,
     runs.c.decision, runs.c.reason, runs.c.started_at, runs.c.ended_at, runs.c.exit_code,
     runs.c.wall_seconds, runs.c.cpu_seconds, runs.c.peak_memory_bytes,
-    runs.c.result_commit, runs.c.landed_commit,
+    runs.c.result_commit, runs.c.landed_commit, tasks.c.agent, runs.c.tokens_in,
+    runs.c.tokens_out, runs.c.cost_usd, runs.c.model, runs.c.turns,
 )  # fmt: skip
 _RUNS_WITH_TASKS = runs.join(tasks, tasks.c.id == runs.c.task_id)
 _FILE_CHANGE_KEYS = ("path", "kind", "lines_added", "lines_removed", "binary")
@@ -213,6 +214,38 @@ class Runs(StoreBase):
         return {
             "decisions": {str(kind): int(count) for kind, count in kinds},
             "durations": [float(value) for value in durations],
+        }
+
+    def usage_by_agent(self) -> dict[str, dict[str, Any]]:
+        """What the agents reported they used, summed over every stored run, by the
+        task's agent: ``{agent: {tokens_in, tokens_out, cost_usd, runs}}`` where
+        ``runs`` counts the runs that reported usage and ``cost_usd`` is None when none
+        of them reported a cost. One GROUP BY, for ``/metrics`` and ``capataz
+        metrics``; an agent none of whose runs reported usage is absent."""
+        reported = sa.or_(runs.c.tokens_in.is_not(None), runs.c.tokens_out.is_not(None))
+        query = (
+            sa.select(
+                tasks.c.agent,
+                sa.func.coalesce(sa.func.sum(runs.c.tokens_in), 0),
+                sa.func.coalesce(sa.func.sum(runs.c.tokens_out), 0),
+                sa.func.sum(runs.c.cost_usd),
+                sa.func.count(),
+            )
+            .select_from(_RUNS_WITH_TASKS)
+            .where(reported)
+            .group_by(tasks.c.agent)
+            .order_by(tasks.c.agent)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return {
+            str(agent): {
+                "tokens_in": int(tokens_in),
+                "tokens_out": int(tokens_out),
+                "cost_usd": None if cost is None else float(cost),
+                "runs": int(count),
+            }
+            for agent, tokens_in, tokens_out, cost, count in rows
         }
 
     def get(self, run_id: str) -> RunDetail:

@@ -94,6 +94,7 @@ def insert_batch(
                 "created_at": created,
                 "updated_at": created,
                 "reason": reason,
+                "budget": spec.budget.as_json() if spec.budget is not None else None,
             }
         )
     if rows:

@@ -142,8 +142,9 @@ class Store(StoreBase):
         """The runbook's figures (``GET /ops/metrics``, ``capataz metrics``): tasks per
         state (every state, zeros included), runners online and offline, the share of
         the last 20 finished runs that ended failed or blocked, and how long the oldest
-        due ready task has waited (None when none is). It reads across tasks, runners
-        and runs, so it belongs to no one facade."""
+        due ready task has waited (None when none is), and what the agents reported
+        they used, by agent (``store.runs.usage_by_agent``). It reads across tasks,
+        runners and runs, so it belongs to no one facade."""
         now = self._now()
         online = online_clause(now)
         # When a ready task became claimable: its run_after, or when it last changed
@@ -204,4 +205,5 @@ class Store(StoreBase):
                     max((now - oldest).total_seconds(), 0.0) if oldest is not None else None
                 )
             },
+            "usage": self.runs.usage_by_agent(),
         }

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 from capataz.store.statuses import TaskState
+from capataz.units import Budget
 
 __all__ = [
     "ClaimedTask",
@@ -46,6 +47,7 @@ class NewTask:
     idempotency_key: str | None = None
     allow_high: bool = False
     base_commit: str | None = None
+    budget: Budget | None = None  # None: the agent's default ([agents.X] budget)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Task:
     # run that ended failed, blocked or lost (a task waiting to retry); None when none
     # did, and once the task is done.
     last_error: str | None = None
+    budget: Budget | None = None  # the task's own; None: the agent's default
 
     @classmethod
     def from_row(cls, row: Any, depends_on: Sequence[str] = ()) -> Task:
@@ -107,6 +110,7 @@ class Task:
             reason=row.reason,
             depends_on=tuple(sorted(depends_on)),
             last_error=last_error,
+            budget=Budget.from_json(getattr(row, "budget", None)),
         )
 
 
@@ -124,6 +128,8 @@ def task_json(task: Task) -> dict[str, Any]:
             value = value.value
         elif isinstance(value, tuple):
             value = list(value)
+        elif isinstance(value, Budget):
+            value = value.as_json()
         found[name] = value
     return found
 
@@ -148,6 +154,7 @@ class ClaimedTask:
     max_attempts: int
     fencing_token: int
     lease_expires_at: datetime
+    budget: Budget | None = None  # the task's own (the agent's default applies beneath)
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,9 @@ class RunDetails:
     ``path``, ``kind`` and optionally ``lines_added``, ``lines_removed``, ``binary``;
     ``violations`` items ``type``, ``severity`` and optionally ``file``, ``line``,
     ``details``, ``suggestion``, ``gate``, ``phase``; ``decisions`` items ``phase``,
-    ``decision``, ``reason`` and optionally ``timestamp`` (datetime or ISO 8601)."""
+    ``decision``, ``reason`` and optionally ``timestamp`` (datetime or ISO 8601).
+    ``tokens_in`` … ``turns`` are what the agent reported it used (None when nothing
+    read its output: an agent without a preset)."""
 
     outcome: str
     exit_code: int | None = None
@@ -204,6 +213,11 @@ class RunDetails:
     violations: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     diff: str | None = None  # the result against its base, unified (capped when stored)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+    turns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +234,9 @@ class RunInfo:
     (:class:`RunState`: running, succeeded, failed, escalated, cancelled, lost,
     released); ``lifecycle`` the stored run status it is derived from (running,
     finished, lost, cancelled, released); ``outcome`` the task state its runner
-    reported; ``result`` the pipeline's own word for it (:attr:`RunDetails.outcome`)."""
+    reported; ``result`` the pipeline's own word for it (:attr:`RunDetails.outcome`).
+    ``agent`` is the task's agent; ``tokens_in`` … ``turns`` what it reported it used
+    (None when nothing read its output, or the run has not ended)."""
 
     id: str
     task_id: str
@@ -242,6 +258,12 @@ class RunInfo:
     peak_memory_bytes: int | None
     result_commit: str | None
     landed_commit: str | None
+    agent: str
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    model: str | None
+    turns: int | None
 
 
 @dataclass(frozen=True)

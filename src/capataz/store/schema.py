@@ -96,6 +96,9 @@ tasks = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
+    # The task's own budget ({"tokens": int|null, "usd": float|null}); NULL: the
+    # agent's default ([agents.X] budget).
+    sa.Column("budget", sa.JSON, nullable=True),
 )
 # The claim query: WHERE status = 'ready' ORDER BY priority DESC, created_at.
 sa.Index("ix_tasks_claim", tasks.c.status, tasks.c.priority.desc(), tasks.c.created_at)
@@ -153,6 +156,12 @@ runs = sa.Table(
     # The newest step/log record number a remote runner stored for the run (resent
     # records at or below it are dropped).
     sa.Column("record_seq", sa.BigInteger, nullable=True),
+    # What the agent reported it used (a preset's reader); NULL when nothing read it.
+    sa.Column("tokens_in", sa.BigInteger, nullable=True),
+    sa.Column("tokens_out", sa.BigInteger, nullable=True),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("turns", sa.Integer, nullable=True),
 )
 sa.Index("ix_runs_task_id", runs.c.task_id)
 sa.Index("ix_runs_claim_key", runs.c.claim_key)

@@ -16,6 +16,9 @@ Scenarios:
 * ``rate_limited_then_edit``: the first Messages request is a 429 ``rate_limit_error``
   with ``retry-after: 0``, then as ``edit``.
 * ``hang``: Messages requests are accepted and never answered.
+* ``edit_then_hang``: as ``edit`` until the tool result comes back; that request is
+  accepted and never answered (a run that can only end by being stopped, after it
+  used tokens and changed a file: what a budget stops).
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ class FakeAnthropic(FakeModelServer):
             )
             return
         body = request.json_body()
+        if self.scenario == "edit_then_hang" and _answered(body):
+            reply.hang()
+            return
         blocks = self._answer(body)
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
         model = str(body.get("model") or MODEL)
@@ -112,11 +118,7 @@ class FakeAnthropic(FakeModelServer):
         """The content blocks of the next assistant turn."""
         tools = {t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
         messages = body.get("messages") or []
-        last = messages[-1] if messages else {}
-        content = last.get("content") if isinstance(last, dict) else None
-        answered = isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-        )
+        answered = _answered(body)
         names = ", ".join(edit.path for edit in self.edits)
         if "Write" not in tools or answered:
             return [{"type": "text", "text": f"Done: wrote {names}."}]
@@ -134,6 +136,16 @@ class FakeAnthropic(FakeModelServer):
                 for edit in self.edits
             ),
         ]
+
+
+def _answered(body: dict[str, Any]) -> bool:
+    """Whether the request carries a tool's result (the turn after a tool call)."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    content = last.get("content") if isinstance(last, dict) else None
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
 
 
 def _message(model: str, blocks: list[dict[str, Any]], stop: str, out: int) -> dict[str, Any]:

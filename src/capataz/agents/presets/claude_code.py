@@ -21,6 +21,9 @@ What it reads (``--output-format stream-json``, one JSON event per line):
   error (no status) fails it on the second attempt (no network: the CLI would retry
   ten times over minutes), 429/5xx are left to the CLI's own retries;
 * ``system/permission_denied``: a tool call was refused, the run has failed;
+* ``assistant``: each model message carries its ``usage``; summed by message id (one
+  message may come as several events), it is the usage so far, so a budget stops the
+  run while it goes rather than after its ``result``;
 * ``result``: the usage (``usage``, ``total_cost_usd``, ``num_turns``, the model in
   ``modelUsage``) and, with ``is_error``, the agent's own error.
 """
@@ -59,6 +62,14 @@ def _number(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
+def _tokens_in(usage: dict[str, Any]) -> int:
+    """Input tokens of a Messages API ``usage``, the cached ones included."""
+    return sum(
+        _number(usage.get(key))
+        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
 class ClaudeCodeReader(OutputReader):
     """Reads Claude Code's ``stream-json`` events (see the module docstring)."""
 
@@ -68,6 +79,7 @@ class ClaudeCodeReader(OutputReader):
         self._result = False
         self._offline = 0
         self._last_words = ""  # the last plain line, for a CLI that died before its stream
+        self._messages: dict[str, tuple[int, int]] = {}  # message id -> (tokens in, out)
 
     def feed(self, stream: str, text: str) -> bool:
         event = _event(text)
@@ -89,6 +101,8 @@ class ClaudeCodeReader(OutputReader):
                 "run it with --permission-mode bypassPermissions (the preset's command "
                 "does; capataz is the sandbox)",
             )
+        elif kind == "assistant" and not self._result:
+            self._read_message(event)
         elif kind == "result":
             self._read_result(event)
         return True
@@ -138,14 +152,26 @@ class ClaudeCodeReader(OutputReader):
                 f"{_AUTH_FIX}, and check [agents.{{agent}}] model",
             )
 
+    def _read_message(self, event: dict[str, Any]) -> None:
+        """The usage so far, from one assistant message's ``usage`` (its ``result``,
+        the CLI's own total, replaces it at the end)."""
+        message = event.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+            return
+        usage = message["usage"]
+        key = str(message.get("id") or f"#{len(self._messages)}")
+        self._messages[key] = (_tokens_in(usage), _number(usage.get("output_tokens")))
+        self.usage.tokens_in = sum(used[0] for used in self._messages.values())
+        self.usage.tokens_out = sum(used[1] for used in self._messages.values())
+        self.usage.turns = len(self._messages)
+        if isinstance(message.get("model"), str) and message["model"]:
+            self.usage.model = message["model"]
+
     def _read_result(self, event: dict[str, Any]) -> None:
         self._result = True
         usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
         assert isinstance(usage, dict)
-        self.usage.tokens_in = sum(
-            _number(usage.get(key))
-            for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        )
+        self.usage.tokens_in = _tokens_in(usage)
         self.usage.tokens_out = _number(usage.get("output_tokens"))
         cost = event.get("total_cost_usd")
         if isinstance(cost, int | float) and not isinstance(cost, bool):

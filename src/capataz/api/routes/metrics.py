@@ -5,11 +5,16 @@ one database report the same numbers, and a restart loses nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from capataz.api.auth import Access, requires
@@ -24,8 +29,10 @@ BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 class StoreCollector(Collector):
-    """Queue depth by state, runners, fail rate, backlog age, decisions by kind and a
-    histogram of the newest finished runs' durations."""
+    """Queue depth by state, runners, fail rate, backlog age, decisions by kind, a
+    histogram of the newest finished runs' durations, and the tokens and dollars the
+    agents reported, summed over every stored run by agent (counters: they only grow
+    as runs are added)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -61,6 +68,26 @@ class StoreCollector(Collector):
             kinds.add_metric([kind], count)
         yield kinds
         yield _durations(stats["durations"])
+        yield from _usage(figures["usage"])
+
+
+def _usage(by_agent: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    tokens = CounterMetricFamily(
+        "capataz_agent_tokens",
+        "Tokens the agents reported, over stored runs, by agent and direction",
+        labels=["agent", "direction"],
+    )
+    cost = CounterMetricFamily(
+        "capataz_agent_cost_usd",
+        "Dollars the agents reported, over stored runs, by agent",
+        labels=["agent"],
+    )
+    for agent, used in sorted(by_agent.items()):
+        tokens.add_metric([agent, "in"], used["tokens_in"])
+        tokens.add_metric([agent, "out"], used["tokens_out"])
+        cost.add_metric([agent], used["cost_usd"] or 0.0)
+    yield tokens
+    yield cost
 
 
 def _durations(values: list[float]) -> HistogramMetricFamily:

@@ -55,6 +55,14 @@ class TaskBody(_Body):
     run_after: str | None = Field(default=None, description="ISO time or a delay (10m, 2h).")
     idempotency_key: str | None = None
     allow_high: bool = False
+    budget: str | int | float | dict[str, str | int | float | None] | None = Field(
+        default=None,
+        description=(
+            "What one run may use: tokens ('200k', 200000), dollars ('2.5usd', '$2.5'), "
+            'both (\'200k,2.5usd\') or {"tokens": 200000, "usd": 2.5}; '
+            "null: the agent's default."
+        ),
+    )
 
 
 class Requeue(_Body):
@@ -104,7 +112,7 @@ def _in_body(index: int, field: str) -> str:
 
 @router.get("/{task_id}", summary="One task", response_model=Envelope[TaskOut])
 def get_task(request: Request, _: Reader, task_id: TaskId) -> Answer:
-    return ok(get_task_or_404(store_of(request), task_id))
+    return ok(task_json(get_task_or_404(store_of(request), task_id)))
 
 
 @router.post(

@@ -12,6 +12,19 @@ function seconds(value) {
   return value === null || value === undefined ? "–" : `${Number(value).toFixed(1)} s`;
 }
 
+/** What the agent reported it used, as `capataz run show` prints it; null when it reported nothing. */
+export function usageText(run) {
+  if ((run.tokens_in === null || run.tokens_in === undefined) && (run.tokens_out === null || run.tokens_out === undefined)) {
+    return null;
+  }
+  const count = (n) => Number(n || 0).toLocaleString("en-US");
+  const parts = [`${count(run.tokens_in)} tokens in`, `${count(run.tokens_out)} out`];
+  if (run.cost_usd !== null && run.cost_usd !== undefined) parts.push(`$${Number(run.cost_usd).toFixed(4)}`);
+  if (run.model) parts.push(`model ${run.model}`);
+  if (run.turns !== null && run.turns !== undefined) parts.push(`${run.turns} turn${run.turns === 1 ? "" : "s"}`);
+  return parts.join(", ");
+}
+
 function runLink(id) {
   return h("a", { href: `#/runs/${encodeURIComponent(id)}`, class: "mono", text: id });
 }
@@ -94,6 +107,8 @@ function facts(run) {
     ["Reason", run.reason || "–"],
     ["Exit code", run.exit_code === null || run.exit_code === undefined ? "–" : String(run.exit_code)],
     ["Wall / CPU", `${seconds(run.wall_seconds)} / ${seconds(run.cpu_seconds)}`],
+    ["Agent", h("span", { class: "mono", text: run.agent || "–" })],
+    ["Usage", h("span", { "data-field": "usage", text: usageText(run) || "–" })],
     ["Result commit", h("span", { class: "mono", text: run.result_commit || "–" })],
     ["Landed commit", h("span", { class: "mono", text: run.landed_commit || "–" })],
   ];
