@@ -241,12 +241,18 @@ def test_ctrl_c_rolls_back_and_leaves_nothing_running(
         stderr=subprocess.PIPE,
         text=True,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread
     )
     log = repo / ".capataz" / "progress" / "int-1" / "artifacts" / "run.log"
     wait_for(lambda: log.exists() and "go" in log.read_text(), "the agent has started")
     assert host_pids(marker), "the agent's sleep is visible on the host"
     running.send_signal(getattr(signal, signal_name))
-    _, stderr = running.communicate(timeout=120)
+    try:
+        _, stderr = running.communicate(timeout=240)
+    except subprocess.TimeoutExpired:  # say where it hangs: faulthandler's stacks
+        running.send_signal(signal.SIGABRT)
+        _, stderr = running.communicate(timeout=60)
+        pytest.fail(f"exec did not end within 240 s of {signal_name}; its stacks:\n{stderr}")
     assert running.returncode == 128 + getattr(signal, signal_name), stderr
     assert "Traceback" not in stderr
     progress = json.loads((repo / ".capataz" / "progress" / "int-1" / "progress.json").read_text())
