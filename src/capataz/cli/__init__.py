@@ -26,6 +26,7 @@ from capataz.cli import (  # noqa: E402
     admin_cmds,
     context_cmds,
     gc_cmds,
+    plan_cmds,
     run_cmds,
     run_views,
     runner_cmds,
@@ -36,7 +37,7 @@ from capataz.cli import (  # noqa: E402
 )
 
 del admin_cmds, context_cmds, gc_cmds, run_cmds, run_views, runner_cmds, secret_cmds, server_cmds
-del setup_cmds, task_cmds
+del plan_cmds, setup_cmds, task_cmds
 
 
 def main() -> None:
