@@ -162,3 +162,34 @@ def test_without_a_planner_table_gpt_run_is_a_409(server: Server) -> None:
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "planner_not_configured"
     assert "docs/planner.md" in response.json()["error"]["message"]
+
+
+def test_the_runbook_curl_commands(start_server: Callable[..., Server]) -> None:
+    """docs/runbook.md's rows, as written: curl's ``-d`` without a Content-Type, jq."""
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None or shutil.which("jq") is None:
+        pytest.skip("needs curl and jq (apt-get install -y curl jq)")
+    with FakeOpenAIChat(answer=GOOD) as base:
+        server = _with_key(start_server, _config(base))
+        script = (
+            'curl -s -X POST "$API_BASE_URL/ops/gpt/run" -H "Authorization: Bearer $T" '
+            """-d '{"environment":"prod","goal":"ship"}' | jq -c '.data | """
+            "{directives_created, tasks_created, model}' && "
+            'curl -s "$API_BASE_URL/ops/directives" -H "Authorization: Bearer $T" '
+            "| jq -c '.data[] | {title,status}'"
+        )
+        env = {**server.env, "API_BASE_URL": server.base, "T": server.tokens["operator"]}
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        '{"directives_created":1,"tasks_created":0,"model":"fake-planner"}',
+        '{"title":"Build, then test","status":"PENDING"}',
+    ]
