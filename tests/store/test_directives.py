@@ -159,3 +159,29 @@ def test_a_rejected_directive_needs_a_reason_and_its_raw_answer_is_masked(store:
     assert directive.raw_answer is not None
     assert "sk-very-secret-value" not in directive.raw_answer
     assert directive.decided_at is not None
+
+
+def test_two_operators_applying_at_once_queue_the_tasks_once(store: Store) -> None:
+    """The row lock (PostgreSQL) or the write lock (SQLite) makes the second apply see
+    APPLIED and be refused, instead of queueing the directive's tasks twice."""
+    import threading
+
+    directive_id = _add(store)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def apply(prefix: str) -> None:
+        barrier.wait()
+        try:
+            store.directives.apply(directive_id, _specs(prefix), actor=prefix)
+            outcomes.append("applied")
+        except TaskError as exc:
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=apply, args=(p,)) for p in ("t-one", "t-two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["TaskError", "applied"]
+    assert len(store.tasks.list()) == 2
