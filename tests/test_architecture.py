@@ -35,6 +35,7 @@ LAYERS = [
     {"context"},
     {"pipeline"},
     {"intake", "runner"},
+    {"planner"},
     {"api", "setup"},
     {"cli"},
     {"__main__"},

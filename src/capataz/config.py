@@ -40,6 +40,7 @@ __all__ = [
     "CredentialRequest",
     "GateConfig",
     "Limits",
+    "PlannerConfig",
     "PolicyConfig",
     "ProjectConfig",
     "RunnerConfig",
@@ -316,6 +317,39 @@ class ServerConfig(_Strict):
     allow_destructive: bool = False
 
 
+class PlannerConfig(_Strict):
+    """``[planner]``: the LLM planner behind ``capataz plan`` and ``POST /ops/gpt/run``
+    (docs/planner.md). Absent, there is no planner: nothing calls a model API by
+    default. ``credential`` names the vault secret sent as the API key; ``context_file``
+    (relative to the repository) is what the planner is told about the project, and
+    ``context_tokens`` bounds everything it is told (estimated at four characters a
+    token). With ``auto_apply`` valid directives queue their tasks at once; by default
+    an operator applies each."""
+
+    endpoint: Annotated[str, AfterValidator(_endpoint_url)] = "https://api.openai.com/v1"
+    model: str = Field(default="gpt-4o-mini", min_length=1)
+    credential: str = "OPENAI_API_KEY"
+    context_file: str | None = Field(default=None, min_length=1)
+    context_tokens: int = Field(default=8000, ge=100, le=1_000_000)
+    timeout: Seconds = 60.0
+    auto_apply: bool = False
+    max_retries: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("credential")
+    @classmethod
+    def _credential_name(cls, value: str) -> str:
+        return _secret_names([value])[0]
+
+    @field_validator("context_file")
+    @classmethod
+    def _inside_the_repository(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in Path(value).parts):
+            raise ValueError(
+                f"{value!r} must be a path inside the repository, such as 'docs/PLANNER.md'"
+            )
+        return value
+
+
 class _LocatedError(ValueError):
     """A problem found across tables (a request naming an agent, an allowlist without a
     sandbox): carries where it is, since a whole-config check has no location of its own."""
@@ -362,6 +396,7 @@ class Config(_Strict):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     requests: list[CredentialRequest] = Field(default_factory=list)
+    planner: PlannerConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

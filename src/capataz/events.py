@@ -38,6 +38,8 @@ class EventType(StrEnum):
     ESCALATION_ANSWERED = "escalation.answered"  # decision, decided_by, note
     RUNNER_ONLINE = "runner.online"  # runner_id, name, hostname
     RUNNER_OFFLINE = "runner.offline"  # runner_id, reason
+    DIRECTIVE_CREATED = "directive.created"  # directive_id, title, status, tasks
+    DIRECTIVE_DECIDED = "directive.decided"  # directive_id, status, decided_by, reason
 
 
 @dataclass(frozen=True)

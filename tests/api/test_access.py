@@ -47,6 +47,18 @@ ROUTES: list[tuple[str, str, str, set[str], dict[str, Any] | None]] = [
         {"value": "v"},
     ),
     ("GET", "/metrics", "/metrics", READ, None),
+    # the planner (routes/planner.py); without [planner] an allowed role gets a 409
+    ("POST", "/ops/gpt/run", "/ops/gpt/run", OPERATE, {}),
+    ("GET", "/ops/directives", "/ops/directives", READ, None),
+    ("GET", "/ops/directives/d-x", "/ops/directives/{directive_id}", READ, None),
+    ("POST", "/ops/directives/d-x/apply", "/ops/directives/{directive_id}/apply", OPERATE, None),
+    (
+        "POST",
+        "/ops/directives/d-x/reject",
+        "/ops/directives/{directive_id}/reject",
+        OPERATE,
+        {"reason": "no"},
+    ),
     # remote runners (routes/runner.py)
     ("POST", "/runner/register", "/runner/register", RUNNER, {"name": "access-test"}),
     ("POST", "/runner/r-x/heartbeat", "/runner/{runner_id}/heartbeat", RUNNER, None),

@@ -216,7 +216,7 @@ def test_sign_in_refuses_a_bad_token_and_signs_out(page: Any, panel_server: Serv
     # Sections over endpoints capataz may not serve yet: an honest empty state on 404,
     # the data once the endpoint exists.
     for section, path, missing in (
-        ("directives", "/ops/directives", "capataz has no planner directives yet"),
+        ("directives", "/ops/directives", "this server has no planner directives"),
         ("requests", "/ops/requests", "capataz has no credential requests yet"),
     ):
         page.click(f".sidebar a[data-section={section}]")
@@ -436,6 +436,48 @@ def test_tasks_are_queued_cancelled_and_requeued(page: Any, panel_server: Server
     tree.wait_for()
     assert tree.locator(f"[data-tree-task='{second_id}']").count() == 1
     shot(page, "dependencies")
+
+
+def test_directives_are_applied_and_rejected_in_the_panel(page: Any, panel_server: Server) -> None:
+    from capataz.store import ProposedTask
+
+    server = panel_server
+    proposed = (
+        ProposedTask("build", "Panel build", "true"),
+        ProposedTask("check", "Panel check", "true", depends_on=("build",)),
+    )
+    store = server.store()
+    try:
+        kept, _ = store.directives.add("Build and check", "the panel test", proposed, model="m")
+        refused, _ = store.directives.add("Not this one", "r", proposed[:1], model="m")
+    finally:
+        store.close()
+    sign_in(page, server, "operator")
+    page.click(".sidebar a[data-section=directives]")
+    card = page.locator(f"[data-directive={kept.id}]")
+    card.wait_for()
+    assert "the panel test" in card.inner_text()
+    assert card.locator("[data-proposed=check]").inner_text().split("\t")[-1] == "build"
+    shot(page, "pending")
+    card.locator("button[data-action=apply]").click()
+    page.locator("#banner.notice").wait_for()
+    assert page.locator("#banner-text").inner_text() == (
+        f"Directive {kept.id} applied: 2 task(s) queued."
+    )
+    expect(page.locator(f"[data-directive={kept.id}] .badge")).to_have_text("APPLIED")
+    assert page.locator(f"[data-directive={kept.id}] button").count() == 0
+
+    other = page.locator(f"[data-directive={refused.id}]")
+    other.locator("input[name=reason]").fill("out of scope")
+    other.locator("button[data-action=reject]").click()
+    other.locator("button[data-action=reject]").click()  # confirm
+    expect(page.locator(f"[data-directive={refused.id}] .badge")).to_have_text("REJECTED")
+    expect(page.locator(f"[data-directive={refused.id}] [data-reason]")).to_have_text(
+        "Reason: out of scope"
+    )
+    shot(page, "decided")
+    titles = {task["title"] for task in api(server, "viewer", "GET", "/ops/tasks")}
+    assert {"Panel build", "Panel check"} <= titles
 
 
 def test_a_refused_data_call_shows_in_the_banner(page: Any, panel_server: Server) -> None:

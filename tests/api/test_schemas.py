@@ -9,9 +9,24 @@ import dataclasses
 import pytest
 from pydantic import BaseModel
 
-from capataz.api.schemas import RunDetailOut, RunOut, StepOut, TaskOut
+from capataz.api.schemas import (
+    DirectiveOut,
+    ProposedTaskOut,
+    RunDetailOut,
+    RunOut,
+    StepOut,
+    TaskOut,
+)
 from capataz.runner.protocol import ClaimedTaskOut, EscalationAnswerOut, RunDetailsIn
-from capataz.store import RunDetail, RunDetails, RunInfo, StepInfo, Task
+from capataz.store import (
+    Directive,
+    ProposedTask,
+    RunDetail,
+    RunDetails,
+    RunInfo,
+    StepInfo,
+    Task,
+)
 from capataz.store.records import ClaimedTask, EscalationAnswer
 
 
@@ -25,6 +40,8 @@ from capataz.store.records import ClaimedTask, EscalationAnswer
         (ClaimedTaskOut, ClaimedTask),
         (EscalationAnswerOut, EscalationAnswer),
         (RunDetailsIn, RunDetails),
+        (DirectiveOut, Directive),
+        (ProposedTaskOut, ProposedTask),
     ],
 )
 def test_models_carry_every_field_of_their_record(model: type[BaseModel], record: type) -> None:

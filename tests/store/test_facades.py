@@ -21,6 +21,7 @@ FACADES = (
     "context",
     "events",
     "audit",
+    "directives",
 )
 # Beyond this an area has become two; split it rather than raise the number.
 MAX_PUBLIC = 12

@@ -18,6 +18,7 @@ from capataz.api.routes import (
     health,
     metrics,
     ops,
+    planner,
     runner_context,
     runs,
     tasks,
@@ -58,8 +59,14 @@ API_ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "Invalid input; the message names the field"),
         (429, "Rate limit exceeded (see Retry-After)"),
         (500, "Unexpected error (details only in the server log)"),
-        (503, "The database is unavailable"),
+        (503, "The database (or the planner's model API) is unavailable"),
     )
+}
+# The planner's routes also answer for its model API (docs/planner.md).
+PLANNER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **API_ERRORS,
+    502: {"description": "The planner's model API refused the key or answered wrongly", **_ERROR},
+    504: {"description": "The planner's model API did not answer in time", **_ERROR},
 }
 
 
@@ -111,6 +118,7 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     app.include_router(panel_routes.router)  # the web panel at /, outside the schema
     for module in (ops, tasks, runs, escalations, metrics, events):
         app.include_router(module.router, responses=API_ERRORS)
+    app.include_router(planner.router, responses=PLANNER_ERRORS)  # /ops/gpt/run, directives
     app.include_router(runner_routes.router, responses=API_ERRORS)  # remote runners
     app.include_router(runner_context.router, responses=API_ERRORS)  # their tasks' context
     app.include_router(requests_routes.router, responses=API_ERRORS)  # credential requests

@@ -22,6 +22,15 @@ from capataz.intake.errors import (
     TaskExistsError,
     UnknownDependencyError,
 )
+from capataz.planner.errors import (
+    PlannerCredentialWaiting,
+    PlannerError,
+    PlannerNotConfigured,
+    PlannerRateLimited,
+    PlannerTimeout,
+    PlannerUnreachable,
+    PlannerUpstreamError,
+)
 from capataz.redaction import redact
 from capataz.store.errors import (
     ArgumentRefusedError,
@@ -44,6 +53,9 @@ _CODES = {
     409: "conflict",
     422: "invalid",
     429: "rate_limited",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "gateway_timeout",
 }
 
 
@@ -51,8 +63,18 @@ _CODES = {
 # the one place that decides it, by the error's type, never by the input. 422: the
 # request itself is wrong and would be wrong whatever the queue holds (or names what
 # does not exist as a reference); 404: the path names nothing; 409: the request is fine
-# but the current state refuses it.
+# but the current state refuses it. The planner's model API failing is a 5xx of its own
+# (docs/planner.md): 502 it answered wrongly (a refused key, JSON that is not the plan),
+# 503 it is busy or away (429 through every retry, unreachable), 504 it did not answer
+# in time; a planner that is not configured, or whose credential is still WAITING, is
+# a 409 like any other state that refuses the request until an operator acts.
 STATUS_OF_ERROR: tuple[tuple[type[CapatazError], int], ...] = (
+    (PlannerNotConfigured, 409),
+    (PlannerCredentialWaiting, 409),
+    (PlannerUpstreamError, 502),
+    (PlannerRateLimited, 503),
+    (PlannerUnreachable, 503),
+    (PlannerTimeout, 504),
     (NoSuchTaskError, 404),
     (NotFoundError, 404),
     (InvalidTask, 422),
@@ -133,7 +155,8 @@ def install_handlers(app: FastAPI) -> None:
         # A refusal a route let through: its status comes from STATUS_OF_ERROR.
         assert isinstance(exc, CapatazError)
         status = status_of(exc)
-        return error_response(status, _CODES.get(status, "error"), str(exc))
+        code = exc.code if isinstance(exc, PlannerError) else _CODES.get(status, "error")
+        return error_response(status, code, str(exc))
 
     async def on_database(request: Request, exc: Exception) -> JSONResponse:
         # Only a database that is away (the store's StoreUnavailable): any other database

@@ -17,15 +17,19 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from capataz.models import IsoTime
 from capataz.runner.protocol import BudgetOut
-from capataz.store.statuses import TaskState
+from capataz.store.statuses import DirectiveStatus, TaskState
 
 __all__ = [
     "CredentialRequestOut",
     "CurrentRun",
     "Decided",
+    "DirectiveAppliedOut",
+    "DirectiveOut",
     "EscalationOut",
     "Forgotten",
     "HealthOut",
+    "PlanOut",
+    "ProposedTaskOut",
     "RunDetailOut",
     "RunOut",
     "RunnerStatusOut",
@@ -189,3 +193,50 @@ class CredentialRequestOut(_Out):
     description: str
     status: str
     agents: list[str]
+
+
+class ProposedTaskOut(_Out):
+    """:class:`capataz.store.ProposedTask`."""
+
+    name: str
+    title: str
+    instruction: str
+    agent: str | None
+    depends_on: list[str]
+    labels: list[str]
+    priority: int
+
+
+class DirectiveOut(_Out):
+    """:class:`capataz.store.Directive` (:func:`capataz.store.directive_json`)."""
+
+    id: str
+    title: str
+    rationale: str
+    status: DirectiveStatus
+    tasks: list[ProposedTaskOut]
+    model: str
+    usage: dict[str, JsonValue]
+    raw_answer: str | None
+    reason: str | None
+    created_at: IsoTime
+    decided_by: str | None
+    decided_at: IsoTime | None
+    created_task_ids: list[str]
+
+
+class DirectiveAppliedOut(DirectiveOut):
+    """An applied directive and the tasks it queued, in its order."""
+
+    created_tasks: list[TaskOut]
+
+
+class PlanOut(_Out):
+    """The runbook's answer of ``POST /ops/gpt/run``
+    (:meth:`capataz.planner.PlanResult.as_json`)."""
+
+    directives_created: int
+    tasks_created: int
+    directives: list[DirectiveOut]
+    model: str
+    usage: dict[str, JsonValue]

@@ -26,6 +26,7 @@ from capataz.cli import (  # noqa: E402
     admin_cmds,
     context_cmds,
     gc_cmds,
+    plan_cmds,
     prd_cmds,
     run_cmds,
     run_views,
@@ -36,8 +37,8 @@ from capataz.cli import (  # noqa: E402
     task_cmds,
 )
 
-del admin_cmds, context_cmds, gc_cmds, prd_cmds, run_cmds, run_views, runner_cmds, secret_cmds
-del server_cmds, setup_cmds, task_cmds
+del admin_cmds, context_cmds, gc_cmds, plan_cmds, prd_cmds, run_cmds, run_views, runner_cmds
+del secret_cmds, server_cmds, setup_cmds, task_cmds
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from capataz.store.engine import create_engine_for, database_url
 from capataz.store.errors import (
     DatabaseUrlError,
     DependencyCycleError,
+    NoSuchDirectiveError,
     NoSuchTaskError,
     StoreError,
     StoreUnavailable,
@@ -17,8 +18,10 @@ from capataz.store.manager import Store
 from capataz.store.migrate import upgrade
 from capataz.store.records import (
     ClaimedTask,
+    Directive,
     EscalationAnswer,
     NewTask,
+    ProposedTask,
     RunDetail,
     RunDetails,
     RunInfo,
@@ -27,18 +30,23 @@ from capataz.store.records import (
     StepInfo,
     Task,
     TokenInfo,
+    directive_json,
     task_json,
 )
-from capataz.store.statuses import RUN_FILTERS, RunState, RunStatus, TaskState
+from capataz.store.statuses import RUN_FILTERS, DirectiveStatus, RunState, RunStatus, TaskState
 
 __all__ = [
     "RUN_FILTERS",
     "ClaimedTask",
     "DatabaseUrlError",
     "DependencyCycleError",
+    "Directive",
+    "DirectiveStatus",
     "EscalationAnswer",
     "NewTask",
+    "NoSuchDirectiveError",
     "NoSuchTaskError",
+    "ProposedTask",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -58,6 +66,7 @@ __all__ = [
     "ValueRefusedError",
     "create_engine_for",
     "database_url",
+    "directive_json",
     "task_json",
     "upgrade",
 ]

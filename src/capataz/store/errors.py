@@ -10,6 +10,7 @@ __all__ = [
     "ClaimConflictError",
     "DatabaseUrlError",
     "DependencyCycleError",
+    "NoSuchDirectiveError",
     "NoSuchRunError",
     "NoSuchRunnerError",
     "NoSuchTaskError",
@@ -61,6 +62,10 @@ class NotFoundError(TaskError):
 
 class NoSuchTaskError(NotFoundError):
     """No task has this id (HTTP 404): a typo or a task that was never added."""
+
+
+class NoSuchDirectiveError(NotFoundError):
+    """No planner directive has this id (HTTP 404)."""
 
 
 class NoSuchRunError(NotFoundError):

@@ -23,6 +23,7 @@ attribute              what it owns                                         modu
 ``store.context``      the context store's encrypted entries                ``_context``
 ``store.events``       reading the live event stream                        ``_events``
 ``store.audit``        verifying and exporting the audit chain              ``_audit``
+``store.directives``   the planner's proposals, applied or rejected         ``_directives``
 =====================  ===================================================  ==================
 
 All of them share one :class:`capataz.store._base.Shared` (engine, clock, dialect). The
@@ -46,6 +47,7 @@ from capataz.models import utcnow
 from capataz.store._audit import AuditTrail
 from capataz.store._base import Shared, StoreBase
 from capataz.store._context import ContextEntries
+from capataz.store._directives import Directives
 from capataz.store._escalations import Escalations
 from capataz.store._events import Events
 from capataz.store._leases import Leases
@@ -91,6 +93,7 @@ class Store(StoreBase):
         self.context = ContextEntries(shared)
         self.events = Events(shared)
         self.audit = AuditTrail(shared)
+        self.directives = Directives(shared)
         self._tidied_at = float("-inf")
 
     @classmethod

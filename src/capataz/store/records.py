@@ -10,13 +10,15 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from capataz.store.statuses import TaskState
+from capataz.store.statuses import DirectiveStatus, TaskState
 from capataz.units import Budget
 
 __all__ = [
     "ClaimedTask",
+    "Directive",
     "EscalationAnswer",
     "NewTask",
+    "ProposedTask",
     "RunDetail",
     "RunDetails",
     "RunInfo",
@@ -25,6 +27,7 @@ __all__ = [
     "StepInfo",
     "Task",
     "TokenInfo",
+    "directive_json",
     "task_json",
 ]
 
@@ -299,3 +302,99 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ProposedTask:
+    """One task of a directive as the planner proposed it: ``name`` is local to the
+    directive, and ``depends_on`` names other tasks of it (or ids already queued), the
+    way ``capataz task import`` files do. Nothing is queued until the directive is
+    applied."""
+
+    name: str
+    title: str
+    instruction: str
+    agent: str | None = None
+    depends_on: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    priority: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "instruction": self.instruction,
+            "agent": self.agent,
+            "depends_on": list(self.depends_on),
+            "labels": list(self.labels),
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProposedTask:
+        return cls(
+            name=str(data["name"]),
+            title=str(data.get("title") or ""),
+            instruction=str(data["instruction"]),
+            agent=data.get("agent"),
+            depends_on=tuple(data.get("depends_on") or ()),
+            labels=tuple(data.get("labels") or ()),
+            priority=int(data.get("priority") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A planner directive (``store.directives``; docs/planner.md): what it proposes,
+    why, which model proposed it at what cost, and what became of it."""
+
+    id: str
+    title: str
+    rationale: str
+    status: DirectiveStatus
+    tasks: tuple[ProposedTask, ...]
+    model: str
+    usage: dict[str, Any]
+    raw_answer: str | None
+    reason: str | None
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    created_task_ids: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Any) -> Directive:
+        return cls(
+            id=row.id,
+            title=row.title,
+            rationale=row.rationale,
+            status=DirectiveStatus(row.status),
+            tasks=tuple(ProposedTask.from_json(item) for item in row.tasks),
+            model=row.model,
+            usage=dict(row.usage or {}),
+            raw_answer=row.raw_answer,
+            reason=row.reason,
+            created_at=row.created_at,
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            created_task_ids=tuple(row.created_task_ids or ()),
+        )
+
+
+def directive_json(directive: Directive) -> dict[str, Any]:
+    """The one JSON shape of a directive, for ``--json`` and the API alike."""
+    return {
+        "id": directive.id,
+        "title": directive.title,
+        "rationale": directive.rationale,
+        "status": directive.status.value,
+        "tasks": [task.as_json() for task in directive.tasks],
+        "model": directive.model,
+        "usage": directive.usage,
+        "raw_answer": directive.raw_answer,
+        "reason": directive.reason,
+        "created_at": directive.created_at.isoformat(),
+        "decided_by": directive.decided_by,
+        "decided_at": directive.decided_at.isoformat() if directive.decided_at else None,
+        "created_task_ids": list(directive.created_task_ids),
+    }

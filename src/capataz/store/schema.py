@@ -19,6 +19,7 @@ __all__ = [
     "audit",
     "context_entries",
     "decisions",
+    "directives",
     "escalations",
     "events",
     "file_changes",
@@ -329,3 +330,29 @@ context_entries = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=True),
 )
 sa.Index("ix_context_entries_task_id", context_entries.c.task_id)
+
+# The planner's proposals (docs/planner.md): a directive is a titled batch of tasks
+# with dependencies by local name, queued all at once when an operator applies it.
+# ``tasks`` holds the proposal as the planner gave it (validated), ``created_task_ids``
+# the ids of the tasks applying it created, in the proposal's order; ``raw_answer`` (masked)
+# is kept only for a directive refused as invalid, so a person can see what came back.
+directives = sa.Table(
+    "directives",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("rationale", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("tasks", sa.JSON, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("usage", sa.JSON, nullable=False),
+    sa.Column("raw_answer", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=True),
+    sa.Column("decided_at", UTCDateTime, nullable=True),
+    sa.Column("created_task_ids", sa.JSON, nullable=False),
+)
+# Lists: newest first, all or in one status.
+sa.Index("ix_directives_status_created_at", directives.c.status, directives.c.created_at)
+sa.Index("ix_directives_created_at", directives.c.created_at)

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["RUN_FILTERS", "TERMINAL_STATES", "RunState", "RunStatus", "TaskState"]
+__all__ = [
+    "RUN_FILTERS",
+    "TERMINAL_STATES",
+    "DirectiveStatus",
+    "RunState",
+    "RunStatus",
+    "TaskState",
+]
 
 
 class TaskState(StrEnum):
@@ -60,3 +67,14 @@ class RunState(StrEnum):
 # What ``GET /runs?status=`` and ``store.runs.list(status=)`` accept: a RunState, or
 # ``finished`` (every run that reported an ending, the filter of before RunState).
 RUN_FILTERS = (*(state.value for state in RunState), RunStatus.FINISHED.value)
+
+
+class DirectiveStatus(StrEnum):
+    """A planner directive (docs/planner.md): ``PENDING`` until an operator applies it
+    (its tasks are queued, ``APPLIED``) or rejects it (``REJECTED``); a directive whose
+    tasks did not validate is stored ``REJECTED`` at once, with the reason. Upper-case,
+    like credential requests' ``WAITING``/``PROVIDED``: the runbook's vocabulary."""
+
+    PENDING = "PENDING"
+    APPLIED = "APPLIED"
+    REJECTED = "REJECTED"

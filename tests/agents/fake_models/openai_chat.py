@@ -16,6 +16,9 @@ scenario:
   agent cannot apply it;
 * ``"hang"``: accepts the request and never answers (until the server stops).
 
+With ``answer`` set, every successful reply's message is exactly that text (the
+planner's tests: a JSON plan, or something that is not JSON), whatever the scenario.
+
 Streaming (``"stream": true``) is answered as server-sent events, one chunk per line of
 the reply, a final chunk with ``finish_reason``, a usage chunk when the client asked
 for one (``stream_options.include_usage``) and ``data: [DONE]``. Every request is
@@ -76,6 +79,7 @@ class FakeOpenAIChat:
     scenario: Scenario = "edit"
     path: str = "hello.txt"  # the file the edit creates or rewrites
     content: str = "hello from the fake model\n"  # its whole new content
+    answer: str | None = None  # the reply's text verbatim instead of an edit
     requests: list[Recorded] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -109,7 +113,10 @@ class FakeOpenAIChat:
 
     def reply_text(self, request: Recorded) -> str:
         """The assistant's message for an edit, in the format the agent's prompt asks
-        for: SEARCH/REPLACE blocks (aider's ``diff``) or whole-file listings."""
+        for: SEARCH/REPLACE blocks (aider's ``diff``) or whole-file listings; or
+        ``answer`` verbatim when it is set."""
+        if self.answer is not None:
+            return self.answer
         if self.scenario == "refused_edit":
             return _search_replace(self.path, "text that is in no file at all\n", self.content)
         if "SEARCH/REPLACE" in request.system_prompt:

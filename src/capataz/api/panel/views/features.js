@@ -1,12 +1,13 @@
-// Directives, credential requests and setup: sections whose API endpoints capataz does
-// not serve yet. Each calls its endpoint and says so honestly on 404, and shows the data
-// as soon as the endpoint exists.
+// Directives, credential requests and setup. Directives are the planner's proposals
+// (docs/planner.md): each with its tasks, and Apply / Reject while it is PENDING (the API
+// refuses those to roles below operator, and the banner says so). Each section calls
+// its endpoint and says so honestly on 404 (an older server without it).
 
 import { api } from "../api.js";
-import { act, badge, emptyState, fill, h, showError, showNotice, table } from "../dom.js";
+import { act, badge, confirmButton, emptyState, fill, h, showError, showNotice, table, time } from "../dom.js";
 
 const MISSING = {
-  directives: "capataz has no planner directives yet — this section fills when the feature exists.",
+  directives: "this server has no planner directives (GET /ops/directives answered 404).",
   requests: "capataz has no credential requests yet — this section fills when the feature exists.",
   setup: "capataz has no credential setup yet — this section fills when credential requests exist.",
 };
@@ -32,27 +33,79 @@ function cell(value) {
   return String(value);
 }
 
-/** Any list of objects as a table, columns from the keys (status-like ones as badges). */
-function genericTable(rows, empty) {
-  const keys = [...new Set(rows.flatMap((row) => Object.keys(row || {})))];
-  return table(
-    keys.map((key) => [key, (row) => (/status|state/.test(key) && row[key] ? badge(row[key]) : cell(row[key])), "wrap"]),
-    rows,
-    { empty },
-  );
-}
-
 function section(root, title, intro) {
   const body = h("div", { "data-view": title.toLowerCase() });
   fill(root, h("h1", { text: title }), h("p", { class: "muted", text: intro }), body);
   return body;
 }
 
+function proposedTable(tasks) {
+  return table(
+    [
+      ["Name", (t) => h("span", { class: "mono", text: t.name })],
+      ["Title", (t) => t.title || "–", "wrap"],
+      ["Agent", (t) => t.agent || "(default)"],
+      ["Depends on", (t) => (t.depends_on.length ? t.depends_on.join(", ") : "–")],
+    ],
+    tasks,
+    { empty: "No tasks proposed.", rowAttrs: (t) => ({ "data-proposed": t.name }) },
+  );
+}
+
+function directiveCard(directive, onDecided) {
+  const facts = [`model ${directive.model} · proposed `, time(directive.created_at)];
+  if (directive.decided_at) facts.push(" · decided ", time(directive.decided_at), ` by ${directive.decided_by}`);
+  const card = h(
+    "div",
+    { class: "card", "data-directive": directive.id },
+    h("h2", {}, h("span", { text: `${directive.title} ` }), badge(directive.status)),
+    h("p", { class: "wrap", text: directive.rationale || "" }),
+    proposedTable(directive.tasks || []),
+    directive.reason ? h("p", { class: "wrap", "data-reason": "", text: `Reason: ${directive.reason}` }) : null,
+    directive.created_task_ids.length
+      ? h("p", { class: "muted mono", text: `Tasks: ${directive.created_task_ids.join(", ")}` })
+      : null,
+    h("p", { class: "muted" }, facts),
+  );
+  if (directive.status !== "PENDING") return card;
+  const path = `/ops/directives/${encodeURIComponent(directive.id)}`;
+  const apply = h("button", { type: "button", class: "primary", "data-action": "apply", text: "Apply" });
+  apply.addEventListener("click", () =>
+    act(apply, async () => {
+      const { data } = await api(`${path}/apply`, { method: "POST" });
+      showNotice(`Directive ${data.id} applied: ${data.created_task_ids.length} task(s) queued.`);
+      onDecided();
+    }),
+  );
+  const reason = h("input", { type: "text", name: "reason", placeholder: "Why reject it?", "aria-label": "Reason" });
+  const reject = confirmButton(
+    "Reject",
+    (button) =>
+      act(button, async () => {
+        const { data } = await api(`${path}/reject`, { method: "POST", body: { reason: reason.value || "rejected in the panel" } });
+        showNotice(`Directive ${data.id} rejected.`);
+        onDecided();
+      }),
+    { "data-action": "reject" },
+  );
+  card.append(h("div", { class: "actions" }, apply, reason, reject));
+  return card;
+}
+
 export function renderDirectives(root) {
-  const body = section(root, "Directives", "Instructions from the planner to the agents, and whether they were applied.");
-  load("/ops/directives", body, MISSING.directives).then((data) => {
-    if (data !== null) fill(body, genericTable(Array.isArray(data) ? data : [data], "No directives."));
-  });
+  const body = section(root, "Directives", "Proposals of the planner (`capataz plan`, POST /ops/gpt/run): apply one to queue its tasks, or reject it.");
+  const refresh = () =>
+    load("/ops/directives", body, MISSING.directives).then((data) => {
+      if (data === null) return;
+      const directives = Array.isArray(data) ? data : [];
+      fill(
+        body,
+        directives.length
+          ? directives.map((d) => directiveCard(d, refresh))
+          : emptyState("No directives yet: `capataz plan` or POST /ops/gpt/run asks the planner for some."),
+      );
+    });
+  refresh().catch(showError);
 }
 
 function requestsTable(requests) {
