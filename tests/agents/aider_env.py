@@ -1,20 +1,11 @@
 """Running the real aider CLI through `capataz exec` against the fake model server.
 
-Shared by tests/agents/test_aider.py and bench/agent_aider.py. The agent's table is
-built from what the aider preset produces (``AiderPreset().settings``), with three
-stand-ins for parts of issue 11 that are being built elsewhere and are not merged yet:
-
-* ``command`` names aider by its absolute path in the tools directory, and ``[sandbox]
-  expose`` shows that directory (it lives under /root, which the sandbox masks);
-* ``network = true`` (full network) instead of the preset's allowlist entry
-  ``endpoint_address(endpoint)``: the allowlist proxy is not merged yet;
-* :data:`GIT_IDENTITY` in ``env``: the sandbox's HOME is empty, so aider finds no git
-  identity and crashes writing one into the read-only ``.git/config``. The generic fix
-  (a capataz-made global git config, merged with capataz's own entries) is not merged
-  yet; meanwhile the agent's ``GIT_CONFIG_*`` list repeats capataz's own
-  ``safe.directory`` entry, which an agent list would otherwise replace.
-
-Once those land, the table becomes ``preset = "aider"``, ``model`` and ``endpoint``."""
+Shared by tests/agents/test_aider.py and bench/agent_aider.py. The agent is the aider
+preset as a user configures it (``preset = "aider"``, ``model``, ``endpoint``), plus what
+a private install needs: ``[sandbox] expose`` shows the tools directory (it lives under
+/root, which the sandbox masks) and the agent's PATH names its bin directory. Its network
+is the preset's default, the endpoint's host:port through the allowlist proxy, unless a
+test takes it away (``network = false``)."""
 
 from __future__ import annotations
 
@@ -27,11 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capataz.agents.presets.aider import AiderPreset
-
 __all__ = [
     "API_KEY",
-    "GIT_IDENTITY",
     "AiderRun",
     "agent_lines",
     "aider_executable",
@@ -42,15 +30,6 @@ __all__ = [
 ]
 
 API_KEY = "sk-test-capataz-aider-0123456789"
-GIT_IDENTITY = {
-    "GIT_CONFIG_COUNT": "3",
-    "GIT_CONFIG_KEY_0": "safe.directory",  # capataz's own entry, repeated (see above)
-    "GIT_CONFIG_VALUE_0": "*",
-    "GIT_CONFIG_KEY_1": "user.name",
-    "GIT_CONFIG_VALUE_1": "aider",
-    "GIT_CONFIG_KEY_2": "user.email",
-    "GIT_CONFIG_VALUE_2": "aider@capataz.invalid",
-}
 _GIT = {
     "GIT_CONFIG_GLOBAL": "/dev/null",
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -87,28 +66,26 @@ def aider_config(
     *,
     model: str = "fake-model",
     network: bool = True,
-    identity: bool = True,
+    idle_timeout: str = "2m",
     extra: str = "",
 ) -> str:
-    """capataz.toml with an ``aider`` agent as the preset configures it (see above)."""
-    settings = AiderPreset().settings(model=model, endpoint=endpoint)
-    command = [str(aider_executable()), *settings.command[1:]]
-    env = {**settings.env, **(GIT_IDENTITY if identity else {})}
+    """capataz.toml with the aider preset against ``endpoint``; ``network=False`` takes
+    its network away (the preset would allow the endpoint)."""
+    bin_dir = aider_executable().parent  # a clear failure when it is not installed
+    path = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
     lines = [
         "[sandbox]",
-        f"expose = {_toml([str(tools_dir())])}",
+        f"expose = {_toml([str(tools_dir() / 'aider')])}",
         "",
         "[agents.aider]",
-        f"command = {_toml(command)}",
-        f"secrets = {_toml(settings.secrets)}",
-        f"memory = {settings.memory}",
-        f"ignore = {_toml(settings.ignore)}",
-        f"network = {'true' if network else 'false'}",
+        'preset = "aider"',
+        f"model = {_toml(model)}",
+        f"endpoint = {_toml(endpoint)}",
+        *([] if network else ["network = false"]),
         'timeout = "5m"',
+        f"idle_timeout = {_toml(idle_timeout)}",
+        f"env = {{ PATH = {_toml(path)} }}",
         extra,
-        "",
-        "[agents.aider.env]",
-        *(f"{name} = {_toml(value)}" for name, value in env.items()),
         "",
     ]
     return "\n".join(lines)
@@ -143,7 +120,7 @@ def aider_repo(
     *,
     model: str = "fake-model",
     network: bool = True,
-    identity: bool = True,
+    idle_timeout: str = "2m",
     extra: str = "",
     files: dict[str, str] | None = None,
 ) -> Path:
@@ -155,7 +132,7 @@ def aider_repo(
         "README.md": "# project\n",
         ".gitignore": ".capataz/\n",
         "capataz.toml": aider_config(
-            endpoint, model=model, network=network, identity=identity, extra=extra
+            endpoint, model=model, network=network, idle_timeout=idle_timeout, extra=extra
         ),
         **(files or {}),
     }

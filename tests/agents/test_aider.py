@@ -1,12 +1,11 @@
 """The real aider CLI (aider-chat 0.86.2, from scripts/install-agents) inside capataz's
 sandbox, through `capataz exec`, against the fake OpenAI server on loopback.
 
-The agent's table is what the aider preset builds, with the stand-ins described in
-tests/agents/aider_env.py until the generic preset pipeline, the git identity and the
-network allowlist are merged. Until the pipeline feeds aider's output to the preset's
-reader, a 401 or a missing network still ends as "no-changes" (never "landed"); these
-tests run the reader over the run's log to check what it will decide, and the asserts
-marked TIGHTEN become exact outcomes once it is wired."""
+The agent is ``preset = "aider"`` with its model and endpoint (tests/agents/aider_env.py):
+the preset's flags, its git identity, its key from the vault and network only to the
+endpoint. The pipeline feeds aider's output to the preset's reader, so a 401 or a
+missing network ends the run as ``blocked`` with AGENT_FAILED and the fix, instead of
+aider's own exit 0."""
 
 from __future__ import annotations
 
@@ -24,8 +23,6 @@ from tests.agents.aider_env import (
 )
 from tests.agents.fake_models.openai_chat import FakeOpenAIChat
 
-from capataz.agents.presets.aider import AiderReader
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 GREETING = "hello from the fake model\n"
@@ -36,14 +33,17 @@ def _aider_installed() -> None:
     aider_executable()  # fails (never skips) with the install command when missing
 
 
-def reader_of(run: AiderRun) -> AiderReader:
-    """The preset's reader fed this run's agent lines, as the pipeline will feed them."""
-    reader = AiderReader()
-    for stream, text in run.lines:
-        reader.feed(stream, text)
+def agent_failed(run: AiderRun) -> dict[str, str]:
+    """The run's one AGENT_FAILED violation."""
+    found = [v for v in run.result.get("violations") or [] if v["type"] == "AGENT_FAILED"]
+    assert len(found) == 1, run.result
+    return found[0]
+
+
+def metrics(run: AiderRun) -> dict[str, object]:
     progress = run.repo / ".capataz" / "progress" / run.task_id / "progress.json"
-    reader.finish(json.loads(progress.read_text())["metrics"]["agentExitCode"])
-    return reader
+    found: dict[str, object] = json.loads(progress.read_text())["metrics"]
+    return found
 
 
 def main_tree(repo: Path) -> list[str]:
@@ -71,10 +71,9 @@ def test_aider_lands_a_new_file_and_none_of_its_state(tmp_path: Path) -> None:
     (request,) = fake.completions
     assert request.headers["Authorization"] == f"Bearer {API_KEY}"  # the vault's key
     assert request.body["model"] == "fake-model"
-    reader = reader_of(run)  # TIGHTEN: usage in the run's record once the reader is wired
-    assert reader.failure is None
-    assert reader.usage.turns == 1 and reader.usage.tokens_out > 0
-    assert reader.usage.model == "openai/fake-model"
+    used = metrics(run)  # what aider printed it used, read by the preset
+    assert used["turns"] == 1 and isinstance(used["tokensOut"], int) and used["tokensOut"] > 0
+    assert used["model"] == "openai/fake-model"
 
 
 def test_aider_rewrites_a_file_the_instruction_names(tmp_path: Path) -> None:
@@ -96,7 +95,7 @@ def test_a_rate_limit_then_an_answer_lands(tmp_path: Path) -> None:
         run = exec_aider(repo, "create hello.txt with a greeting", "aider-429")
     assert run.result["outcome"] == "landed", run.result
     assert len(fake.completions) == 2
-    assert reader_of(run).failure is None
+    assert not [v for v in run.result.get("violations") or [] if v["type"] == "AGENT_FAILED"]
 
 
 def test_a_401_never_lands(tmp_path: Path) -> None:
@@ -104,34 +103,36 @@ def test_a_401_never_lands(tmp_path: Path) -> None:
         repo = aider_repo(tmp_path, endpoint)
         before = main_tree(repo)
         run = exec_aider(repo, "create hello.txt with a greeting", "aider-401")
-    assert run.result["outcome"] != "landed"  # TIGHTEN: "failed", AGENT_FAILED
+    assert run.returncode == 1 and run.result["outcome"] == "blocked", run.result
     assert main_tree(repo) == before
-    failure = reader_of(run).failure
-    assert failure is not None and failure.reason.startswith("401 from the model: ")
-    assert "capataz secret set OPENAI_API_KEY" in failure.fix
+    failure = agent_failed(run)
+    assert failure["details"].startswith("401 from the model: ")
+    assert API_KEY not in failure["details"]  # aider quotes the key; capataz masks it
+    assert "capataz secret set OPENAI_API_KEY" in failure["suggestion"]
 
 
 def test_no_network_never_lands(tmp_path: Path) -> None:
     fake = FakeOpenAIChat(scenario="edit")
     with fake as endpoint:
-        # aider retries an unreachable endpoint for ~80 s and exits 0; the reader will
-        # stop the run at the first "Connection error." (TIGHTEN: within seconds).
+        # left alone, aider retries an unreachable endpoint for ~80 s and exits 0; the
+        # preset's reader stops the run at its first "Connection error."
         repo = aider_repo(tmp_path, endpoint, network=False)
         before = main_tree(repo)
         run = exec_aider(repo, "create hello.txt with a greeting", "aider-offline")
-    assert run.result["outcome"] != "landed"  # TIGHTEN: "failed", AGENT_FAILED
+    assert run.returncode == 1 and run.result["outcome"] == "blocked", run.result
     assert main_tree(repo) == before
     assert fake.requests == []  # nothing got out of the sandbox
-    failure = reader_of(run).failure
-    assert failure is not None
-    assert failure.reason == "the agent has no network: Connection error."
+    failure = agent_failed(run)
+    assert failure["details"].startswith("the agent has no network: Connection error.")
+    assert "network" in failure["suggestion"]
+    assert metrics(run)["agentOutcome"] == "failed"  # stopped by capataz, not aider's exit
 
 
 def test_a_model_that_never_answers_is_stopped_by_the_idle_watchdog(tmp_path: Path) -> None:
     with FakeOpenAIChat(scenario="hang") as endpoint:
         # (aider would wait 600 s for the answer, then retry; whether the 5 s of silence
         # come while it starts or while it waits, the run is "hung")
-        repo = aider_repo(tmp_path, endpoint, extra='idle_timeout = "5s"')
+        repo = aider_repo(tmp_path, endpoint, idle_timeout="5s")
         run = exec_aider(repo, "create hello.txt with a greeting", "aider-hang")
     assert run.result["outcome"] != "landed"
     progress = repo / ".capataz" / "progress" / "aider-hang" / "progress.json"

@@ -7,18 +7,16 @@ list above. Everything a step learns goes to the progress files as it happens.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 from capataz.agents.commands import agent_env, render_command, resolve_agent
 from capataz.agents.presets import with_presets
 from capataz.config import Config
-from capataz.context.flow import ContextLink, Publication
+from capataz.context.flow import ContextLink
 from capataz.errors import CapatazError, Interrupted, TaskError
 from capataz.gates import GateReport, run_gates
-from capataz.gates.network import agent_network_key, network_violations
-from capataz.gates.protected import protected_path_violations, protected_patterns
+from capataz.gates.network import agent_network_key
 from capataz.gates.secrets import secret_leak_violations
 from capataz.models import (
     Decision,
@@ -27,7 +25,6 @@ from capataz.models import (
     Outcome,
     ProgressStatus,
     Severity,
-    Violation,
     ViolationType,
     utcnow,
 )
@@ -35,6 +32,7 @@ from capataz.names import validate_task_id
 from capataz.pipeline.agent_watch import AgentWatch, leave_out_state_files
 from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
+from capataz.pipeline.findings import RunState, collected_violations
 from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
 from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.progress_state import (
@@ -59,24 +57,6 @@ from capataz.workspace.repo import Repository
 __all__ = ["Event", "Listener", "RunHooks", "RunReport", "RunSpec", "Supervisor"]
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Run:
-    """Mutable state of one run, handed from step to step."""
-
-    spec: RunSpec
-    progress: ProgressDir
-    workspace: Workspace
-    log: RunLog
-    result: str | None = None
-    changes: ChangeSet | None = None
-    agent: ExecResult | None = None
-    violations: list[Violation] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    nested_git: list[str] = field(default_factory=list)
-    published: Publication = field(default_factory=Publication)
-    watch: AgentWatch | None = None  # the agent's run as its preset reads it
 
 
 class Supervisor:
@@ -128,7 +108,7 @@ class Supervisor:
         finally:
             run.log.close()
 
-    def _abandon(self, run: _Run, why: str) -> None:
+    def _abandon(self, run: RunState, why: str) -> None:
         """capataz could not go on (the sandbox would not start, git failed, Ctrl-C):
         roll back like a block, record why, and let the error reach the user."""
         reason = f"stopped: {why}"
@@ -179,7 +159,7 @@ class Supervisor:
         ws = Workspace.existing(
             self.repo, task_id, self.workspaces, state.base_commit, Path(state.workspace).name
         )
-        run = _Run(
+        run = RunState(
             spec=spec,
             progress=progress,
             workspace=ws,
@@ -195,11 +175,11 @@ class Supervisor:
         finally:
             run.log.close()
 
-    def _cancelled(self, run: _Run, why: str) -> RunReport:
+    def _cancelled(self, run: RunState, why: str) -> RunReport:
         verdict = Verdict(Decision.BLOCK, why)
         return self._roll_back(run, verdict, Outcome.CANCELLED, ProgressStatus.ROLLED_BACK)
 
-    def _judge(self, run: _Run) -> RunReport:
+    def _judge(self, run: RunState) -> RunReport:
         post, verdict = self._step(run, "post-gates", lambda: self._gates(run, GatePhase.POST))
         if self.hooks.should_stop is not None and self.hooks.should_stop():
             return self._cancelled(run, "stopped from outside during the post-gates")
@@ -214,7 +194,7 @@ class Supervisor:
 
     # -- steps --------------------------------------------------------------------
 
-    def _prepare(self, spec: RunSpec) -> _Run:
+    def _prepare(self, spec: RunSpec) -> RunState:
         validate_task_id(spec.task_id)
         agent = resolve_agent(self.config, spec.agent)  # fail before touching anything
         progress = ProgressDir(self.progress_root, spec.task_id)
@@ -243,7 +223,7 @@ class Supervisor:
             )
         )
         log = RunLog(progress.run_log)
-        run = _Run(spec=spec, progress=progress, workspace=None, log=log)  # type: ignore[arg-type]
+        run = RunState(spec=spec, progress=progress, workspace=None, log=log)  # type: ignore[arg-type]
         run.workspace = self._step(
             run,
             "prepare",
@@ -263,7 +243,7 @@ class Supervisor:
         )
         return run
 
-    def _gates(self, run: _Run, phase: GatePhase) -> tuple[GateReport, Verdict]:
+    def _gates(self, run: RunState, phase: GatePhase) -> tuple[GateReport, Verdict]:
         """Run one phase's gates and decide on them, once: the report file and the
         decision log are both written from this one verdict, so they never disagree."""
         status = (
@@ -272,7 +252,7 @@ class Supervisor:
             else ProgressStatus.VALIDATING_POST
         )
         run.progress.state.status = status.value
-        extra = self._collected_violations(run) if phase is GatePhase.POST else []
+        extra = collected_violations(run, self.config) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
             phase,
@@ -316,30 +296,7 @@ class Supervisor:
         )
         return report, verdict
 
-    def _collected_violations(self, run: _Run) -> list[Violation]:
-        """What the agent's run and the collect step found, before any gate looks."""
-        found = run.watch.violations(run.agent, self.config.sandbox.expose) if run.watch else []
-        found += network_violations(
-            run.agent, key=agent_network_key(run.spec.agent), policy=self.config.policy
-        )
-        nested = [*run.nested_git, *(run.changes.gitlinks if run.changes else ())]
-        found += [
-            Violation(
-                type=ViolationType.EMBEDDED_REPOSITORY,
-                severity=self.config.policy.severity_of(ViolationType.EMBEDDED_REPOSITORY),
-                file=path,
-                details=f"{path} is a nested git repository; capataz removed it before committing",
-                suggestion="commit the files themselves, not a nested repository",
-            )
-            for path in nested
-        ]
-        if run.changes is not None:
-            protected = protected_patterns(self.config.project.progress_dir)
-            found += protected_path_violations(run.changes, protected)
-            found += secret_leak_violations(run.workspace.git, run.workspace.base, run.result)
-        return found + run.published.violations
-
-    def _execute(self, run: _Run) -> ExecResult:
+    def _execute(self, run: RunState) -> ExecResult:
         run.progress.state.status = ProgressStatus.IN_PROGRESS.value
         agent = resolve_agent(self.config, run.spec.agent)
         argv = render_command(
@@ -372,7 +329,7 @@ class Supervisor:
             run.log.write("network", OutputLine(record.at, "capataz", record.line()))
         return run.agent
 
-    def _collect(self, run: _Run, message: str = "") -> ChangeSet | None:
+    def _collect(self, run: RunState, message: str = "") -> ChangeSet | None:
         first_line = next(iter(run.spec.instruction.strip().splitlines()), "")[:72]
         title = run.spec.title or first_line or run.spec.task_id
         suffix = f" ({message})" if message else ""
@@ -394,7 +351,7 @@ class Supervisor:
         state.file_changes = list(run.changes.changes)
         return run.changes
 
-    def _escalate(self, run: _Run, verdict: Verdict) -> Answer:
+    def _escalate(self, run: RunState, verdict: Verdict) -> Answer:
         timeout = self.config.project.escalation_timeout
         run.progress.state.status = ProgressStatus.ESCALATED.value
         run.progress.save()
@@ -425,7 +382,7 @@ class Supervisor:
         del record
         return answer
 
-    def _apply_answer(self, run: _Run, verdict: Verdict, answer: Answer) -> RunReport:
+    def _apply_answer(self, run: RunState, verdict: Verdict, answer: Answer) -> RunReport:
         reason = f"human answered {answer.choice.value} via {answer.source}" + (
             f": {answer.note}" if answer.note else ""
         )
@@ -450,7 +407,7 @@ class Supervisor:
             run, Verdict(Decision.ROLLED_BACK, reason), outcome, ProgressStatus.ROLLED_BACK
         )
 
-    def _finalize(self, run: _Run, verdict: Verdict) -> RunReport:
+    def _finalize(self, run: RunState, verdict: Verdict) -> RunReport:
         if run.result is None:
             self.context.publish(run.spec.task_id, run.published, run.log)
             run.workspace.discard()
@@ -496,7 +453,7 @@ class Supervisor:
         return report
 
     def _roll_back(
-        self, run: _Run, verdict: Verdict, outcome: Outcome, status: ProgressStatus
+        self, run: RunState, verdict: Verdict, outcome: Outcome, status: ProgressStatus
     ) -> RunReport:
         done = self._step(
             run,
@@ -534,7 +491,7 @@ class Supervisor:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _leaks_secret(self, run: _Run) -> bool:
+    def _leaks_secret(self, run: RunState) -> bool:
         """A result that carries a secret is kept nowhere. Judged on the result itself,
         not only on the verdict's violations: a run cancelled before its gates ran has
         none."""
@@ -543,7 +500,7 @@ class Supervisor:
         return bool(secret_leak_violations(run.workspace.git, run.workspace.base, run.result))
 
     def _report(
-        self, run: _Run, outcome: Outcome, decision: Decision, reason: str, message: str
+        self, run: RunState, outcome: Outcome, decision: Decision, reason: str, message: str
     ) -> RunReport:
         state = run.progress.state
         state.completed_at = utcnow()
@@ -569,7 +526,7 @@ class Supervisor:
             usage=run.watch.usage if run.watch else None,
         )
 
-    def _step(self, run: _Run, name: str, action: Callable[[], T]) -> T:
+    def _step(self, run: RunState, name: str, action: Callable[[], T]) -> T:
         """Run one step, recording it (start, end, outcome) in progress.json, which is
         written once at the step's end with whatever the step changed."""
         started = utcnow()
@@ -595,11 +552,11 @@ class Supervisor:
             run.progress.save()
             self.listener(Event("step", name, "finished", outcome))
 
-    def _output(self, run: _Run, source: str, line: OutputLine) -> None:
+    def _output(self, run: RunState, source: str, line: OutputLine) -> None:
         run.log.write(source, line)
         self.listener(Event("output", source, line=line))
 
-    def _clean_tree(self, run: _Run) -> None:
+    def _clean_tree(self, run: RunState) -> None:
         """Throw away what gate commands wrote (caches, reports) so it never lands."""
         git = run.workspace.git
         git.run("read-tree", "--reset", "-u", "HEAD", check=False)
