@@ -12,14 +12,32 @@ import json as jsonlib
 from collections.abc import Iterable
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.segment import Segment
+from rich.table import Table
 from rich.text import Text
 
 from capataz.redaction import redact, redact_data
 from capataz.visible import visible, visible_json
 
-__all__ = ["SafeConsole", "err", "out", "shown"]
+__all__ = ["SafeConsole", "err", "out", "shown", "table"]
+
+
+def table(*columns: str, compact: bool = False) -> Table:
+    """The one look of the CLI's tables: a bold header over a rule, no outer edge.
+    ``compact`` also drops the padding between columns, so long task ids and a reason
+    still fit in 80 columns."""
+    made = Table(
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=compact,
+    )
+    for column in columns:
+        made.add_column(column)
+    return made
 
 
 def shown(value: object, *, style: str = "") -> Text:

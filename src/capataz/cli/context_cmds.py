@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out
+from capataz.cli.console import table as console_table
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.context.keys import ContextError, check_key
 from capataz.context.store import ContextInfo, ContextStore, open_context_store
@@ -148,9 +147,7 @@ def list_command(
     if not infos:
         out.print(Text("no context entries", style="dim"))
         return
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("key", "task", "updated", "expires", *(("value",) if values else ())):
-        table.add_column(column)
+    table = console_table("key", "task", "updated", "expires", *(("value",) if values else ()))
     for info in infos:
         expires = f"{info.expires_at:%Y-%m-%d %H:%M:%S}" if info.expires_at else "never"
         cells = [info.key, info.task_id or "-", f"{info.updated_at:%Y-%m-%d %H:%M:%S}", expires]

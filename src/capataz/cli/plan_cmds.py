@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import out, shown
+from capataz.cli.console import table as console_table
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.errors import CapatazError
@@ -52,10 +52,7 @@ def _status(directive: Directive) -> Text:
 
 
 def _table(*columns: str) -> Table:
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in columns:
-        table.add_column(column)
-    return table
+    return console_table(*columns)
 
 
 def _directives_table(directives: list[Directive]) -> Table:

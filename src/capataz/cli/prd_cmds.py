@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import err, out, shown
+from capataz.cli.console import table as console_table
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.cli.task_cmds import STATUS_STYLE
@@ -43,13 +43,7 @@ app.add_typer(prd_app)
 
 
 def _table() -> Table:
-    return Table(
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    return console_table(compact=True)
 
 
 def _waits(depends_on: tuple[str, ...]) -> str:

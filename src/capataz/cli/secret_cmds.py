@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -28,6 +27,7 @@ from rich.text import Text
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, opened_store
 from capataz.cli.console import err, out
+from capataz.cli.console import table as console_table
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.config import Config
@@ -68,10 +68,7 @@ STATUS_STYLE = {RequestStatus.WAITING: "bold yellow", RequestStatus.PROVIDED: "g
 
 
 def _table(*columns: str) -> Table:
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in columns:
-        table.add_column(column)
-    return table
+    return console_table(*columns)
 
 
 def _when(moment: datetime | None) -> str | None:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from capataz.cli import app
 from capataz.cli.admin_cmds import cli_actor, discover_repo, opened_store
 from capataz.cli.console import out, shown
+from capataz.cli.console import table as console_table
 from capataz.cli.options import BudgetOption, JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.errors import TaskError
@@ -65,13 +65,7 @@ def _parse_status(value: str) -> TaskState:
 
 def _table() -> Table:
     """Compact tables: task ids are long, and 80 columns must still show the reason."""
-    return Table(
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    return console_table(compact=True)
 
 
 def _option_names(index: int, field: str) -> str:
