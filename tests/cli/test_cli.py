@@ -216,6 +216,51 @@ def test_usage_errors_exit_two_without_traceback(repo: Path) -> None:
 PATIENT = CONFIG.replace('idle_timeout = "30s"', 'idle_timeout = "1h"\ntimeout = "2h"')
 
 
+def _as_a_terminal_job() -> None:
+    """The signals as a terminal's foreground job has them. Whoever started the suite
+    may have left SIGINT ignored (a script's background job does), and a process that
+    starts with a signal ignored rightly keeps ignoring it."""
+    import signal
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
+def _hangups_ignored() -> None:
+    """As ``nohup`` starts a command."""
+    import signal
+
+    _as_a_terminal_job()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def test_under_nohup_a_hangup_does_not_roll_the_run_back(make_repo: Callable[..., Path]) -> None:
+    import signal
+
+    repo = make_repo(config=PATIENT)
+    marker = f"3008.{int.from_bytes(os.urandom(4))}"
+    running = subprocess.Popen(
+        [sys.executable, "-m", "capataz", "exec", f"echo go; sleep {marker}", "--id", "nohup-1"],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_hangups_ignored,  # noqa: PLW1509 (a test; no threads hold locks)
+    )
+    log = repo / ".capataz" / "progress" / "nohup-1" / "artifacts" / "run.log"
+    wait_for(lambda: log.exists() and "go" in log.read_text(), "the agent has started")
+    running.send_signal(signal.SIGHUP)
+    running.send_signal(signal.SIGTERM)  # signals arrive in order: SIGHUP came first
+    _, stderr = running.communicate(timeout=240)
+    assert running.returncode == 128 + signal.SIGTERM, stderr  # SIGTERM stopped it
+    progress = json.loads(
+        (repo / ".capataz" / "progress" / "nohup-1" / "progress.json").read_text()
+    )
+    assert "SIGTERM received" in progress["reason"], progress
+    assert host_pids(marker) == []
+
+
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_ctrl_c_rolls_back_and_leaves_nothing_running(
     make_repo: Callable[..., Path], signal_name: str
@@ -242,6 +287,7 @@ def test_ctrl_c_rolls_back_and_leaves_nothing_running(
         text=True,
         stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread
+        preexec_fn=_as_a_terminal_job,  # noqa: PLW1509 (a test; no threads hold locks)
     )
     log = repo / ".capataz" / "progress" / "int-1" / "artifacts" / "run.log"
     wait_for(lambda: log.exists() and "go" in log.read_text(), "the agent has started")

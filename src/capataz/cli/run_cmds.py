@@ -103,7 +103,10 @@ def interrupted_by_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP interrupt the run like Ctrl-C, so it rolls back the same way.
 
     Only the first one interrupts: a second signal arriving while the rollback runs is
-    ignored, so the rollback itself is never cut short."""
+    ignored, so the rollback itself is never cut short. A signal capataz was started
+    with ignored stays ignored, as POSIX has it: under ``nohup`` a closed terminal must
+    not roll the run back (Python itself leaves SIGINT alone when it starts ignored,
+    as it does for a background job of a script)."""
     received: list[str] = []
 
     def interrupt(number: int, _frame: object) -> None:
@@ -112,7 +115,11 @@ def interrupted_by_signals() -> Iterator[None]:
         received.append(signal.Signals(number).name)
         raise Interrupted(received[0], number)
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        s: signal.signal(s, interrupt)
+        for s in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(s) is not signal.SIG_IGN
+    }
     try:
         yield
     except Interrupted as exc:  # the pipeline rolled back; say so in one line
