@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from tests.agents.fake_models.openai_chat import FakeOpenAIChat
 from tests.api.conftest import Server
+from tests.api.test_runbook import runbook_shell
 from tests.planner.conftest import AGENTS, GOOD
 
 KEY = "sk-api-planner-key-0123456789"
@@ -166,11 +167,6 @@ def test_without_a_planner_table_gpt_run_is_a_409(server: Server) -> None:
 
 def test_the_runbook_curl_commands(start_server: Callable[..., Server]) -> None:
     """docs/runbook.md's rows, as written: curl's ``-d`` without a Content-Type, jq."""
-    import shutil
-    import subprocess
-
-    if shutil.which("curl") is None or shutil.which("jq") is None:
-        pytest.skip("needs curl and jq (apt-get install -y curl jq)")
     with FakeOpenAIChat(answer=GOOD) as base:
         server = _with_key(start_server, _config(base))
         script = (
@@ -180,16 +176,8 @@ def test_the_runbook_curl_commands(start_server: Callable[..., Server]) -> None:
             'curl -s "$API_BASE_URL/ops/directives" -H "Authorization: Bearer $T" '
             "| jq -c '.data[] | {title,status}'"
         )
-        env = {**server.env, "API_BASE_URL": server.base, "T": server.tokens["operator"]}
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+        answered = runbook_shell(server, script, timeout=60)
+    assert answered.splitlines() == [
         '{"directives_created":1,"tasks_created":0,"model":"fake-planner"}',
         '{"title":"Build, then test","status":"PENDING"}',
     ]

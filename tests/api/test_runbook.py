@@ -14,26 +14,28 @@ from tests.api.conftest import Server
 from capataz.store import Store
 
 
-def _sh(server: Server, script: str) -> str:
+def runbook_shell(server: Server, script: str, timeout: float = 30) -> str:
+    """Run the runbook's ``curl | jq`` lines as written, against ``server``. scripts/check
+    installs both tools, so in CI their absence fails instead of skipping."""
+    missing = [tool for tool in ("curl", "jq") if shutil.which(tool) is None]
+    if missing:
+        why = f"needs {' and '.join(missing)} (apt-get install -y curl jq)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
     env = {**server.env, "API_BASE_URL": server.base, "T": server.tokens["operator"]}
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         env=env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
 def test_cheatsheet_commands_work_with_curl_and_jq(server: Server) -> None:
-    missing = [tool for tool in ("curl", "jq") if shutil.which(tool) is None]
-    if missing:  # like PostgreSQL: skipped on a laptop, a failure in CI
-        message = f"needs {' and '.join(missing)} (apt-get install -y curl jq)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     store = server.store()
     try:
         task = store.tasks.add("waits", "true")
@@ -43,36 +45,39 @@ def test_cheatsheet_commands_work_with_curl_and_jq(server: Server) -> None:
     finally:
         store.close()
     auth = '-H "Authorization: Bearer $T"'
-    assert _sh(server, 'curl -s "$API_BASE_URL/health" && echo " ✓ API healthy"').endswith(
-        "✓ API healthy"
-    )
-    assert _sh(server, f'curl -s "$API_BASE_URL/ops/metrics" {auth} | jq .data.tasks.ready') == "1"
+    assert runbook_shell(
+        server, 'curl -s "$API_BASE_URL/health" && echo " ✓ API healthy"'
+    ).endswith("✓ API healthy")
     assert (
-        _sh(server, f'curl -s "$API_BASE_URL/ops/tasks?status=ready" {auth} | jq ".data | length"')
+        runbook_shell(server, f'curl -s "$API_BASE_URL/ops/metrics" {auth} | jq .data.tasks.ready')
         == "1"
     )
-    online = _sh(
+    assert (
+        runbook_shell(
+            server, f'curl -s "$API_BASE_URL/ops/tasks?status=ready" {auth} | jq ".data | length"'
+        )
+        == "1"
+    )
+    online = runbook_shell(
         server,
         f'curl -s "$API_BASE_URL/ops/runner/status" {auth}'
         " | jq -c '.data[] | select(.status==\"online\")'",
     )
     assert f'"id":"{runner}"' in online
     # The runbook posts JSON without a Content-Type (curl's default is form encoding).
-    requeued = _sh(
+    requeued = runbook_shell(
         server,
         f'curl -s -X POST "$API_BASE_URL/ops/tasks/{task.id}/requeue" {auth}'
         """ -d '{"backoff_seconds":10}' | jq -r .data.status""",
     )
     assert requeued == "ready"
-    last = _sh(server, f"curl -s \"$API_BASE_URL/runs\" {auth} | jq -c '.data[0]'")
+    last = runbook_shell(server, f"curl -s \"$API_BASE_URL/runs\" {auth} | jq -c '.data[0]'")
     assert last == "null"
 
 
 def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> None:
     """The runbook's "fail_rate alto" recipe: failed runs by their status, the failed
     run's steps, and the tasks with a last_error, all as written."""
-    if any(shutil.which(tool) is None for tool in ("curl", "jq")):
-        pytest.skip("needs curl and jq")
     # A failed attempt is retried at once (no backoff), so the test need not wait.
     store = Store.open(server.url, retry_base_seconds=0.001, retry_cap_seconds=0.001)
     try:
@@ -98,7 +103,7 @@ def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> No
     finally:
         store.close()
     auth = '-H "Authorization: Bearer $T"'
-    failed = _sh(
+    failed = runbook_shell(
         server,
         f'curl -s "$API_BASE_URL/runs" {auth}'
         """ | jq -c '.data[] | select(.status=="failed") | {task_id, status, lifecycle, outcome}'""",
@@ -110,13 +115,13 @@ def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> No
         ]
     )
     # The same filter in SQL, with the total in the header.
-    in_sql = _sh(
+    in_sql = runbook_shell(
         server,
         f'curl -s -D /dev/stderr "$API_BASE_URL/runs?status=failed" {auth}'
         " | jq -r '[.data[].task_id] | sort | join(\",\")'",
     )
     assert in_sql == "blocked,flaky"
-    statuses = _sh(
+    statuses = runbook_shell(
         server,
         f'curl -s "$API_BASE_URL/runs" {auth}'
         " | jq -r '.data[:5] | .[] | {id,task_id,status,started_at} | .status' | sort | uniq -c",
@@ -126,12 +131,12 @@ def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> No
         ["1", "running"],
         ["1", "succeeded"],
     ]
-    steps = _sh(
+    steps = runbook_shell(
         server,
         f'curl -s "$API_BASE_URL/runs/{ended["blocked"]}" {auth} | jq -c "[.data.steps[].phase]"',
     )
     assert steps == '["execute"]'
-    with_errors = _sh(
+    with_errors = runbook_shell(
         server,
         f'curl -s "$API_BASE_URL/ops/tasks" {auth}'
         " | jq -c '.data[] | select(.last_error != null) | {id, status, last_error}'",
@@ -140,5 +145,7 @@ def test_troubleshooting_a_high_fail_rate_with_curl_and_jq(server: Server) -> No
         '{"id":"blocked","status":"blocked","last_error":"blocked: blocked"}',
         '{"id":"flaky","status":"running","last_error":"flaky: failed"}',
     ]
-    refused = _sh(server, f'curl -s "$API_BASE_URL/runs?status=bogus" {auth} | jq -r .error.code')
+    refused = runbook_shell(
+        server, f'curl -s "$API_BASE_URL/runs?status=bogus" {auth} | jq -r .error.code'
+    )
     assert refused == "invalid"

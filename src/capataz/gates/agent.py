@@ -76,11 +76,11 @@ def agent_violations(
             f"agent ran out of memory: {result.detail}",
             "raise memory for this agent (tmpfs writes count too), or use less of it",
         )
-    elif failure is not None or budget is not None:
-        pass  # the agent said why, or capataz stopped it: the exit status adds nothing
-    elif result.outcome is ExecOutcome.CANCELLED:
+    # When the agent said why it failed, or capataz stopped it over its budget, that
+    # violation is already added and the exit status adds nothing: no second one.
+    elif (failure, budget) == (None, None) and result.outcome is ExecOutcome.CANCELLED:
         add(ViolationType.AGENT_FAILED, Severity.CRITICAL, "agent run was cancelled", "")
-    elif result.outcome is ExecOutcome.FAILED:
+    elif (failure, budget) == (None, None) and result.outcome is ExecOutcome.FAILED:
         how = (
             f"exit code {result.exit_code}"
             if result.exit_code is not None
