@@ -41,6 +41,7 @@ __all__ = [
     "GateConfig",
     "Limits",
     "PlannerConfig",
+    "PlannerPrice",
     "PolicyConfig",
     "ProjectConfig",
     "RunnerConfig",
@@ -317,6 +318,14 @@ class ServerConfig(_Strict):
     allow_destructive: bool = False
 
 
+class PlannerPrice(_Strict):
+    """``[planner] price``: US dollars per million tokens, as the model's vendor bills
+    them; what turns the planner's token counts into ``cost_usd``."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class PlannerConfig(_Strict):
     """``[planner]``: the LLM planner behind ``capataz plan`` and ``POST /ops/gpt/run``
     (docs/planner.md). Absent, there is no planner: nothing calls a model API by
@@ -324,7 +333,8 @@ class PlannerConfig(_Strict):
     (relative to the repository) is what the planner is told about the project, and
     ``context_tokens`` bounds everything it is told (estimated at four characters a
     token). With ``auto_apply`` valid directives queue their tasks at once; by default
-    an operator applies each."""
+    an operator applies each. Without ``price`` a call's cost is unknown (null), never
+    guessed."""
 
     endpoint: Annotated[str, AfterValidator(_endpoint_url)] = "https://api.openai.com/v1"
     model: str = Field(default="gpt-4o-mini", min_length=1)
@@ -334,6 +344,7 @@ class PlannerConfig(_Strict):
     timeout: Seconds = 60.0
     auto_apply: bool = False
     max_retries: int = Field(default=3, ge=0, le=20)
+    price: PlannerPrice | None = None
 
     @field_validator("credential")
     @classmethod

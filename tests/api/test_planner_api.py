@@ -155,6 +155,11 @@ def test_model_api_failures_are_envelopes_with_their_status(
     assert KEY not in response.text
     with server.client("viewer") as viewer:
         assert viewer.get("/ops/directives").json()["data"] == []
+        planner = viewer.get("/ops/metrics").json()["data"]["planner"]
+        prometheus = viewer.get("/metrics").text
+    # The failed call is on the record, and counted as failed.
+    assert (planner["calls"], planner["failed"]) == (1, 1)
+    assert 'capataz_planner_calls_total{model="fake-planner",result="failed"} 1.0' in prometheus
 
 
 def test_without_a_planner_table_gpt_run_is_a_409(server: Server) -> None:

@@ -94,6 +94,13 @@ def test_plan_waits_for_its_key_then_stores_and_applies(make_repo: Callable[...,
     tasks = json.loads(cli("task", "list", "--json").stdout)
     assert [t["id"] for t in tasks] == data["created_task_ids"]
 
+    figures = json.loads(cli("metrics", "--json").stdout)["planner"]
+    assert (figures["calls"], figures["failed"], figures["tokens_in"]) == (1, 0, 1234)
+    shown_metrics = cli("metrics")
+    assert shown_metrics.returncode == 0, shown_metrics.stderr
+    assert "planner.calls" in shown_metrics.stdout
+    assert "planner.tokens_out" in shown_metrics.stdout
+
     _one_line_error(cli("directive", "apply", directive["id"]), "already APPLIED")
     _one_line_error(cli("directive", "reject", directive["id"], "--reason", "no"), "already")
     _one_line_error(cli("directive", "show", "d-nope"), "no directive d-nope")

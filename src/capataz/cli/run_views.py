@@ -146,7 +146,7 @@ def show_command(
 @app.command("metrics")
 def metrics_command(as_json: JsonOption = False, repo_path: RepoOption = Path()) -> None:
     """Tasks per status, runners online, fail_rate_last_20, oldest_ready_age_seconds,
-    and tokens and cost by agent."""
+    tokens and cost by agent, and the planner's calls, tokens and cost."""
     with _store(repo_path) as store:
         metrics = store.metrics()
     if as_json:
@@ -169,4 +169,12 @@ def metrics_command(as_json: JsonOption = False, repo_path: RepoOption = Path())
         cost = used["cost_usd"]
         table.add_row(Text(f"usage.{name}.cost_usd"), "-" if cost is None else f"{cost:.4f}")
         table.add_row(Text(f"usage.{name}.runs"), str(used["runs"]))
+    planner = metrics["planner"]
+    if planner["calls"]:
+        table.add_row("planner.calls", str(planner["calls"]))
+        table.add_row("planner.failed", str(planner["failed"]))
+        table.add_row("planner.tokens_in", str(planner["tokens_in"]))
+        table.add_row("planner.tokens_out", str(planner["tokens_out"]))
+        cost = planner["cost_usd"]
+        table.add_row("planner.cost_usd", "-" if cost is None else f"{cost:.4f}")
     out.print(table)

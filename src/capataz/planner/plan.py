@@ -29,8 +29,10 @@ from capataz.planner.context import compose
 from capataz.planner.errors import (
     PlannerAnswerError,
     PlannerCredentialWaiting,
+    PlannerError,
     PlannerNotConfigured,
 )
+from capataz.planner.usage import ANSWERED, keep_call, priced
 from capataz.secrets.credentials import requests_for
 from capataz.secrets.vault import MasterKey, Vault
 from capataz.store import (
@@ -141,11 +143,38 @@ def plan(
     actor: str = "planner",
     sleep: Callable[[float], object] = time.sleep,
 ) -> PlanResult:
-    """Ask the planner for directives about what ``store`` holds now and store them."""
+    """Ask the planner for directives about what ``store`` holds now and store them;
+    the call itself is kept with what it used (:mod:`capataz.planner.usage`), whether
+    it succeeded or not."""
     planner = require_planner(config)
     composed = compose(store, config, planner, repo_root, goal=goal, environment=environment)
-    answer = ask(planner, api_key, composed.messages, sleep=sleep)
-    return record(store, config, answer, actor=actor, auto_apply=planner.auto_apply)
+    try:
+        answer = priced(ask(planner, api_key, composed.messages, sleep=sleep), planner.price)
+    except PlannerError as exc:
+        keep_call(store, planner.model, exc.code, error=str(exc), actor=actor)
+        raise
+    try:
+        result = record(store, config, answer, actor=actor, auto_apply=planner.auto_apply)
+    except PlannerAnswerError as exc:  # kept as one REJECTED directive
+        keep_call(
+            store,
+            answer.model,
+            exc.code,
+            usage=answer.usage,
+            directives=1,
+            error=str(exc),
+            actor=actor,
+        )
+        raise
+    keep_call(
+        store,
+        answer.model,
+        ANSWERED,
+        usage=answer.usage,
+        directives=len(result.directives),
+        actor=actor,
+    )
+    return result
 
 
 def record(

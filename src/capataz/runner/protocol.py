@@ -40,6 +40,8 @@ __all__ = [
     "OutboxLog",
     "OutboxRecord",
     "OutboxStep",
+    "PlannerFigures",
+    "PlannerUsageOut",
     "Publish",
     "Published",
     "QueueMetrics",
@@ -328,16 +330,32 @@ class AgentUsageOut(_Answer):
     runs: int
 
 
+class PlannerFigures(_Answer):
+    """What planner calls used (``store.directives.usage``); ``cost_usd`` is None
+    while no call had a ``[planner] price``."""
+
+    calls: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float | None = None
+
+
+class PlannerUsageOut(PlannerFigures):
+    by_model: dict[str, PlannerFigures] = Field(default_factory=dict)
+
+
 class QueueMetrics(_Answer):
     """The runbook's figures (``GET /ops/metrics``, ``GET /runner/metrics``): tasks
     per state (every state, zeros included), runners, recent failures, backlog age,
-    and usage by agent (empty from an older server)."""
+    usage by agent and the planner's (empty from an older server)."""
 
     tasks: dict[str, int]
     runners: _RunnerCounts
     runs: _RunCounts
     backlog: _Backlog
     usage: dict[str, AgentUsageOut] = Field(default_factory=dict)
+    planner: PlannerUsageOut = Field(default_factory=PlannerUsageOut)
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump(mode="json")

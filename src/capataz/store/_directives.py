@@ -24,7 +24,7 @@ from capataz.store import _task_sql
 from capataz.store._base import StoreBase
 from capataz.store.errors import ArgumentRefusedError, NoSuchDirectiveError
 from capataz.store.records import Directive, NewTask, ProposedTask, Task
-from capataz.store.schema import directives
+from capataz.store.schema import directives, planner_calls
 from capataz.store.statuses import DirectiveStatus, TaskState
 
 __all__ = ["Directives", "new_directive_id"]
@@ -178,6 +178,69 @@ class Directives(StoreBase):
                 reason=reason,
             )
             return self._load(conn, directive_id)
+
+    def record_call(
+        self,
+        model: str,
+        outcome: str,
+        *,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost_usd: float | None = None,
+        directives_stored: int = 0,
+        error: str | None = None,
+        actor: str = "planner",
+    ) -> None:
+        """Keep one call to the model API: ``outcome`` is ``answered`` or the planner
+        error's code. Failed calls are kept too, since a timeout or a refused answer may
+        still have been paid for, and an operator asking what the planner cost needs
+        them (docs/planner.md, "Usage and cost")."""
+        with self._write() as conn:
+            conn.execute(
+                planner_calls.insert().values(
+                    at=self._now(),
+                    model=model,
+                    outcome=outcome,
+                    tokens_in=max(int(tokens_in), 0),
+                    tokens_out=max(int(tokens_out), 0),
+                    cost_usd=cost_usd,
+                    directives=directives_stored,
+                    actor=actor,
+                    error=redact(error) if error is not None else None,
+                )
+            )
+
+    def usage(self) -> dict[str, Any]:
+        """What the planner's calls used, for ``capataz metrics``: calls (and how many
+        failed), tokens in and out, and dollars (None while no call had a price), in
+        all and by model."""
+        cols = planner_calls.c
+        failed = sa.func.count().filter(cols.outcome != "answered")
+        figures = (
+            sa.func.count(),
+            failed,
+            sa.func.coalesce(sa.func.sum(cols.tokens_in), 0),
+            sa.func.coalesce(sa.func.sum(cols.tokens_out), 0),
+            sa.func.sum(cols.cost_usd),
+        )
+        with self._read() as conn:
+            total = conn.execute(sa.select(*figures)).one()
+            rows = conn.execute(sa.select(cols.model, *figures).group_by(cols.model)).all()
+
+        def shaped(row: Any) -> dict[str, Any]:
+            calls, failures, tokens_in, tokens_out, cost = row
+            return {
+                "calls": int(calls),
+                "failed": int(failures),
+                "tokens_in": int(tokens_in),
+                "tokens_out": int(tokens_out),
+                "cost_usd": float(cost) if cost is not None else None,
+            }
+
+        return {
+            **shaped(total),
+            "by_model": {row[0]: shaped(row[1:]) for row in sorted(rows, key=lambda r: r[0])},
+        }
 
     # -- inside a transaction -----------------------------------------------------------
 

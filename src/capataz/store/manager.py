@@ -146,7 +146,8 @@ class Store(StoreBase):
         state (every state, zeros included), runners online and offline, the share of
         the last 20 finished runs that ended failed or blocked, and how long the oldest
         due ready task has waited (None when none is), and what the agents reported
-        they used, by agent (``store.runs.usage_by_agent``). It reads across tasks,
+        they used, by agent (``store.runs.usage_by_agent``), and what the planner's calls
+        used (``store.directives.usage``). It reads across tasks,
         runners and runs, so it belongs to no one facade."""
         now = self._now()
         online = online_clause(now)
@@ -209,4 +210,5 @@ class Store(StoreBase):
                 )
             },
             "usage": self.runs.usage_by_agent(),
+            "planner": self.directives.usage(),
         }

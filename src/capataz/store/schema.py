@@ -24,6 +24,7 @@ __all__ = [
     "events",
     "file_changes",
     "metadata",
+    "planner_calls",
     "runners",
     "runs",
     "secrets",
@@ -356,3 +357,19 @@ directives = sa.Table(
 # Lists: newest first, all or in one status.
 sa.Index("ix_directives_status_created_at", directives.c.status, directives.c.created_at)
 sa.Index("ix_directives_created_at", directives.c.created_at)
+
+# One row per call to the planner's model API, failed ones included (docs/planner.md).
+planner_calls = sa.Table(
+    "planner_calls",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("tokens_in", sa.Integer, nullable=False),
+    sa.Column("tokens_out", sa.Integer, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    sa.Column("directives", sa.Integer, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)

@@ -69,6 +69,7 @@ class StoreCollector(Collector):
         yield kinds
         yield _durations(stats["durations"])
         yield from _usage(figures["usage"])
+        yield from _planner(figures["planner"])
 
 
 def _usage(by_agent: dict[str, dict[str, Any]]) -> Iterator[Metric]:
@@ -86,6 +87,33 @@ def _usage(by_agent: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         tokens.add_metric([agent, "in"], used["tokens_in"])
         tokens.add_metric([agent, "out"], used["tokens_out"])
         cost.add_metric([agent], used["cost_usd"] or 0.0)
+    yield tokens
+    yield cost
+
+
+def _planner(used: dict[str, Any]) -> Iterator[Metric]:
+    calls = CounterMetricFamily(
+        "capataz_planner_calls",
+        "Calls the planner made to its model API, by model and whether they failed",
+        labels=["model", "result"],
+    )
+    tokens = CounterMetricFamily(
+        "capataz_planner_tokens",
+        "Tokens the planner's calls used, by model and direction",
+        labels=["model", "direction"],
+    )
+    cost = CounterMetricFamily(
+        "capataz_planner_cost_usd",
+        "Dollars the planner's calls cost at [planner] price, by model",
+        labels=["model"],
+    )
+    for model, figures in used["by_model"].items():
+        calls.add_metric([model, "answered"], figures["calls"] - figures["failed"])
+        calls.add_metric([model, "failed"], figures["failed"])
+        tokens.add_metric([model, "in"], figures["tokens_in"])
+        tokens.add_metric([model, "out"], figures["tokens_out"])
+        cost.add_metric([model], figures["cost_usd"] or 0.0)
+    yield calls
     yield tokens
     yield cost
 
