@@ -64,6 +64,14 @@ def test_metrics_have_the_runbooks_shape_and_counts(store: Store, clock: Clock) 
         "runs": {"fail_rate_last_20": 0.0, "total": 0},
         "backlog": {"oldest_ready_age_seconds": None},
         "usage": {},
+        "planner": {
+            "calls": 0,
+            "failed": 0,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "cost_usd": None,
+            "by_model": {},
+        },
     }
     assert list(empty["tasks"]) == [state.value for state in TaskState]
     store.runners.register("gone", hostname="h", pid=1, concurrency=1)
