@@ -8,6 +8,9 @@ both databases in tests/store/test_directives.py."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,3 +189,81 @@ def test_the_runbook_curl_commands(start_server: Callable[..., Server]) -> None:
         '{"directives_created":1,"tasks_created":0,"model":"fake-planner"}',
         '{"title":"Build, then test","status":"PENDING"}',
     ]
+
+
+E2E_PLAN = json.dumps(
+    {
+        "directives": [
+            {
+                "title": "Greeting module, then its test",
+                "rationale": "the test imports the module",
+                "tasks": [
+                    {
+                        "name": "module",
+                        "title": "Add greet.py",
+                        "instruction": "printf 'def greet():\\n    return 1\\n' > greet.py",
+                        "agent": None,
+                        "depends_on": [],
+                        "labels": [],
+                        "priority": None,
+                    },
+                    {
+                        "name": "test",
+                        "title": "Test greet",
+                        "instruction": "python3 -c 'import greet' && echo ok > test_ok.txt",
+                        "agent": None,
+                        "depends_on": ["module"],
+                        "labels": [],
+                        "priority": None,
+                    },
+                ],
+            }
+        ]
+    }
+)
+
+
+@pytest.mark.timeout(240)
+def test_the_runbooks_end_to_end_flow(start_server: Callable[..., Server]) -> None:
+    """The runbook's "Flujo completo": gpt/run (auto_apply, as the runbook has it) →
+    tasks ready → a runner → runs, each step as the runbook's curl | jq line."""
+    with FakeOpenAIChat(answer=E2E_PLAN) as base:
+        server = _with_key(start_server, _config(base, "auto_apply = true"))
+        planned = runbook_shell(
+            server,
+            'curl -s -X POST "$API_BASE_URL/ops/gpt/run" -H "Authorization: Bearer $T" '
+            """-d '{"environment":"production"}' | jq -c '.data | """
+            "{directives_created, tasks_created, status: .directives[0].status}' && "
+            'curl -s "$API_BASE_URL/ops/tasks?status=ready" -H "Authorization: Bearer $T" '
+            "| jq '.data | length'",
+            timeout=60,
+        )
+    assert planned.splitlines() == [
+        '{"directives_created":1,"tasks_created":2,"status":"APPLIED"}',
+        "1",  # the test waits for the module
+    ]
+    runner = subprocess.run(
+        [sys.executable, "-m", "capataz", "runner", "run", "--exit-when-idle"],
+        cwd=server.repo,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert runner.returncode == 0, runner.stderr
+    answered = runbook_shell(
+        server,
+        'curl -s "$API_BASE_URL/ops/metrics" -H "Authorization: Bearer $T" '
+        "| jq -c '{done: .data.tasks.done, planner: .data.planner.calls}' && "
+        'curl -s "$API_BASE_URL/runs" -H "Authorization: Bearer $T" '
+        "| jq -c '.data[0:3][] | {task_title, result, decision}'",
+    )
+    assert answered.splitlines() == [
+        '{"done":2,"planner":1}',
+        '{"task_title":"Test greet","result":"landed","decision":"COMPLETED"}',
+        '{"task_title":"Add greet.py","result":"landed","decision":"COMPLETED"}',
+    ]
+    log = subprocess.run(
+        ["git", "log", "--format=%s", "main"], cwd=server.repo, capture_output=True, text=True
+    )
+    assert log.stdout.splitlines()[:2] == ["Test greet", "Add greet.py"]
