@@ -9,6 +9,7 @@ end imports every refusal of intake from one place."""
 from __future__ import annotations
 
 from capataz.errors import CapatazError, UnknownAgentError
+from capataz.prd.document import PrdError
 from capataz.store.errors import (
     DependencyCycleError,
     NoSuchTaskError,
@@ -43,9 +44,3 @@ class TaskFileError(InvalidTask):
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message, field="file", fix=fix)
-
-
-class PrdError(TaskFileError):
-    """A PRD cannot be read or does not have the shape ``capataz prd import`` needs (a
-    title, acceptance criteria with distinct ids, dependencies on criteria it defines).
-    A task file like any other to the front ends: one line, exit 2, HTTP 422."""
