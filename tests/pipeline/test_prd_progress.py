@@ -6,16 +6,20 @@ reading the PRD at the base commit."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.conftest import git
+from tests.helpers import wait_for
 from tests.pipeline.test_pipeline import BASE_CONFIG
 
 from capataz.config import parse_config
 from capataz.models import Outcome, Severity, ViolationType
+from capataz.pipeline.escalation import submit_decision
 from capataz.pipeline.interface import Event
+from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.supervisor import RunReport, RunSpec, Supervisor
 from capataz.prd.branch import CriterionRef
 from capataz.workspace.repo import Repository
@@ -157,6 +161,29 @@ def test_an_out_of_scope_word_and_the_prd_at_the_base_commit(repo: Path) -> None
     assert [(v.severity, v.file, v.line) for v in found] == [(Severity.HIGH, "a.py", 1)]
     assert "legacy_api" in found[0].details
     assert report.outcome is Outcome.BLOCKED
+    assert "prdTick" not in progress(report)
+    assert "- [ ] CSV export" in git(repo, "show", f"main:{PRD}")
+
+
+def test_a_resumed_run_ticks_its_criterion_when_it_lands(repo: Path) -> None:
+    """Answered `modify`, edited by a human, resumed: the criterion is known from
+    progress.json and ticked once the result lands."""
+    config = parse_config(CONFIG)
+    progress_dir = ProgressDir(repo / config.project.progress_dir, "t1")
+
+    def reviewer() -> None:
+        wait_for((progress_dir.path / "escalation.json").exists, "the run asks a human")
+        submit_decision(progress_dir, "modify", decided_by="test")
+
+    threading.Thread(target=reviewer, daemon=True).start()
+    first = run(repo, "echo x >> vendor/keep.txt")
+    assert first.outcome is Outcome.AWAITING_HUMAN
+    tree = repo / ".capataz" / "workspaces" / "t1" / "tree"
+    (tree / "vendor" / "keep.txt").write_text("v\n")  # the human takes it out again
+    (tree / "export.py").write_text("csv\n")
+    report = Supervisor(Repository.discover(repo), config).resume("t1")
+    assert report.outcome is Outcome.LANDED, report.message
+    assert git(repo, "show", f"main:{PRD}") + "\n" == TEXT.replace("- [ ] CSV", "- [x] CSV")
 
 
 def test_a_criterion_asking_for_an_item_is_out_of_scope(make_repo: Callable[..., Path]) -> None:
