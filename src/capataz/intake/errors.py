@@ -3,8 +3,9 @@ by guessing from the input: the API maps them to HTTP statuses in one table
 (:mod:`capataz.api.errors`), the CLI prints them as one line with their exit code.
 
 The store raises the ones only it can know (an unknown dependency, a cycle, an id
-already taken, a task that does not exist); they are re-exported here so that a front
-end imports every refusal of intake from one place."""
+already taken, a task that does not exist), and the PRD document its own
+(:class:`~capataz.prd.PrdError`: a PRD that cannot be read or parsed); they are
+re-exported here so that a front end imports every refusal of intake from one place."""
 
 from __future__ import annotations
 
