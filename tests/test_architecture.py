@@ -31,7 +31,7 @@ FOUNDATION = [
 ]
 LAYERS = [
     {"sandbox", "workspace", "store"},
-    {"gates", "agents", "secrets"},
+    {"gates", "agents", "secrets", "prd"},
     {"context"},
     {"pipeline"},
     {"intake", "runner"},

@@ -76,6 +76,12 @@ def test_sizes_and_durations_are_parsed() -> None:
             "two gates are named 't'",
         ),
         ('[policy.severity]\nFORBIDDEN_PATH = "fatal"\n', "policy.severity.FORBIDDEN_PATH"),
+        (
+            '[project]\n\n[prd]\nout_of_scope = "severe"\n',
+            "capataz.toml:4: prd.out_of_scope: 'severe' is not a severity; write one of 'low', "
+            "'medium', 'high', 'critical', 'off'",
+        ),
+        ("[prd]\nout_of_scope = false\n", "prd.out_of_scope: False is not a severity"),
     ],
 )
 def test_bad_config_is_one_line_naming_line_key_and_fix(text: str, expected: str) -> None:
@@ -118,3 +124,11 @@ def test_network_is_a_bool_or_an_allowlist() -> None:
     assert config.agents["shell"].network is False
     assert config.gates[0].network == ["*.example.com:8443"]
     assert config.policy.severity_of(ViolationType.NETWORK_DENIED) is Severity.MEDIUM
+
+
+def test_the_out_of_scope_check_is_medium_by_default_and_can_be_off() -> None:
+    assert parse_config("").prd.out_of_scope_severity is Severity.MEDIUM
+    assert parse_config('[prd]\nout_of_scope = "critical"\n').prd.out_of_scope_severity is (
+        Severity.CRITICAL
+    )
+    assert parse_config('[prd]\nout_of_scope = "off"\n').prd.out_of_scope_severity is None

@@ -43,6 +43,7 @@ __all__ = [
     "PlannerConfig",
     "PlannerPrice",
     "PolicyConfig",
+    "PrdConfig",
     "ProjectConfig",
     "RunnerConfig",
     "SandboxOptions",
@@ -286,6 +287,28 @@ class SandboxOptions(_Strict):
         return paths
 
 
+class PrdConfig(_Strict):
+    """``[prd]``: how PRD tasks are judged. ``out_of_scope`` is the severity of an
+    ``OUT_OF_SCOPE`` violation (docs/prd.md), or ``"off"`` for no such check."""
+
+    out_of_scope: str = "medium"
+
+    @field_validator("out_of_scope", mode="before")
+    @classmethod
+    def _a_severity_or_off(cls, value: Any) -> str:
+        allowed = ["low", "medium", "high", "critical", "off"]
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(
+                f"{value!r} is not a severity; write one of {', '.join(map(repr, allowed))}"
+            )
+        return value
+
+    @property
+    def out_of_scope_severity(self) -> Severity | None:
+        """None when the check is off."""
+        return None if self.out_of_scope == "off" else Severity(self.out_of_scope)
+
+
 class RunnerConfig(_Strict):
     """How runner daemons lease work: short leases renewed by heartbeats, so a dead
     runner's tasks are rescued in seconds while a long task that heartbeats never is."""
@@ -405,6 +428,7 @@ class Config(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxOptions = Field(default_factory=SandboxOptions)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    prd: PrdConfig = Field(default_factory=PrdConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     requests: list[CredentialRequest] = Field(default_factory=list)
     planner: PlannerConfig | None = None

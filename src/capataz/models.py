@@ -140,6 +140,7 @@ class ViolationType(StrEnum):
     SUBMODULE_CONFIG = "SUBMODULE_CONFIG"  # a new or changed .gitmodules
     NETWORK_DENIED = "NETWORK_DENIED"  # the agent tried a host its network allowlist lacks
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the agent used more tokens or dollars than its budget
+    OUT_OF_SCOPE = "OUT_OF_SCOPE"  # a PRD task touched an item of its PRD's Out of Scope list
 
 
 class Violation(BaseModel):

@@ -14,7 +14,7 @@ from tests.cli.test_task_cli import Cli, assert_one_line_error
 from capataz.store import Store, TaskState, database_url
 
 CONFIG = '[agents.shell]\ncommand = ["bash", "-c", "{instruction}"]\n'
-FIXTURES = Path(__file__).parents[1] / "intake" / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "prd" / "fixtures"
 PRD = "docs/prd/throttling.md"
 
 THROTTLING = """\

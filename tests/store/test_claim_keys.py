@@ -99,3 +99,26 @@ def test_repeated_reports_are_accepted_once_written(store: Store) -> None:
 def test_the_fast_sqlite_replay_uses_the_contract_state_names() -> None:
     for state in (TaskState.RUNNING, TaskState.ESCALATED):
         assert f"'{state.value}'" in _REPLAY
+
+
+def test_a_claimed_task_carries_its_idempotency_key(store: Store, clock: Clock) -> None:
+    """What a PRD task stands for (``prd:<path>#ACn``) reaches the runner on every
+    claim path: the claim (with and without labels), its replay, and one named task."""
+    store.tasks.add_many(
+        [
+            NewTask("a", "x", id="a", idempotency_key="prd:docs/prd/x.md#AC1"),
+            NewTask("b", "x", id="b", labels=["prd"], idempotency_key="prd:docs/prd/x.md#AC2"),
+            NewTask("c", "x", id="c", idempotency_key="prd:docs/prd/x.md#AC3"),
+            NewTask("d", "x", id="d"),
+        ]
+    )
+    first = store.leases.claim("runner-1", 30, claim_key="k1")
+    assert first is not None and first.idempotency_key == "prd:docs/prd/x.md#AC1"
+    again = store.leases.claim("runner-1", 30, claim_key="k1")
+    assert again is not None and again.idempotency_key == "prd:docs/prd/x.md#AC1"
+    labelled = store.leases.claim("runner-1", 30, ["prd"])
+    assert labelled is not None and labelled.idempotency_key == "prd:docs/prd/x.md#AC2"
+    named = store.leases.claim_task("c", "runner-1", 30)
+    assert named.idempotency_key == "prd:docs/prd/x.md#AC3"
+    plain = store.leases.claim("runner-1", 30)
+    assert plain is not None and plain.id == "d" and plain.idempotency_key is None

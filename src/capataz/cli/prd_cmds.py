@@ -1,8 +1,8 @@
 """`capataz prd import|status|tick`: a PRD's acceptance criteria as tasks, how far they
 have got, and their checklists ticked once their tasks are done.
 
-The commands only parse, call :mod:`capataz.intake.prd` / :mod:`capataz.intake.prd_plan`
-and format; a PRD that cannot be imported is a :class:`~capataz.intake.errors.PrdError`
+The commands only parse, call :mod:`capataz.prd` / :mod:`capataz.intake.prd_plan`
+and format; a PRD that cannot be imported is a :class:`~capataz.prd.PrdError`
 printed by ``main()`` as one line (exit 2).
 """
 
@@ -23,12 +23,12 @@ from capataz.cli.console import table as console_table
 from capataz.cli.options import JsonOption, RepoOption
 from capataz.cli.project import open_project
 from capataz.cli.task_cmds import STATUS_STYLE
-from capataz.intake.errors import PrdError
-from capataz.intake.prd import Prd, load_prd, parse_prd, tick
 from capataz.intake.prd_plan import key_prefix, prd_status, prepare_prd, to_tick
 from capataz.intake.tasks import PreparedTask, submit
+from capataz.prd import Prd, PrdError, load_prd, parse_prd
+from capataz.prd.branch import tick_on_branch
 from capataz.store import task_json
-from capataz.workspace.landing import commit_file, read_file
+from capataz.workspace.landing import read_file
 
 __all__: list[str] = []
 
@@ -191,7 +191,8 @@ def tick_command(
     file: PrdArgument, as_json: JsonOption = False, repo_path: RepoOption = Path()
 ) -> None:
     """Tick the checklist of every criterion whose task is done, in the PRD as
-    committed on the target branch, as one capataz commit there. Your checkout of that
+    committed on the target branch, as one capataz commit there. A run that lands ticks
+    its own criterion; this catches up on those it could not. Your checkout of that
     branch moves with it only if it is clean; otherwise nothing is committed (exit 1)."""
     repo, config = open_project(repo_path)
     prefix = key_prefix(repo.root, file)
@@ -209,7 +210,7 @@ def tick_command(
     result = None
     if done:
         message = f"prd: tick {', '.join(done)} in {source} (their tasks are done)"
-        result = commit_file(repo, branch, source, tick(text, done, path=Path(source)), message)
+        result = tick_on_branch(repo, branch, source, done, message)
     refused = result.refused if result is not None else None
     commit = result.commit if result is not None else None
     if as_json:

@@ -3,12 +3,14 @@ by guessing from the input: the API maps them to HTTP statuses in one table
 (:mod:`capataz.api.errors`), the CLI prints them as one line with their exit code.
 
 The store raises the ones only it can know (an unknown dependency, a cycle, an id
-already taken, a task that does not exist); they are re-exported here so that a front
-end imports every refusal of intake from one place."""
+already taken, a task that does not exist), and the PRD document its own
+(:class:`~capataz.prd.PrdError`: a PRD that cannot be read or parsed); they are
+re-exported here so that a front end imports every refusal of intake from one place."""
 
 from __future__ import annotations
 
 from capataz.errors import CapatazError, UnknownAgentError
+from capataz.prd.document import PrdError
 from capataz.store.errors import (
     DependencyCycleError,
     NoSuchTaskError,
@@ -43,9 +45,3 @@ class TaskFileError(InvalidTask):
 
     def __init__(self, message: str, *, fix: str | None = None) -> None:
         super().__init__(message, field="file", fix=fix)
-
-
-class PrdError(TaskFileError):
-    """A PRD cannot be read or does not have the shape ``capataz prd import`` needs (a
-    title, acceptance criteria with distinct ids, dependencies on criteria it defines).
-    A task file like any other to the front ends: one line, exit 2, HTTP 422."""

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from capataz.config import Config
 from capataz.intake.errors import PrdError
-from capataz.intake.prd import AcceptanceCriterion, Prd
 from capataz.intake.tasks import PreparedTask, TaskRequest, prepare
+from capataz.prd import AcceptanceCriterion, Prd
+from capataz.prd.branch import KEY_PREFIX
 from capataz.store import Store, Task, TaskState
 
 __all__ = [
@@ -61,7 +62,7 @@ def key_prefix(repo_root: Path, path: Path) -> str:
             f"{path}: is outside the repository {repo_root}",
             fix="keep the PRD in the repository (e.g. docs/prd/) and import it from there",
         ) from None
-    return f"prd:{relative.as_posix()}#"
+    return f"{KEY_PREFIX}{relative.as_posix()}#"
 
 
 def task_title(prd: Prd, ac: AcceptanceCriterion) -> str:
@@ -136,7 +137,8 @@ def prd_status(store: Store, prd: Prd, prefix: str) -> list[CriterionStatus]:
 
 def to_tick(rows: list[CriterionStatus]) -> list[str]:
     """The criteria whose task is done but whose checklist the file does not tick
-    fully yet: what ``capataz prd tick`` checks off."""
+    fully yet: what ``capataz prd tick`` checks off (a run that lands ticks its own
+    criterion; this catches up on those it could not)."""
     return [
         row.criterion.id
         for row in rows

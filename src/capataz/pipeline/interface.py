@@ -13,6 +13,7 @@ from capataz.agents.preset import AgentUsage
 from capataz.models import Decision, FileChange, Outcome, Violation
 from capataz.pipeline.escalation import Answer
 from capataz.pipeline.progress_state import StepRecord
+from capataz.prd.branch import CriterionRef
 from capataz.sandbox.base import ExecResult, OutputLine
 from capataz.secrets.delivery import SecretSource
 from capataz.units import Budget
@@ -33,6 +34,7 @@ class RunSpec:
     allow_high: bool | None = None  # None: the project's default
     attempt: int | None = None  # queued runs: each attempt gets its own workspace
     budget: Budget | None = None  # over the agent's [agents.X] budget, figure by figure
+    prd: CriterionRef | None = None  # a PRD task's criterion: judged by, and ticked in, its PRD
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,18 @@ class ProgressMetrics(_Sparse):
         self.lines_removed = sum(c.lines_removed for c in changes)
 
 
+class PrdTick(_Camel):
+    """A PRD task's criterion ticked on the target branch after its result landed:
+    ``commit`` is capataz's commit (None when there was nothing to tick), ``pending``
+    why it could not be ticked (then ``capataz prd tick`` catches up)."""
+
+    prd: str
+    ac: str
+    commit: str | None = None
+    pending: str | None = None
+    at: IsoTime
+
+
 class ProgressState(_Sparse):
     """The whole of progress.json. Fields below ``steps`` appear as the run sets them."""
 
@@ -144,6 +156,8 @@ class ProgressState(_Sparse):
     rejected_inspect: str | None = None
     reason: str | None = None
     message: str | None = None
+    prd: str | None = None  # a PRD task's key, prd:<path>#ACn
+    prd_tick: PrdTick | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What progress.json holds: camelCase keys, JSON values."""

@@ -34,6 +34,7 @@ from capataz.pipeline.decision import Verdict, decide
 from capataz.pipeline.escalation import Answer, close_escalation, open_escalation, wait_for_answer
 from capataz.pipeline.findings import RunState, collected_violations
 from capataz.pipeline.interface import Event, Listener, RunHooks, RunReport, RunSpec
+from capataz.pipeline.prd_progress import tick_landed
 from capataz.pipeline.progress import ProgressDir
 from capataz.pipeline.progress_state import (
     GateSummary,
@@ -43,6 +44,7 @@ from capataz.pipeline.progress_state import (
     Validation,
 )
 from capataz.pipeline.runlog import RunLog
+from capataz.prd.branch import criterion_of
 from capataz.sandbox import get_sandbox
 from capataz.sandbox.base import ExecOutcome, ExecResult, OutputLine, Sandbox, SandboxSpec
 from capataz.sandbox.cache import agent_cache_dir
@@ -154,6 +156,7 @@ class Supervisor:
             agent=state.agent,
             title=state.title,
             allow_high=state.allow_high,
+            prd=criterion_of(state.prd),
         )
         self.secrets.prepare(spec.agent)  # the post-gates may need theirs
         ws = Workspace.existing(
@@ -222,6 +225,8 @@ class Supervisor:
                 steps=[],
             )
         )
+        if spec.prd is not None:
+            progress.state.prd = spec.prd.key
         log = RunLog(progress.run_log)
         run = RunState(spec=spec, progress=progress, workspace=None, log=log)  # type: ignore[arg-type]
         run.workspace = self._step(
@@ -252,7 +257,7 @@ class Supervisor:
             else ProgressStatus.VALIDATING_POST
         )
         run.progress.state.status = status.value
-        extra = collected_violations(run, self.config) if phase is GatePhase.POST else []
+        extra = collected_violations(run, self.config, self.repo) if phase is GatePhase.POST else []
         fatal = any(v.severity is Severity.CRITICAL for v in extra)
         report = run_gates(
             phase,
@@ -445,9 +450,10 @@ class Supervisor:
         state.landed_commit = landed.commit if landed.outcome is Outcome.LANDED else None
         state.branch = landed.branch
         run.progress.save()
-        report = self._report(
-            run, landed.outcome, Decision.COMPLETED, verdict.reason, landed.message
+        message = landed.message + tick_landed(
+            self.repo, self.config, run, landed.outcome, self.listener
         )
+        report = self._report(run, landed.outcome, Decision.COMPLETED, verdict.reason, message)
         report.landed_commit = landed.commit if landed.outcome is Outcome.LANDED else None
         report.branch = landed.branch
         return report

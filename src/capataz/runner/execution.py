@@ -21,6 +21,7 @@ from capataz.errors import CapatazError
 from capataz.models import EscalationChoice, Outcome, ViolationType
 from capataz.pipeline.escalation import Answer
 from capataz.pipeline.supervisor import Event, RunHooks, RunReport, RunSpec, Supervisor
+from capataz.prd.branch import criterion_of
 from capataz.runner.queue import RunnerQueue
 from capataz.secrets.credentials import CredentialsWaitingError
 from capataz.secrets.delivery import queue_source
@@ -123,6 +124,7 @@ class TaskExecution:
             allow_high=claimed.allow_high,
             attempt=claimed.attempt,
             budget=claimed.budget,
+            prd=criterion_of(claimed.idempotency_key),
         )
         log.info("task %s: attempt %d of %d", claimed.id, claimed.attempt, claimed.max_attempts)
         try:

@@ -245,6 +245,8 @@ class ClaimedTaskOut(_Answer):
     fencing_token: int
     lease_expires_at: IsoTime
     budget: BudgetOut | None = None  # absent from an older server: the agent's default
+    # A PRD task's ``prd:<path>#ACn`` (absent from an older server: no automatic tick)
+    idempotency_key: str | None = None
 
 
 class Current(_Answer):

@@ -28,7 +28,7 @@ __all__ = ["claim_one_statement", "ended_as", "refusal", "replay"]
 _CLAIMED = (
     tasks.c.id, tasks.c.title, tasks.c.instruction, tasks.c.agent, tasks.c.labels,
     tasks.c.allow_high, tasks.c.base_commit, tasks.c.attempts, tasks.c.max_attempts,
-    tasks.c.fencing_token, tasks.c.budget,
+    tasks.c.fencing_token, tasks.c.budget, tasks.c.idempotency_key,
 )  # fmt: skip
 _REPLAY = (
     sa.select(runs.c.id.label("run_id"), *_CLAIMED)

@@ -37,7 +37,7 @@ LEASED = (TaskState.RUNNING.value, TaskState.ESCALATED.value)
 
 _CLAIMED_COLUMNS = (
     "id", "title", "instruction", "agent", "labels", "allow_high", "base_commit",
-    "attempts", "max_attempts", "fencing_token", "budget",
+    "attempts", "max_attempts", "fencing_token", "budget", "idempotency_key",
 )  # fmt: skip
 
 
@@ -134,6 +134,7 @@ def claimed(row: Any, run_id: str, expires: datetime) -> ClaimedTask:
         fencing_token=row.fencing_token,
         lease_expires_at=expires,
         budget=Budget.from_json(row.budget),
+        idempotency_key=row.idempotency_key,
     )
 
 

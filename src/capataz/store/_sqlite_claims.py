@@ -45,7 +45,7 @@ _CLAIM_TEMPLATE = (
     " WHERE id = (SELECT id FROM tasks WHERE status = 'ready' AND run_after <= ?/*labels*/"
     " ORDER BY priority DESC, created_at LIMIT 1)"
     " RETURNING id, title, instruction, agent, labels, allow_high, base_commit,"
-    " attempts, max_attempts, fencing_token, budget"
+    " attempts, max_attempts, fencing_token, budget, idempotency_key"
 )
 # Every label of the task is among the runner's (a JSON array parameter).
 _LABELS_FIT = (
@@ -64,7 +64,8 @@ _RUN = (
 # task, if this runner still holds it under that run's lease (see Leases.claim).
 _REPLAY = (
     "SELECT t.id, t.title, t.instruction, t.agent, t.labels, t.allow_high, t.base_commit,"
-    " t.attempts, t.max_attempts, t.fencing_token, t.budget, r.id FROM runs AS r"
+    " t.attempts, t.max_attempts, t.fencing_token, t.budget, t.idempotency_key, r.id"
+    " FROM runs AS r"
     " JOIN tasks AS t ON t.id = r.task_id"
     " WHERE r.claim_key = ? AND r.runner_id = ? AND t.fencing_token = r.fencing_token"
     " AND t.lease_owner = r.runner_id"
@@ -209,6 +210,7 @@ def claim(
         fencing_token=row[9],
         lease_expires_at=expires,
         budget=Budget.from_json(json.loads(row[10]) if row[10] is not None else None),
+        idempotency_key=row[11],
     )
 
 
@@ -235,7 +237,7 @@ def _lease(
             if replayed is not None:
                 db.execute(_EXTEND, (expires, replayed[0]))
                 db.execute("COMMIT")
-                return replayed[:11], replayed[11]
+                return replayed[:12], replayed[12]
         row = db.execute(statement, params).fetchone()
         if row is None:
             db.execute("COMMIT")

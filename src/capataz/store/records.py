@@ -158,6 +158,9 @@ class ClaimedTask:
     fencing_token: int
     lease_expires_at: datetime
     budget: Budget | None = None  # the task's own (the agent's default applies beneath)
+    # What the task stands for, if anything: a PRD task's is ``prd:<path>#ACn``, from
+    # which the pipeline knows which criterion to tick when its result lands.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ __all__ = [
     "RollbackResult",
     "commit_file",
     "land",
+    "read_at",
     "read_file",
     "rejected_store",
     "rollback",
@@ -120,7 +121,13 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
 def read_file(repo: Repository, branch: str, path: str) -> str | None:
     """``path`` (relative to the repository) as committed on ``branch``; None if the
     branch has no such file."""
-    shown = repo.git.run("show", f"{repo.branch_tip(branch)}:{path}", check=False)
+    return read_at(repo, repo.branch_tip(branch), path)
+
+
+def read_at(repo: Repository, commit: str, path: str) -> str | None:
+    """``path`` (relative to the repository) as committed in ``commit``; None if the
+    commit has no such file or it is not UTF-8 text."""
+    shown = repo.git.run("show", f"{commit}:{path}", check=False)
     if shown.returncode != 0:
         return None
     try:
@@ -139,16 +146,25 @@ class FileCommit:
 
 
 def commit_file(
-    repo: Repository, branch: str, path: str, text: str, message: str
+    repo: Repository,
+    branch: str,
+    path: str,
+    text: str | Callable[[str | None], str],
+    message: str,
 ) -> FileCommit | None:
     """Commit ``text`` as ``path`` on ``branch`` as capataz (one file of capataz's own
     making, such as a PRD with criteria ticked), without touching any checkout but the
     branch's own, which moves like a landing's: only if clean. None when ``text`` is
     what the branch already holds. Under the landing lock, so it never races a result
-    landing on the same branch."""
+    landing on the same branch. ``text`` may be a function of the file as the branch
+    holds it under that lock (None: no such file), so that an edit is made to the
+    branch's latest version, never to one a landing has just replaced; what it raises
+    leaves the branch alone and reaches the caller."""
     git = repo.git
     with _landing_lock(repo), TemporaryDirectory(prefix="capataz-commit-") as scratch:
         old = repo.branch_tip(branch)
+        if callable(text):
+            text = text(read_at(repo, old, path))
         listed = git.out("ls-tree", old, "--", path).split()
         mode = listed[0] if listed else "100644"
         blob = git.run("hash-object", "-w", "--stdin", input_bytes=text.encode())

@@ -1,5 +1,6 @@
-"""PRDs for `capataz prd import`: a product requirements document in markdown, whose
-acceptance criteria become one task each.
+"""The PRD document: a product requirements document in markdown, whose acceptance
+criteria become one task each (``capataz prd import``) and whose checklists capataz
+ticks as their tasks land. Pure: text in, a model or text out.
 
 The document is read with markdown-it's token stream rather than with regular
 expressions over the text, so that what counts as a heading, a list item or a
@@ -27,7 +28,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from capataz.intake.errors import PrdError
+from capataz.errors import CapatazError
 
 __all__ = [
     "AcceptanceCriterion",
@@ -69,6 +70,12 @@ _REMARK = re.compile(r"\s*\([^)]*\)\s*$")
 # the list bullet (``- ``, ``* ``, ``1. ``).
 _UNCHECKED = re.compile(r"^(?P<lead>[ \t>]*(?:[-*+]|\d+[.)])[ \t]+)\[ \]")
 _PRD_PREFIX = re.compile(r"^PRD\s*:\s*", re.IGNORECASE)
+
+
+class PrdError(CapatazError):
+    """A PRD cannot be read or does not have the shape capataz needs (a title,
+    acceptance criteria with distinct ids, dependencies on criteria it defines). One
+    line naming the file and line; the CLI exits 2, like for a bad task file."""
 
 
 @dataclass(frozen=True)
