@@ -259,3 +259,27 @@ def test_the_token_can_come_from_a_file(world: World) -> None:
                 return await tool_names(session)
 
     assert anyio.run(scenario) == READ_TOOLS
+
+
+def test_a_token_revoked_while_the_agent_runs_stops_working_at_the_next_call(
+    world: World,
+) -> None:
+    def revoke_viewer() -> None:
+        store = world.store()
+        try:
+            viewer = next(t for t in store.tokens.list() if t.name == "test-viewer")
+            store.tokens.revoke(viewer.id)
+        finally:
+            store.close()
+
+    async def scenario() -> tuple[object, str, list[str]]:
+        async with over_stdio(world, "viewer") as session:
+            before = data(await call(session, "list_tasks"))
+            await anyio.to_thread.run_sync(revoke_viewer)
+            after = error_text(await call(session, "list_tasks"))
+            return before, after, await tool_names(session)
+
+    before, after, tools = anyio.run(scenario)
+    assert isinstance(before, dict) and before["total"] == 2
+    assert "unknown or revoked" in after and "capataz token create" in after
+    assert tools == []

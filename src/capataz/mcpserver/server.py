@@ -23,6 +23,8 @@ from typing import Any
 import anyio.to_thread
 from mcp import types
 from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR
 from pydantic import ValidationError
 
 from capataz.config import Config
@@ -91,10 +93,17 @@ def build_server(store: Store, config: Config, identify: Identify) -> Server[Any
     the callers ``identify`` names. The store's calls block, so they run in a worker
     thread: one slow query does not stall the other requests of an HTTP server."""
 
+    async def who(ctx: ServerRequestContext[Any, Any]) -> TokenInfo | None:
+        try:
+            return await anyio.to_thread.run_sync(identify, ctx)
+        except StoreUnavailable as exc:  # its message may name the database: log it only
+            log.error("database unavailable while checking a token: %s", exc)
+            raise MCPError(INTERNAL_ERROR, "the database is unavailable; retry later") from None
+
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        caller = await anyio.to_thread.run_sync(identify, ctx)
+        caller = await who(ctx)
         shown = tools_for(caller.role) if caller is not None else []
         return types.ListToolsResult(
             tools=[
@@ -115,7 +124,7 @@ def build_server(store: Store, config: Config, identify: Identify) -> Server[Any
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        caller = await anyio.to_thread.run_sync(identify, ctx)
+        caller = await who(ctx)
         if caller is None:
             return _error(UNKNOWN_CALLER)
         tool = next((t for t in TOOLS if t.name == params.name), None)

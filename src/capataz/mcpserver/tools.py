@@ -25,7 +25,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.config import Config
-from capataz.errors import CapatazError
 from capataz.intake.errors import InvalidTask
 from capataz.intake.tasks import TaskRequest, prepare, submit
 from capataz.redaction import redact_data
@@ -215,19 +214,14 @@ def show_task(
     store: Store, config: Config, caller: TokenInfo, args: ShowTaskInput
 ) -> dict[str, Any]:
     task = store.tasks.get(args.task_id)
-    dependencies = []
-    for dependency in task.depends_on:
-        try:
-            other = store.tasks.get(dependency)
-        except CapatazError:  # a dependency's row outlives nothing, but say so if it did
-            dependencies.append({"id": dependency, "title": None, "status": None})
-            continue
-        dependencies.append({"id": other.id, "title": other.title, "status": other.status})
+    dependencies = [store.tasks.get(dependency) for dependency in task.depends_on]
     runs = store.runs.list(task_id=task.id, limit=100)
     subtasks = store.tasks.with_key_prefix(subtask_prefix(task.id))
     return {
         **task_json(task),
-        "dependencies": dependencies,
+        "dependencies": [
+            {"id": other.id, "title": other.title, "status": other.status} for other in dependencies
+        ],
         "runs": [_attempt(run) for run in runs],
         "subtasks": [_summary(sub) for sub in subtasks],
     }
