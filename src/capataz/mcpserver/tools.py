@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capataz.config import Config
 from capataz.intake.errors import InvalidTask
-from capataz.intake.tasks import TaskRequest, prepare, submit
+from capataz.intake.tasks import TaskRequest, plain_names, prepare, submit
 from capataz.redaction import redact_data
 from capataz.store import RunDetail, Store, Task, TaskState, TokenInfo, task_json
 from capataz.store.access import Access
@@ -272,7 +272,7 @@ def add_subtask(
         idempotency_key=subtask_key(parent.id, args.name),
         budget=args.budget,
     )
-    prepared = prepare([request], config, names=_by_argument)
+    prepared = prepare([request], config, names=plain_names)  # the arguments' own names
     added = submit(store, prepared, actor=f"mcp:{caller.name}")[0]
     task = added.task
     if added.created:
@@ -287,17 +287,8 @@ def add_subtask(
     }
 
 
-def _by_argument(index: int, field: str) -> str:
-    """Intake names fields by the tool's argument names (they are the same words)."""
-    return field
-
-
-def _tool(name: str, description: str, access: Access, model: type[_Input], run: Any) -> Tool:
-    return Tool(name, description, access, model, run)
-
-
 TOOLS: tuple[Tool, ...] = (
-    _tool(
+    Tool(
         "list_tasks",
         "List capataz tasks, oldest first, optionally in one state, a page at a time "
         "(next_offset is where the next page starts, null after the last).",
@@ -305,7 +296,7 @@ TOOLS: tuple[Tool, ...] = (
         ListTasksInput,
         list_tasks,
     ),
-    _tool(
+    Tool(
         "show_task",
         "One task: its state and reason, instruction, dependencies with their states, "
         "its attempts (runs) and the subtasks queued under it.",
@@ -313,7 +304,7 @@ TOOLS: tuple[Tool, ...] = (
         ShowTaskInput,
         show_task,
     ),
-    _tool(
+    Tool(
         "show_run",
         "One run (attempt) of a task: steps, file changes, violations, decisions, "
         "escalations and usage. The log is read with run_log.",
@@ -321,14 +312,14 @@ TOOLS: tuple[Tool, ...] = (
         ShowRunInput,
         show_run,
     ),
-    _tool(
+    Tool(
         "run_log",
         "The last lines of a run's log (secret values are masked).",
         Access.READ,
         RunLogInput,
         run_log,
     ),
-    _tool(
+    Tool(
         "add_subtask",
         "Queue a subtask of your own task: it depends on the parent, so it runs on top "
         "of the parent's result and never if the parent fails; it carries the label "
