@@ -35,7 +35,7 @@ LAYERS = [
     {"context"},
     {"pipeline"},
     {"intake", "runner"},
-    {"planner"},
+    {"planner", "mcpserver"},
     {"api", "setup"},
     {"cli"},
     {"__main__"},

@@ -3,15 +3,19 @@ anything embedding the API build it the same way."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capataz.api.auth import RateLimiter, TokenCache
 from capataz.api.deps import capataz_version
 from capataz.api.errors import install_handlers
+from capataz.api.mcp import McpDoor
 from capataz.api.routes import (
     escalations,
     events,
@@ -27,6 +31,7 @@ from capataz.api.routes import panel as panel_routes
 from capataz.api.routes import requests as requests_routes
 from capataz.api.routes import runner as runner_routes
 from capataz.config import Config
+from capataz.mcpserver import HttpEndpoint
 from capataz.store import Store
 
 __all__ = ["API_ERRORS", "create_app"]
@@ -96,8 +101,17 @@ class FormAsJson:
 
 def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -> FastAPI:
     """The control plane over ``store``; ``config.server`` sets its rate limits and
-    guardrails. The caller owns the store (opens and closes it)."""
+    guardrails. The caller owns the store (opens and closes it). ``/mcp`` is the MCP
+    server over streamable HTTP (docs/mcp.md); it serves while the app's lifespan runs."""
+    mcp = HttpEndpoint(store, config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with mcp.running():
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="capataz control plane",
         version=capataz_version(),
         description=(
@@ -122,4 +136,7 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     app.include_router(runner_routes.router, responses=API_ERRORS)  # remote runners
     app.include_router(runner_context.router, responses=API_ERRORS)  # their tasks' context
     app.include_router(requests_routes.router, responses=API_ERRORS)  # credential requests
+    door = McpDoor(mcp, store, app.state.tokens, app.state.limiter)
+    # A plain ASGI route (not a Mount): /mcp itself, without a redirect to /mcp/.
+    app.router.routes.append(Route("/mcp", door, methods=["GET", "POST", "DELETE"]))
     return app

@@ -12,7 +12,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,32 +21,12 @@ from capataz.api.errors import ApiError
 from capataz.config import Config
 from capataz.store import Store, TokenInfo
 
-__all__ = ["Access", "RateLimiter", "TokenCache", "destructive", "requires"]
+# The one table of who may do what, shared with the MCP server (capataz.mcpserver).
+from capataz.store.access import ALLOWED, NEEDS, Access
+
+__all__ = ["ALLOWED", "NEEDS", "Access", "RateLimiter", "TokenCache", "destructive", "requires"]
 
 bearer = HTTPBearer(auto_error=False, description="A token from `capataz token create`.")
-
-
-class Access(StrEnum):
-    """What an endpoint does, and so which roles may call it."""
-
-    READ = "read"  # viewer, operator, admin
-    OPERATE = "operate"  # operator, admin: tasks and escalations
-    RUNNER = "runner"  # runner, admin: claim, heartbeat, report (/runner, remote runners)
-    ADMIN = "admin"  # admin only
-
-
-ALLOWED: dict[Access, frozenset[str]] = {
-    Access.READ: frozenset({"viewer", "operator", "admin"}),
-    Access.OPERATE: frozenset({"operator", "admin"}),
-    Access.RUNNER: frozenset({"runner", "admin"}),
-    Access.ADMIN: frozenset({"admin"}),
-}
-NEEDS = {
-    Access.READ: "viewer",
-    Access.OPERATE: "operator",
-    Access.RUNNER: "runner",
-    Access.ADMIN: "admin",
-}
 
 
 class RateLimiter:

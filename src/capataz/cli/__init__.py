@@ -26,6 +26,7 @@ from capataz.cli import (  # noqa: E402
     admin_cmds,
     context_cmds,
     gc_cmds,
+    mcp_cmds,
     plan_cmds,
     prd_cmds,
     run_cmds,
@@ -37,7 +38,8 @@ from capataz.cli import (  # noqa: E402
     task_cmds,
 )
 
-del admin_cmds, context_cmds, gc_cmds, plan_cmds, prd_cmds, run_cmds, run_views, runner_cmds
+del admin_cmds, context_cmds, gc_cmds, mcp_cmds, plan_cmds, prd_cmds, run_cmds, run_views
+del runner_cmds
 del secret_cmds, server_cmds, setup_cmds, task_cmds
 
 
