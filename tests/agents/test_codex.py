@@ -58,7 +58,7 @@ def only_the_initial_commit(repo: Path) -> bool:
 
 def test_lands_an_edit_made_with_codex_own_edit_tool(tmp_path: Path) -> None:
     result, fake, repo = run_scenario(tmp_path, "edit")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, (result.report.get("violations"), result.lines[-20:])
     assert result.outcome == "landed", result.report
     assert show(repo, "hello.txt") == "hello from codex"
     # Codex's own state (CODEX_HOME under the throwaway HOME) never reaches the tree.
@@ -154,3 +154,17 @@ def test_a_hung_endpoint_is_stopped_by_the_idle_watchdog(tmp_path: Path) -> None
     assert only_the_initial_commit(repo)
     assert len(fake.model_calls()) == 1
     assert reader_on(result, exit_code=None).failure is None  # silence is not a failure
+
+
+def test_codex_leaves_no_shell_of_its_own_behind(tmp_path: Path) -> None:
+    """Codex's shell snapshot (a login shell it starts and does not wait for) is off:
+    with a ~/.bashrc that takes 30 s, that shell would outlive Codex every time and the
+    run would be blocked for leaving a process (it did so at random under load)."""
+    preset = CodexPreset().settings(model=MODEL, endpoint="{fake}").command
+    slow_home = 'mkdir -p /tmp/h && echo "sleep 30" > /tmp/h/.bashrc && HOME=/tmp/h exec "$@"'
+    result, _, repo = run_scenario(
+        tmp_path, "edit", command=["bash", "-c", slow_home, "-", *preset]
+    )
+    assert result.outcome == "landed", result.report
+    assert "AGENT_LEFT_PROCESSES" not in violation_types(result)
+    assert show(repo, "hello.txt") == "hello from codex"

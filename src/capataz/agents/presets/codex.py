@@ -26,6 +26,11 @@ Responses API server, inside capataz's bubblewrap sandbox):
 * ``analytics.enabled=false`` and ``features.plugins=false``: otherwise Codex contacts
   ab.chatgpt.com, chatgpt.com and api.github.com on every run, hosts the network
   allowlist denies (each denial a violation) and that have no business in a task.
+* ``features.shell_snapshot=false``: at start Codex snapshots the user's shell
+  environment with a login shell of its own (``bash -lc``, sourcing ``~/.bashrc``) in a
+  session of its own, and does not wait for it. A task that ends first leaves that
+  shell behind, which the sandbox reports as a leftover process (high: blocked); the
+  snapshot is of a throwaway HOME anyway.
 * ``--ephemeral``: no session files (the transcripts) are kept; nothing resumes them.
 * ``--`` before the instruction: an instruction starting with ``-`` stays the prompt.
 
@@ -112,6 +117,8 @@ def codex_command(*, model: str | None, endpoint: str) -> list[str]:
         "features.unbounded_connection_retries=false",
         "-c",
         "features.plugins=false",
+        "-c",
+        "features.shell_snapshot=false",
         "-c",
         "analytics.enabled=false",
     ]
