@@ -8,6 +8,26 @@ whatever the busy timeout ("database is locked"). Starting every write transacti
 writers queue instead of failing. pysqlite's own transaction handling would emit a plain
 ``BEGIN`` behind our back, so it is switched off and SQLAlchemy's ``begin`` event emits
 ours (the recipe of SQLAlchemy's pysqlite documentation).
+
+On PostgreSQL a process that freezes inside a transaction (SIGSTOP, a debugger, a VM
+paused, a laptop lid) keeps its row locks, and every writer that needs those rows
+waits behind it for as long as it stays frozen. So every connection capataz opens sets
+three session timeouts (:data:`PG_SESSION_TIMEOUTS`):
+
+* ``lock_timeout`` (5 s): a statement waiting that long for a lock gives up
+  (``LockNotAvailable``) instead of queueing behind the frozen process;
+* ``idle_in_transaction_session_timeout`` (10 s): the server ends a session that sits
+  in an open transaction doing nothing, which releases the frozen process's locks;
+* ``statement_timeout`` (30 s): no statement of capataz's short transactions runs that
+  long; one that does is stuck, not busy.
+
+``_outage`` turns all three errors into :class:`StoreUnavailable`, which runners retry,
+so the waiting writer gets through once the frozen session is gone. The values travel
+as libpq ``options`` at connect time (no extra round trip); options in the URL itself
+(``?options=-c lock_timeout=20s``) come after ours and so win: that is the override.
+Migrations lift the lock and statement timeouts for their own transaction (migrate.py).
+The LISTEN connection of ``_wakeup`` is in autocommit mode: idle, never idle *in a
+transaction*, so the idle timeout does not touch it.
 """
 
 from __future__ import annotations
@@ -25,7 +45,15 @@ from capataz.statedir import private_file, state_dir
 from capataz.store import _outage
 from capataz.store.errors import DatabaseUrlError
 
-__all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url", "redacted_url"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "PG_SESSION_TIMEOUTS",
+    "READ_ONLY",
+    "create_engine_for",
+    "database_url",
+    "pg_options",
+    "redacted_url",
+]
 
 ENV_VAR = "CAPATAZ_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
@@ -33,6 +61,12 @@ WAL_CHECKPOINT_PAGES = 10_000
 # Execution option for connections that only read: on SQLite they start a deferred
 # transaction and so never wait for, or hold up, a writer.
 READ_ONLY = "capataz_read_only"
+# Set on every PostgreSQL connection (see the module docstring for why each).
+PG_SESSION_TIMEOUTS = {
+    "lock_timeout": "5s",
+    "statement_timeout": "30s",
+    "idle_in_transaction_session_timeout": "10s",
+}
 
 _FIX = (
     "set CAPATAZ_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DB, "
@@ -98,11 +132,32 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             engine = _sqlite_engine(parsed, **kwargs)
         else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+            engine = _postgres_engine(parsed, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseUrlError(f"cannot use {_redact(url)!r}: {exc}", fix=_FIX) from None
     _outage.install(engine)
     return engine
+
+
+def pg_options(url: URL) -> str:
+    """The libpq ``options`` for a connection to ``url``: capataz's session timeouts,
+    then whatever options the URL carries (later settings win, so the URL's do)."""
+    ours = " ".join(f"-c {name}={value}" for name, value in PG_SESSION_TIMEOUTS.items())
+    theirs = url.query.get("options", "")
+    if not isinstance(theirs, str):  # given twice in the URL
+        theirs = " ".join(theirs)
+    return f"{ours} {theirs}".strip()
+
+
+def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
+    connect_args = {"options": pg_options(url)}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return sa.create_engine(
+        url.difference_update_query(["options"]),
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **kwargs,
+    )
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:

@@ -1,0 +1,132 @@
+"""PostgreSQL session timeouts: a process frozen inside a write transaction stalls the
+others for seconds, not for as long as it stays frozen (engine.py, _outage.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from tests.helpers import wait_for
+
+from capataz.store import Store, StoreUnavailable, create_engine_for
+from capataz.store._outage import is_unavailable
+from capataz.store.engine import PG_SESSION_TIMEOUTS
+
+# Opens a write transaction through capataz's own engine (so with its timeouts), locks
+# the task's row, says so, and freezes itself, as a runner stopped by SIGSTOP would.
+FROZEN_WRITER = """
+import os, signal, sys
+import sqlalchemy as sa
+from capataz.store import create_engine_for
+engine = create_engine_for(sys.argv[1])
+conn = engine.connect()
+conn.begin()
+conn.execute(sa.text("UPDATE tasks SET priority = priority WHERE id = :id"), {"id": sys.argv[2]})
+print("holding", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def _settings(url: str) -> dict[str, str]:
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: str(conn.exec_driver_sql(f"SHOW {name}").scalar())
+                for name in PG_SESSION_TIMEOUTS
+            }
+    finally:
+        engine.dispose()
+
+
+def test_every_connection_has_the_session_timeouts(migrated_pg_url: str) -> None:
+    assert _settings(migrated_pg_url) == PG_SESSION_TIMEOUTS
+
+
+def test_options_in_the_url_override_them(migrated_pg_url: str) -> None:
+    url = f"{migrated_pg_url}?options={quote('-c lock_timeout=20s')}"
+    assert _settings(url) == {**PG_SESSION_TIMEOUTS, "lock_timeout": "20s"}
+    Store.open(url).close()  # and the store opens with them
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [("55P03", True), ("57014", True), ("25P03", True), ("57P05", True), ("23505", False)],
+)
+def test_the_timeouts_errors_are_outages_a_runner_retries(sqlstate: str, transient: bool) -> None:
+    """Lock, statement, idle-in-transaction and idle-session timeouts pass by themselves;
+    a unique violation (the control) is a bug and is never retried."""
+    error = psycopg.errors.lookup(sqlstate)("from the server")
+    assert is_unavailable(sa.exc.DBAPIError("SELECT 1", None, error)) is transient
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture
+def frozen() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:  # a stopped process ignores SIGTERM until continued
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def test_a_frozen_writer_does_not_stall_the_others(
+    migrated_pg_url: str, frozen: list[subprocess.Popen[str]]
+) -> None:
+    store = Store.open(migrated_pg_url)
+    try:
+        task = store.tasks.add("t", "echo hi")
+        claimed = store.leases.claim("runner-1")
+        assert claimed is not None and claimed.id == task.id
+        writer = subprocess.Popen(
+            [sys.executable, "-c", FROZEN_WRITER, migrated_pg_url, task.id],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        frozen.append(writer)
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "holding"
+        wait_for(lambda: _state(writer.pid) == "T", "the writer freezes itself")
+
+        refusals: list[StoreUnavailable] = []
+
+        def complete() -> bool:
+            try:
+                return store.leases.complete(task.id, claimed.fencing_token, "done")
+            except StoreUnavailable as exc:  # what a runner retries
+                refusals.append(exc)
+                return False
+
+        assert wait_for(complete, "the report gets past the frozen writer's row lock")
+        assert refusals, "the first attempt should have waited for the lock and given up"
+        assert "lock timeout" in refusals[0].message
+        assert store.tasks.get(task.id).status == "done"
+    finally:
+        store.close()
+    engine = create_engine_for(migrated_pg_url)
+    try:
+        with engine.connect() as conn:
+            # The server ended the frozen session (idle in transaction), freeing its locks.
+            left = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND state = 'idle in transaction'"
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert left == 0
