@@ -4,6 +4,7 @@ others for seconds, not for as long as it stays frozen (engine.py, _outage.py)."
 from __future__ import annotations
 
 import contextlib
+import io
 import signal
 import subprocess
 import sys
@@ -130,3 +131,53 @@ def test_a_frozen_writer_does_not_stall_the_others(
     finally:
         engine.dispose()
     assert left == 0
+
+
+class _SlowReader(io.StringIO):
+    """A file whose first write waits until the exporting session has sat idle in its
+    transaction well past the (tiny) idle timeout of the URL, or was ended for it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.seen: str | None = None
+
+    def write(self, s: str) -> int:
+        if self.seen is None:
+            engine = create_engine_for(self.url)
+            try:
+                self.seen = wait_for(lambda: self._exporter(engine), "the export idles")
+            finally:
+                engine.dispose()
+        return super().write(s)
+
+    @staticmethod
+    def _exporter(engine: sa.Engine) -> str | None:
+        with engine.connect() as conn:
+            states = conn.execute(
+                sa.text(
+                    "SELECT now() - state_change > interval '1 second' FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state = 'idle in transaction'"
+                )
+            ).scalars()
+            found = list(states)
+        if not found:
+            return "ended"  # the server ended the export's session
+        return "idled past the timeout" if found[0] else None
+
+
+def test_a_streamed_export_is_not_ended_by_the_idle_timeout(migrated_pg_url: str) -> None:
+    """A read holds no lock a writer waits for, so a slow consumer (a pager) may keep
+    its transaction open: the audit export lifts the idle timeout for itself."""
+    with contextlib.closing(Store.open(migrated_pg_url)) as writer:
+        writer.tasks.add("t", "echo hi")  # one audit entry at least
+    url = f"{migrated_pg_url}?options={quote('-c idle_in_transaction_session_timeout=100ms')}"
+    store = Store.open(url)
+    try:
+        reader = _SlowReader(url)
+        count = store.audit.export(reader)
+    finally:
+        store.close()
+    assert reader.seen == "idled past the timeout"
+    assert count >= 1 and reader.getvalue().count("\n") == count
