@@ -1,5 +1,6 @@
 """Acceptance: a database newer than this capataz is refused by the real `capataz`
-command with one line and exit 2, on SQLite and PostgreSQL, before anything runs."""
+command (queue commands, `db upgrade`, a runner, `serve`) with one line and exit 2, on
+SQLite and PostgreSQL, before anything runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from tests.cli.test_cli import CONFIG, assert_one_line_error
+from tests.postgres import free_port
 
 from capataz.store import create_engine_for
 from capataz.store.migrate import HEAD
@@ -54,6 +56,7 @@ def test_a_newer_database_is_refused_in_one_line(
         ["task", "add", "echo hi"],
         ["db", "upgrade"],
         ["runner", "run", "--exit-when-idle"],  # a runner does not wait it out either
+        ["serve", "--port", str(free_port())],
     )
     for command in commands:
         result = capataz(queue_url, *command, cwd=repo)
