@@ -22,9 +22,10 @@ three session timeouts (:data:`PG_SESSION_TIMEOUTS`):
   long; one that does is stuck, not busy.
 
 ``_outage`` turns all three errors into :class:`StoreUnavailable`, which runners retry,
-so the waiting writer gets through once the frozen session is gone. The values travel
-as libpq ``options`` at connect time (no extra round trip); options in the URL itself
-(``?options=-c lock_timeout=20s``) come after ours and so win: that is the override.
+so the waiting writer gets through once the frozen session is gone. They are set by
+one statement when the pool opens a connection; a setting the URL's libpq options
+already give (``?options=-c lock_timeout=20s``) is left as the URL says: that is the
+override.
 Migrations lift the lock and statement timeouts for their own transaction (migrate.py).
 The LISTEN connection of ``_wakeup`` is in autocommit mode: idle, never idle *in a
 transaction*, so the idle timeout does not touch it.
@@ -33,6 +34,7 @@ transaction*, so the idle timeout does not touch it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ __all__ = [
     "READ_ONLY",
     "create_engine_for",
     "database_url",
-    "pg_options",
+    "pg_settings",
     "redacted_url",
 ]
 
@@ -139,25 +141,33 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def pg_options(url: URL) -> str:
-    """The libpq ``options`` for a connection to ``url``: capataz's session timeouts,
-    then whatever options the URL carries (later settings win, so the URL's do)."""
-    ours = " ".join(f"-c {name}={value}" for name, value in PG_SESSION_TIMEOUTS.items())
-    theirs = url.query.get("options", "")
-    if not isinstance(theirs, str):  # given twice in the URL
-        theirs = " ".join(theirs)
-    return f"{ours} {theirs}".strip()
+def pg_settings(url: URL) -> dict[str, str]:
+    """The session timeouts capataz sets on connections to ``url``: all of
+    :data:`PG_SESSION_TIMEOUTS` but those the URL's libpq ``options`` set itself
+    (``-c lock_timeout=20s``), which the server has applied already and which win."""
+    given = url.query.get("options", "")
+    text = given if isinstance(given, str) else " ".join(given)
+    theirs = set(re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=", text))
+    return {name: value for name, value in PG_SESSION_TIMEOUTS.items() if name not in theirs}
 
 
 def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
-    connect_args = {"options": pg_options(url)}
-    connect_args.update(kwargs.pop("connect_args", {}))
-    return sa.create_engine(
-        url.difference_update_query(["options"]),
-        pool_pre_ping=True,
-        connect_args=connect_args,
-        **kwargs,
-    )
+    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    settings = pg_settings(url)
+    if not settings:
+        return engine
+    # One statement, once per new pooled connection. Set after connecting rather than
+    # sent as a startup ``options`` parameter, which PgBouncer refuses by default.
+    statement = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in settings)
+    values = tuple(settings.values())
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(statement, values)
+        dbapi_connection.commit()  # set_config in a transaction that rolled back is undone
+
+    return engine
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
