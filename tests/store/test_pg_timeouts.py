@@ -15,11 +15,13 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from tests.helpers import wait_for
 
 from capataz.store import Store, StoreUnavailable, create_engine_for
 from capataz.store._outage import is_unavailable
-from capataz.store.engine import PG_SESSION_TIMEOUTS
+from capataz.store._wakeup import ReadyListener
+from capataz.store.engine import PG_SESSION_TIMEOUTS, normalise_url
 
 # Opens a write transaction through capataz's own engine (so with its timeouts), locks
 # the task's row, says so, and freezes itself, as a runner stopped by SIGSTOP would.
@@ -199,3 +201,33 @@ def test_a_streamed_export_is_not_ended_by_the_idle_timeout(migrated_pg_url: str
         store.close()
     assert reader.seen == "idled past the timeout"
     assert count >= 1 and reader.getvalue().count("\n") == count
+
+
+def test_the_listen_connection_is_idle_not_idle_in_a_transaction(migrated_pg_url: str) -> None:
+    """The wake-up connection sits idle for as long as nothing becomes ready; in
+    autocommit it is never *in a transaction*, so even a 100 ms idle timeout spares it."""
+    url = f"{migrated_pg_url}?options={quote('-c idle_in_transaction_session_timeout=100ms')}"
+    listener = ReadyListener(make_url(normalise_url(url)))
+    probe = create_engine_for(migrated_pg_url)
+    try:
+        assert listener.wait(0) is False  # connects and listens
+
+        def listening_long() -> bool:
+            with probe.connect() as conn:
+                return bool(
+                    conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                            " AND state = 'idle' AND now() - state_change > interval '1 second'"
+                        )
+                    ).scalar()
+                )
+
+        wait_for(listening_long, "the LISTEN connection idles past the idle timeout")
+        with contextlib.closing(Store.open(migrated_pg_url)) as store:
+            store.tasks.add("t", "echo hi")  # notifies capataz_ready
+        assert listener.wait(60) is True
+    finally:
+        listener.close()
+        probe.dispose()
