@@ -77,7 +77,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database of ``engine`` to ``revision`` (the newest by default).
 
     Every capataz command opens the store, and importing and running Alembic costs
-    about half a second; a database already at the head is recognised with one query."""
+    about half a second; a database already at the head is recognised by two cheap
+    queries (is there a version table, what does it say), without taking the lock."""
     with _opening(engine):
         stamped = stamped_revision(engine)
         check_known(stamped)
