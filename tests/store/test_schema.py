@@ -16,18 +16,24 @@ from capataz.store.migrate import current_revision, head_revision
 from capataz.store.schema import metadata
 
 
+def assert_declared_schema(engine: sa.Engine) -> None:
+    """The database of ``engine`` is at the head and exactly the declared schema (the
+    migration-drift check, shared with the concurrent-migration tests)."""
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+        tables = set(sa.inspect(conn).get_table_names())
+    assert set(metadata.tables) <= tables
+
+
 def test_migrations_produce_the_declared_schema(empty_db_url: str) -> None:
     engine = create_engine_for(empty_db_url)
     try:
         assert current_revision(engine) is None
         upgrade(engine)
         upgrade(engine)  # idempotent: capataz upgrades on every start
-        assert current_revision(engine) == head_revision()
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert compare_metadata(context, metadata) == []
-            tables = set(sa.inspect(conn).get_table_names())
-        assert set(metadata.tables) <= tables
+        assert_declared_schema(engine)
     finally:
         engine.dispose()
 
@@ -106,6 +112,10 @@ def test_bad_urls_are_one_line_errors_with_a_fix(url: str, says: str) -> None:
 
 
 def test_the_fast_path_head_is_the_newest_migration() -> None:
-    from capataz.store.migrate import HEAD
+    from alembic.script import ScriptDirectory
+
+    from capataz.store.migrate import HEAD, KNOWN, alembic_config
 
     assert head_revision() == HEAD
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert {script.revision for script in scripts.walk_revisions()} == KNOWN

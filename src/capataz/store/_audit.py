@@ -18,11 +18,11 @@ class AuditTrail(StoreBase):
 
     def verify(self) -> AuditFault | None:
         """The first entry where the chain breaks, or None when it is whole."""
-        with self._read() as conn:
+        with self._long_read() as conn:  # streams the whole chain
             return _audit_sql.verify_detail(conn)
 
     def export(self, file: TextIO) -> int:
         """Write the chain to ``file`` as JSON lines (to anchor it elsewhere); how many
         entries."""
-        with self._read() as conn:
+        with self._long_read() as conn:  # as slowly as ``file`` takes it
             return _audit_sql.export_jsonl(conn, file)

@@ -80,6 +80,18 @@ class StoreBase:
         with self._shared.engine.connect() as conn:
             yield conn.execution_options(**{READ_ONLY: True})
 
+    @contextmanager
+    def _long_read(self) -> Iterator[sa.Connection]:
+        """A read whose transaction stays open while the caller consumes rows at its own
+        pace (a streamed export piped into a pager). On PostgreSQL it lifts the session
+        timeouts of engine.py for this transaction only: they exist so that a frozen
+        writer cannot hold locks others wait for, and a read holds none they wait for."""
+        with self._read() as conn:
+            if self._postgres:
+                conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            yield conn
+
     def _audit(
         self, conn: sa.Connection, actor: str, action: str, subject: str, **payload: Any
     ) -> None:

@@ -12,6 +12,12 @@ broken query for minutes would only hide a bug, so the line is drawn narrowly:
   unless the server answered the connection with a ``FATAL`` refusal that will not pass
   by itself (no such database or role, wrong password): only its starting, shutting
   down, recovering and too-many-clients refusals count;
+* PostgreSQL ended a wait or a session on one of capataz's session timeouts
+  (engine.py): 55P03 ``lock_timeout`` (another session holds the row, perhaps a frozen
+  process), 57014 ``statement_timeout`` (or a cancel), 25P03
+  ``idle_in_transaction_session_timeout`` and 57P05 ``idle_session_timeout`` (this
+  session was ended). Each passes by itself, once the other session is gone or this one
+  reconnects, so a runner retries the whole transaction instead of crashing;
 * SQLite stayed busy ("database is locked") past the busy timeout of ``engine.py``.
 
 Everything else stays the SQLAlchemy error it was and surfaces at once, except a
@@ -38,6 +44,8 @@ from capataz.store.errors import StoreUnavailable, ValueRefusedError
 __all__ = ["dbapi_error", "install", "is_unavailable", "unavailable"]
 
 _PG_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# The session timeouts of engine.py: lock, statement, idle in transaction, idle.
+_PG_TIMEOUT_STATES = frozenset({"55P03", "57014", "25P03", "57P05"})
 # libpq reports a refused connection without an SQLSTATE; these FATAL texts pass by
 # themselves (the server is starting, stopping, recovering or full).
 _PG_PASSING_REFUSALS = (
@@ -60,6 +68,8 @@ def is_unavailable(error: BaseException, *, disconnect: bool = False) -> bool:
     if disconnect or isinstance(error, sa.exc.DisconnectionError):
         return True
     orig = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+    if isinstance(orig, psycopg.Error) and orig.sqlstate in _PG_TIMEOUT_STATES:
+        return True  # 25P03 is an InternalError (class 25), the others OperationalErrors
     if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
         state = orig.sqlstate
         if state is not None:

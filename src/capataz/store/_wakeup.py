@@ -15,9 +15,10 @@ import threading
 import time
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
-__all__ = ["READY_CHANNEL", "ReadyListener"]
+__all__ = ["READY_CHANNEL", "ReadyListener", "conninfo"]
 
 # PostgreSQL channel that carries "a task became ready" to idle runners.
 READY_CHANNEL = "capataz_ready"
@@ -27,12 +28,28 @@ READY_CHANNEL = "capataz_ready"
 _ERROR_PAUSE_SECONDS = 0.5
 
 
+def conninfo(url: URL) -> str:
+    """libpq's connection string for ``url``, built from its parts. Rendering the URL
+    instead would encode a space in its query as ``+`` (``?options=-c+lock_timeout…``),
+    which libpq does not decode, so a URL carrying ``options`` could never listen."""
+    params: dict[str, str | int | None] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    for key, value in url.query.items():  # host=/run/postgresql, sslmode, options, ...
+        params[key] = value if isinstance(value, str) else value[-1]
+    return make_conninfo("", **{key: value for key, value in params.items() if value is not None})
+
+
 class ReadyListener:
     """A lazily opened ``LISTEN capataz_ready`` connection that reconnects after
     errors. Thread-safe: concurrent waiters take turns."""
 
     def __init__(self, url: URL) -> None:
-        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo = conninfo(url)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
 

@@ -8,11 +8,33 @@ whatever the busy timeout ("database is locked"). Starting every write transacti
 writers queue instead of failing. pysqlite's own transaction handling would emit a plain
 ``BEGIN`` behind our back, so it is switched off and SQLAlchemy's ``begin`` event emits
 ours (the recipe of SQLAlchemy's pysqlite documentation).
+
+On PostgreSQL a process that freezes inside a transaction (SIGSTOP, a debugger, a VM
+paused, a laptop lid) keeps its row locks, and every writer that needs those rows
+waits behind it for as long as it stays frozen. So every connection capataz opens sets
+three session timeouts (:data:`PG_SESSION_TIMEOUTS`):
+
+* ``lock_timeout`` (5 s): a statement waiting that long for a lock gives up
+  (``LockNotAvailable``) instead of queueing behind the frozen process;
+* ``idle_in_transaction_session_timeout`` (10 s): the server ends a session that sits
+  in an open transaction doing nothing, which releases the frozen process's locks;
+* ``statement_timeout`` (30 s): no statement of capataz's short transactions runs that
+  long; one that does is stuck, not busy.
+
+``_outage`` turns all three errors into :class:`StoreUnavailable`, which runners retry,
+so the waiting writer gets through once the frozen session is gone. They are set by
+one statement when the pool opens a connection; a setting the URL's libpq options
+already give (``?options=-c lock_timeout=20s``) is left as the URL says: that is the
+override.
+Migrations lift the lock and statement timeouts for their own transaction (migrate.py).
+The LISTEN connection of ``_wakeup`` is in autocommit mode: idle, never idle *in a
+transaction*, so the idle timeout does not touch it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +47,15 @@ from capataz.statedir import private_file, state_dir
 from capataz.store import _outage
 from capataz.store.errors import DatabaseUrlError
 
-__all__ = ["BUSY_TIMEOUT_MS", "READ_ONLY", "create_engine_for", "database_url", "redacted_url"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "PG_SESSION_TIMEOUTS",
+    "READ_ONLY",
+    "create_engine_for",
+    "database_url",
+    "pg_settings",
+    "redacted_url",
+]
 
 ENV_VAR = "CAPATAZ_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
@@ -33,6 +63,12 @@ WAL_CHECKPOINT_PAGES = 10_000
 # Execution option for connections that only read: on SQLite they start a deferred
 # transaction and so never wait for, or hold up, a writer.
 READ_ONLY = "capataz_read_only"
+# Set on every PostgreSQL connection (see the module docstring for why each).
+PG_SESSION_TIMEOUTS = {
+    "lock_timeout": "5s",
+    "statement_timeout": "30s",
+    "idle_in_transaction_session_timeout": "10s",
+}
 
 _FIX = (
     "set CAPATAZ_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DB, "
@@ -98,10 +134,39 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         if parsed.get_backend_name() == "sqlite":
             engine = _sqlite_engine(parsed, **kwargs)
         else:
-            engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+            engine = _postgres_engine(parsed, **kwargs)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseUrlError(f"cannot use {_redact(url)!r}: {exc}", fix=_FIX) from None
     _outage.install(engine)
+    return engine
+
+
+def pg_settings(url: URL) -> dict[str, str]:
+    """The session timeouts capataz sets on connections to ``url``: all of
+    :data:`PG_SESSION_TIMEOUTS` but those the URL's libpq ``options`` set itself
+    (``-c lock_timeout=20s``), which the server has applied already and which win."""
+    given = url.query.get("options", "")
+    text = given if isinstance(given, str) else " ".join(given)
+    theirs = set(re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=", text))
+    return {name: value for name, value in PG_SESSION_TIMEOUTS.items() if name not in theirs}
+
+
+def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    settings = pg_settings(url)
+    if not settings:
+        return engine
+    # One statement, once per new pooled connection. Set after connecting rather than
+    # sent as a startup ``options`` parameter, which PgBouncer refuses by default.
+    statement = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in settings)
+    values = tuple(settings.values())
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(statement, values)
+        dbapi_connection.commit()  # set_config in a transaction that rolled back is undone
+
     return engine
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "NoSuchRunnerError",
     "NoSuchTaskError",
     "NotFoundError",
+    "SchemaTooNewError",
     "StoreError",
     "StoreUnavailable",
     "TaskExistsError",
@@ -31,6 +32,13 @@ class StoreUnavailable(StoreError, Unavailable):
     """The database server is gone for now: the connection was refused, lost or shut
     down, or SQLite stayed locked past its busy timeout. Transient, so runners retry it
     (and the API answers 503); see ``store/_outage.py`` for exactly what counts."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by a newer capataz (its revision is not among this
+    code's): reading or writing it could misread columns this code does not know, so
+    the process stops before it touches anything (exit 2); another process of the fleet
+    upgraded it, and this machine's capataz must follow."""
 
 
 class ValueRefusedError(StoreError):

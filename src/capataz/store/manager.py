@@ -98,9 +98,14 @@ class Store(StoreBase):
 
     @classmethod
     def open(cls, url: str, **options: Any) -> Store:
-        """Connect to ``url`` and bring its schema up to date (capataz migrates on start)."""
+        """Connect to ``url`` and bring its schema up to date (capataz migrates on start,
+        under a lock, see ``migrate``); a database newer than this code is refused."""
         engine = create_engine_for(url)
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except BaseException:
+            engine.dispose()  # a refused or unreachable database leaves no pool behind
+            raise
         return cls(engine, **options)
 
     @property
