@@ -306,8 +306,8 @@ audit_pending = sa.Table(
 )
 
 # The live event stream (``GET /events``), typed and versioned (see events.py). Ids are
-# assigned in commit order (inserts hold the same lock as audit appends), so a reader
-# that resumes after id N misses nothing. Old events are pruned by the sweeper.
+# assigned in commit order (inserts hold an advisory lock to commit; see _event_sql.py),
+# so a reader that resumes after id N misses nothing. Old events are pruned by the sweeper.
 events = sa.Table(
     "events",
     metadata,
