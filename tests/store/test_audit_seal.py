@@ -4,6 +4,9 @@ order, exactly once, whatever the writers' commit order and however a sealer die
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -160,3 +163,37 @@ def test_a_sealer_dying_between_batches_leaves_a_chain_the_next_continues(
     assert store.audit.verify() is None
     assert _sealed(store) == list(range(1, 12))
     assert _pending(store) == 0
+
+
+_KILLED_MID_SEAL = """
+import os, signal, sys
+from capataz.store import Store, _audit_sql
+
+real, calls = _audit_sql.seal_batch, []
+
+def dies_in_the_third_batch(conn, limit=1000):
+    calls.append(1)
+    sealed = real(conn, limit)
+    if len(calls) == 3:  # chained, not committed: the process dies here
+        os.kill(os.getpid(), signal.SIGKILL)
+    return sealed
+
+_audit_sql.seal_batch = dies_in_the_third_batch
+Store.open(sys.argv[1]).audit.seal(batch=2)
+"""
+
+
+def test_a_sealer_process_killed_mid_seal_leaves_a_chain_the_next_continues(
+    store: Store, db_url: str
+) -> None:
+    _write_unsealed(store, 7)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_SEAL, db_url], capture_output=True, timeout=120
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert store.audit.verify(seal=False) is None
+    assert _sealed(store) == [1, 2, 3, 4]  # two batches committed, the third lost
+    assert _pending(store) == 3
+    assert store.audit.seal() == 3  # the killed one's lock went with its connection
+    assert store.audit.verify() is None
+    assert _sealed(store) == list(range(1, 8))
