@@ -36,6 +36,7 @@ __all__ = [
     "PG_LOCK",
     "UNSEALED_BOUND",
     "AuditFault",
+    "any_pending",
     "append",
     "append_sealed",
     "append_unsealed",
@@ -160,6 +161,11 @@ def append_sealed(
     }
     conn.execute(_INSERT, values)
     return int(seq)
+
+
+def any_pending(conn: sa.Connection) -> bool:
+    """Whether any committed entry awaits sealing (a read: no lock)."""
+    return conn.execute(_PENDING.limit(1)).first() is not None
 
 
 def seal_batch(conn: sa.Connection, limit: int = 1000) -> int | None:
