@@ -73,6 +73,7 @@ def test_apply_creates_the_tasks_in_order_and_marks_it_applied(store: Store) -> 
     assert [t.id for t in created] == ["t-dir-build", "t-dir-test"]
     assert [t.status for t in created] == [TaskState.READY, TaskState.PENDING]
     assert store.tasks.get("t-dir-test").depends_on == ("t-dir-build",)
+    store.audit.seal()  # PostgreSQL's entries reach the chain when sealed
     with store.engine.connect() as conn:
         actions = conn.execute(sa.select(audit.c.action).where(audit.c.subject == directive_id))
         assert set(actions.scalars()) == {"directive.created", "directive.applied"}

@@ -2,8 +2,9 @@
 
 Events are inserted in the transaction of the change they describe. For ids to grow in
 commit order (so that "every event after id N" never skips one that commits late), an
-insert on PostgreSQL first takes the same transaction-scoped advisory lock the audit
-chain uses; SQLite's writers are serial already."""
+insert on PostgreSQL first takes a transaction-scoped advisory lock (``PG_LOCK``; the
+audit chain took it too until it moved to sealing, docs/audit.md), so writers that emit
+events still queue on it; SQLite's writers are serial already."""
 
 from __future__ import annotations
 

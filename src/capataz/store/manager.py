@@ -130,8 +130,11 @@ class Store(StoreBase):
         """Rescue expired leases (:meth:`Leases.rescue_expired
         <capataz.store._leases.Leases.rescue_expired>`) and, at most every
         ``TIDY_SECONDS`` per process, :meth:`tidy` up. Every runner sweeps (and the
-        API's ``/runner/sweep`` for remote ones), so this needs no service of its own."""
+        API's ``/runner/sweep`` for remote ones), so this needs no service of its own.
+        Each round also seals pending audit entries into the chain (one sealer at a
+        time; the others skip), after the rescue so its entries are sealed too."""
         rescued = self.leases.rescue_expired(now, actor=actor, limit=limit)
+        self.audit.seal()
         if time.monotonic() - self._tidied_at > TIDY_SECONDS:
             self._tidied_at = time.monotonic()
             self.tidy()

@@ -17,6 +17,7 @@ __all__ = [
     "UTCDateTime",
     "api_tokens",
     "audit",
+    "audit_pending",
     "context_entries",
     "decisions",
     "directives",
@@ -274,8 +275,9 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
 
-# Append-only hash chain (see _audit_sql.py). seq is assigned by the appender, under a lock,
-# as the previous seq + 1, so the chain order and the key order are the same.
+# Append-only hash chain (see _audit_sql.py and docs/audit.md). seq is assigned under a
+# lock as the previous seq + 1 (by the writer on SQLite, by the sealer on PostgreSQL), so
+# the chain order and the key order are the same.
 audit = sa.Table(
     "audit",
     metadata,
@@ -289,9 +291,23 @@ audit = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
 )
 
+# Audit entries written but not yet sealed into the chain (PostgreSQL's writers; see
+# _audit_sql.py). The sealer moves them into ``audit`` in the order it finds them
+# committed and deletes them here in the same transaction; ``id`` only orders a batch.
+audit_pending = sa.Table(
+    "audit_pending",
+    metadata,
+    sa.Column("id", BigIntKey, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+)
+
 # The live event stream (``GET /events``), typed and versioned (see events.py). Ids are
-# assigned in commit order (inserts hold the same lock as audit appends), so a reader
-# that resumes after id N misses nothing. Old events are pruned by the sweeper.
+# assigned in commit order (inserts hold an advisory lock to commit; see _event_sql.py),
+# so a reader that resumes after id N misses nothing. Old events are pruned by the sweeper.
 events = sa.Table(
     "events",
     metadata,
