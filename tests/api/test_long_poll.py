@@ -14,21 +14,20 @@ from tests.api.conftest import Server
 from tests.helpers import wait_for
 
 
-def claim_counts(server: Server) -> dict[str, float]:
-    """The server's ``capataz_runner_claim_requests`` by outcome, and ``waiting``: the
-    claims held right now."""
-    with server.client("viewer") as api:
-        text = api.get("/metrics").text
-    counts = {
-        m[1]: float(m[2])
-        for m in re.finditer(
-            r'^capataz_runner_claim_requests_total\{outcome="(\w+)"\} (\S+)$', text, re.M
-        )
-    }
+def parse_claims(text: str) -> dict[str, float]:
+    """``capataz_runner_claim_requests`` by outcome from a server's ``/metrics`` text,
+    and ``waiting``: the claims it holds right now."""
+    pattern = r'^capataz_runner_claim_requests_total\{outcome="(\w+)"\} (\S+)$'
+    counts = {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.M)}
     waiting = re.search(r"^capataz_runner_claims_waiting (\S+)$", text, re.M)
     assert waiting is not None, text
     counts["waiting"] = float(waiting[1])
     return counts
+
+
+def claim_counts(server: Server) -> dict[str, float]:
+    with server.client("viewer") as api:
+        return parse_claims(api.get("/metrics").text)
 
 
 def _register(api: httpx.Client) -> str:
