@@ -13,6 +13,8 @@ import httpx
 from tests.api.conftest import Server
 from tests.helpers import wait_for
 
+from capataz.runner.protocol import SWEEPER_HEADER
+
 
 def parse_claims(text: str) -> dict[str, float]:
     """``capataz_runner_claim_requests`` by outcome from a server's ``/metrics`` text,
@@ -73,6 +75,8 @@ def test_the_deadline_answers_nothing_and_no_wait_answers_at_once(server: Server
         assert claim_counts(server) == {"empty_after_wait": 1, "waiting": 0}
         at_once = api.post("/runner/claim", json={"runner_id": rid})  # an older runner
         assert at_once.status_code == 200 and at_once.json()["data"] is None
+        # It sweeps itself: its runners need not call /runner/sweep.
+        assert at_once.headers[SWEEPER_HEADER] == "on"
         assert claim_counts(server) == {"empty_after_wait": 1, "empty": 1, "waiting": 0}
         capped = api.post("/runner/claim", params={"wait": -1}, json={"runner_id": rid})
         assert capped.status_code == 422

@@ -105,10 +105,9 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     guardrails. The caller owns the store (opens and closes it). ``/mcp`` is the MCP
     server over streamable HTTP (docs/mcp.md); it serves while the app's lifespan runs."""
     mcp = HttpEndpoint(store, config)
-    # Long-poll claims wait on one wake-up per process; on PostgreSQL NOTIFY wakes them
-    # and the tick only catches tasks that become due by time (which notify nobody).
-    poll = config.runner.poll_interval
-    hub = ReadyHub(store, max(poll, 5.0) if store.leases.waits_for_ready else poll)
+    # Long-poll claims wait on one wake-up per process (NOTIFY, or SQLite's watch); the
+    # tick catches what notifies nobody (tasks due by time on PostgreSQL).
+    hub = ReadyHub(store, max(config.runner.poll_interval, 5.0))
     sweeper = ServerSweeper(store, config.runner.sweep_interval)
 
     @asynccontextmanager

@@ -4,10 +4,11 @@ long-poll claims waiting for work (:class:`ReadyHub`) and sweep expired leases
 queue's rescue going themselves.
 
 One wake-up per server process, fanned out: a single thread waits on the store's
-``wait_for_ready`` (PostgreSQL: the store's one LISTEN connection, woken by the
-NOTIFY of every transaction that makes a task ready; SQLite: a short sleep) and, when
-woken or every ``tick`` seconds (tasks that become due by time notify nobody, and on
-SQLite other processes cannot notify at all), wakes every waiting request at once. A
+store (PostgreSQL: the store's one LISTEN connection, woken by the NOTIFY of every
+transaction that makes a task ready; SQLite, where other processes cannot notify: a
+read of the ready tasks' fingerprint every ``SQLITE_WATCH`` seconds) and, when woken or
+every ``tick`` seconds (on PostgreSQL tasks that become due by time notify nobody),
+wakes every waiting request at once. A
 waiting request holds neither a thread nor a database connection: it awaits an
 ``asyncio.Event``. Wake-ups are hints; each woken request claims, and one that lost
 the race waits again until its deadline."""
@@ -21,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from capataz.errors import Unavailable
 from capataz.store import Store
@@ -28,6 +30,10 @@ from capataz.store import Store
 __all__ = ["ReadyHub", "ServerSweeper", "running"]
 
 log = logging.getLogger("capataz.api")
+
+# SQLite: how often the hub reads the ready tasks' fingerprint while claims wait (one
+# small read per server process, whatever the number of waiting runners).
+SQLITE_WATCH = 0.1
 
 
 class ReadyHub:
@@ -42,6 +48,7 @@ class ReadyHub:
         self._wanted = threading.Event()  # some request is waiting: the thread listens
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen: tuple[int, datetime | None] | None = None
         # Claims answered by this process, by how they ended (for /metrics and tests).
         self.claims: Counter[str] = Counter()
 
@@ -93,7 +100,7 @@ class ReadyHub:
                 continue
             woken = False
             try:
-                woken = self._store.leases.wait_for_ready(self._tick)
+                woken = self._woken()
             except Unavailable as exc:
                 log.warning("ready hub: %s", exc)
                 self._closed.wait(min(self._tick, 1.0))
@@ -102,6 +109,18 @@ class ReadyHub:
                 last = now
                 with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
                     self._loop.call_soon_threadsafe(self.wake)
+
+    def _woken(self) -> bool:
+        """PostgreSQL: the store's LISTEN (up to a tick). SQLite: whether the ready
+        tasks' fingerprint changed in the last ``SQLITE_WATCH`` seconds."""
+        leases = self._store.leases
+        if leases.waits_for_ready:
+            return leases.wait_for_ready(self._tick)
+        self._closed.wait(SQLITE_WATCH)
+        seen = leases.ready_fingerprint()
+        changed = seen != self._seen
+        self._seen = seen
+        return changed
 
 
 class ServerSweeper:

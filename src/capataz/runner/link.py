@@ -25,7 +25,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from capataz.errors import QueueRefusedError, QueueUnavailable, TaskError
 from capataz.retry import OUTAGE
-from capataz.runner.protocol import BatchRecorded, OutboxLog, OutboxStep, Records
+from capataz.runner.protocol import (
+    SWEEPER_HEADER,
+    BatchRecorded,
+    OutboxLog,
+    OutboxStep,
+    Records,
+)
 from capataz.store.records import ClaimedTask
 
 __all__ = ["BATCH_LIMIT", "CONFIRMED_FOR", "IGNORED", "NEEDS_RUNNER_ROLE", "OUTBOX_LIMIT", "Link"]
@@ -76,6 +82,8 @@ class Link:
     ) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
+        # The server said (on a claim's answer) that it sweeps expired leases itself.
+        self.server_sweeps = False
         self._client = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}"},
@@ -256,6 +264,8 @@ class Link:
                 fix="is `capataz serve` running and reachable? the runner keeps retrying",
             ) from None
         status = response.status_code
+        if response.headers.get(SWEEPER_HEADER) == "on":
+            self.server_sweeps = True
         if status < 300:
             try:
                 return answer.validate_python(_payload(response).get("data"))

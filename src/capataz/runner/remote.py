@@ -99,6 +99,10 @@ class RemoteQueue:
         self._link.close()
 
     def sweep(self, *, actor: str = "sweeper") -> list[str]:
+        """Ask the server to sweep, unless it said it sweeps on its own (then an idle
+        runner saves the request: the runner's sweep loop would only repeat it)."""
+        if self._link.server_sweeps:
+            return []
         return self._link.call("POST", "/runner/sweep", _RESCUED, Sweep(actor=actor)).rescued
 
     def metrics(self) -> dict[str, Any]:

@@ -427,6 +427,19 @@ class Leases(StoreBase):
             return False
         return listener.wait(timeout)
 
+    def ready_fingerprint(self) -> tuple[int, datetime | None]:
+        """How many tasks are ready and due, and the newest change among them: one
+        cheap read whose answer changes when a task becomes claimable (added, released,
+        rescued, or due by time). The control plane watches it on SQLite, where no
+        other process can notify it, to wake its long-poll claims."""
+        now = self._now()
+        query = sa.select(sa.func.count(), sa.func.max(tasks.c.updated_at)).where(
+            tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now
+        )
+        with self._read() as conn:
+            count, newest = conn.execute(query).one()
+        return int(count), newest
+
     @property
     def waits_for_ready(self) -> bool:
         """Whether :meth:`wait_for_ready` blocks until a task may be ready (PostgreSQL's

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from capataz.api.auth import Access, requires
@@ -28,6 +28,7 @@ from capataz.api.errors import ApiError
 from capataz.api.fleet import ReadyHub
 from capataz.api.routes.tasks import get_task_or_404
 from capataz.runner.protocol import (
+    SWEEPER_HEADER,
     Accepted,
     BatchRecorded,
     Claim,
@@ -61,7 +62,14 @@ __all__ = ["MAX_CLAIM_WAIT", "router"]
 # runner's wait stays well inside proxies' idle timeouts.
 MAX_CLAIM_WAIT = 30.0
 
-router = APIRouter(prefix="/runner", tags=["runner"])
+
+def _advertise_sweeper(response: Response) -> None:
+    """Every answer says this server sweeps expired leases itself (the app's lifespan,
+    api/fleet.py), so its runners stop calling /runner/sweep from their first request."""
+    response.headers[SWEEPER_HEADER] = "on"
+
+
+router = APIRouter(prefix="/runner", tags=["runner"], dependencies=[Depends(_advertise_sweeper)])
 Runner = Annotated[TokenInfo, Depends(requires(Access.RUNNER))]
 TaskId = Annotated[str, Path(max_length=200)]
 RunId = Annotated[str, Path(max_length=200)]
