@@ -94,8 +94,9 @@ class ReadyHub:
         last = time.monotonic()
         while not self._closed.is_set():
             if self._waiters == 0:
-                self._wanted.clear()
-                self._wanted.wait(self._tick)
+                self._wanted.clear()  # before the second look: a new waiter sets it after
+                if self._waiters == 0:
+                    self._wanted.wait(self._tick)
                 last = time.monotonic()
                 continue
             woken = False
