@@ -2,10 +2,11 @@
 
 The main loop fills free slots with claimed tasks and otherwise waits for work
 (LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite, the control plane's long-poll
-claim over HTTP). Three side tasks run beside
-it, each a small named thread: the heartbeat (the runner's own, and every running
-task's lease), the canceller (notices within a second that a task was cancelled or
-rescued from under us), and the sweeper (rescues tasks of dead runners). Every store
+claim over HTTP). Three side tasks run beside it, each a small named thread: the
+heartbeat (the runner's own, and every running task's lease), the canceller (notices
+within a second that a task was cancelled or rescued from under us), and the sweeper
+(rescues tasks of dead runners; a remote runner's stops asking once its server says it
+sweeps itself). Every store
 call goes through :meth:`Runner.retry`, so a database (or, for a remote runner, a
 control plane) that goes away for a while delays work but loses none. The queue is
 anything that satisfies :class:`RunnerQueue`: the Store, or a RemoteQueue over HTTP."""
