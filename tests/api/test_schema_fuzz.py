@@ -41,6 +41,9 @@ CHECKS = [
 ]
 # Endless answers (Server-Sent Events): fuzzed only without a token, refused at once.
 STREAMS = frozenset({"GET /events"})
+# Long polls: valid cases ask for no wait (an empty queue would otherwise hold each one
+# up to 30 s); tests/api/test_long_poll.py covers the wait.
+LONG_POLLS: dict[str, dict[str, Any]] = {"POST /runner/claim": {"wait": 0}}
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 
 
@@ -110,7 +113,9 @@ def _fuzz(
         names = {p.name for p in operation.path_parameters}
         known = {name: value for name, value in seeded.items() if name in names}
         for mode, count in zip((POSITIVE, NEGATIVE), examples, strict=True):
-            fixed = {"headers": headers} if headers else {}
+            fixed: dict[str, Any] = {"headers": headers} if headers else {}
+            if mode is POSITIVE and operation.label in LONG_POLLS:
+                fixed["query"] = LONG_POLLS[operation.label]
             strategy = operation.as_strategy(generation_mode=mode, **fixed)
             checks = list(CHECKS)
             if mode is POSITIVE and known:

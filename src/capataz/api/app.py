@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capataz.api.auth import RateLimiter, TokenCache
 from capataz.api.deps import capataz_version
 from capataz.api.errors import install_handlers
+from capataz.api.fleet import ReadyHub, ServerSweeper, running
 from capataz.api.mcp import McpDoor
 from capataz.api.routes import (
     escalations,
@@ -104,10 +105,14 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     guardrails. The caller owns the store (opens and closes it). ``/mcp`` is the MCP
     server over streamable HTTP (docs/mcp.md); it serves while the app's lifespan runs."""
     mcp = HttpEndpoint(store, config)
+    # Long-poll claims wait on one wake-up per process (NOTIFY, or SQLite's watch); the
+    # tick catches what notifies nobody (tasks due by time on PostgreSQL).
+    hub = ReadyHub(store, max(config.runner.poll_interval, 5.0))
+    sweeper = ServerSweeper(store, config.runner.sweep_interval)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with mcp.running():
+        async with mcp.running(), running(hub, sweeper):
             yield
 
     app = FastAPI(
@@ -126,6 +131,8 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     app.state.state_dir = state_dir  # the vault's key file lives there (or $CAPATAZ_MASTER_KEY)
     app.state.limiter = RateLimiter(config.server.rate_limit, config.server.rate_burst)
     app.state.tokens = TokenCache()
+    app.state.ready_hub = hub
+    app.state.sweeper = sweeper
     install_handlers(app)
     app.add_middleware(FormAsJson)
     app.include_router(health.router)

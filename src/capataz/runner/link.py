@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -25,7 +25,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from capataz.errors import QueueRefusedError, QueueUnavailable, TaskError
 from capataz.retry import OUTAGE
-from capataz.runner.protocol import BatchRecorded, OutboxLog, OutboxStep, Records
+from capataz.runner.protocol import (
+    SWEEPER_HEADER,
+    BatchRecorded,
+    OutboxLog,
+    OutboxStep,
+    Records,
+)
 from capataz.store.records import ClaimedTask
 
 __all__ = ["BATCH_LIMIT", "CONFIRMED_FOR", "IGNORED", "NEEDS_RUNNER_ROLE", "OUTBOX_LIMIT", "Link"]
@@ -75,6 +81,9 @@ class Link:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server = server.rstrip("/")
+        self.timeout = timeout
+        # The server said (on a claim's answer) that it sweeps expired leases itself.
+        self.server_sweeps = False
         self._client = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}"},
@@ -235,16 +244,19 @@ class Link:
         answer: TypeAdapter[A],
         body: BaseModel | None = None,
         *,
-        params: dict[str, int] | None = None,
+        params: Mapping[str, int | float] | None = None,
         conflict_ok: bool = False,
+        waits: float = 0.0,
     ) -> A:
         """``data`` of the answer to one request, read through ``answer`` (the
-        protocol's model of it), or the error its status means."""
+        protocol's model of it), or the error its status means. ``waits``: seconds the
+        server may hold the request (a long poll), added to the read timeout."""
         content = None if body is None else body.model_dump_json().encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
+        timeout = httpx.Timeout(self.timeout + waits, connect=min(self.timeout, 5.0))
         try:
             response = self._client.request(
-                method, path, content=content, headers=headers, params=params
+                method, path, content=content, headers=headers, params=params, timeout=timeout
             )
         except httpx.TransportError as exc:
             raise QueueUnavailable(
@@ -252,6 +264,8 @@ class Link:
                 fix="is `capataz serve` running and reachable? the runner keeps retrying",
             ) from None
         status = response.status_code
+        if response.headers.get(SWEEPER_HEADER) == "on":
+            self.server_sweeps = True
         if status < 300:
             try:
                 return answer.validate_python(_payload(response).get("data"))

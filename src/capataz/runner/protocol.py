@@ -21,6 +21,7 @@ from capataz.store.statuses import TaskState
 
 __all__ = [
     "MAX_BATCH",
+    "SWEEPER_HEADER",
     "Accepted",
     "AgentUsageOut",
     "BatchRecorded",
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 MAX_BATCH = 5000  # records in one batch: a remote runner's whole outbox (OUTBOX_LIMIT)
+# On the /runner answers of a server that sweeps expired leases itself: its runners need not
+# call /runner/sweep (older servers do not send it, and their runners keep sweeping).
+SWEEPER_HEADER = "Capataz-Sweeper"
 Lease = Annotated[float, Field(gt=0, le=86_400)]
 Text = Annotated[str, Field(max_length=10_000)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]

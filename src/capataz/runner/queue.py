@@ -51,7 +51,15 @@ class QueueLeases(Protocol):
         labels: Iterable[str] | None = ...,
         *,
         claim_key: str | None = ...,
+        wait: float = ...,
     ) -> ClaimedTask | None: ...
+
+    @property
+    def claim_wait(self) -> float:
+        """Seconds an idle runner's claim may wait inside the queue for work to arrive
+        (the control plane's long poll); 0: the claim answers at once and the runner
+        waits in its own loop."""
+        ...
 
     def heartbeat(self, task_id: str, fencing_token: int, lease_seconds: float = ...) -> bool: ...
 

@@ -58,6 +58,7 @@ from capataz.store.statuses import TaskState
 from capataz.units import Budget
 
 __all__ = [
+    "CLAIM_WAIT",
     "NEEDS_RUNNER_ROLE",
     "RemoteEscalations",
     "RemoteLeases",
@@ -65,6 +66,11 @@ __all__ = [
     "RemoteRunners",
     "RemoteRuns",
 ]
+
+# Seconds an idle remote runner's claim waits on the server for work (the server cuts
+# longer waits to its own cap, 30 s). Also how long an idle runner may take to notice
+# a SIGTERM.
+CLAIM_WAIT = 20.0
 
 
 class RemoteQueue:
@@ -78,12 +84,13 @@ class RemoteQueue:
         token: str,
         *,
         timeout: float = 10.0,
+        claim_wait: float = CLAIM_WAIT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._link = Link(server, token, timeout=timeout, transport=transport)
         self.server = self._link.server
         self.runners = RemoteRunners(self._link)
-        self.leases = RemoteLeases(self._link)
+        self.leases = RemoteLeases(self._link, claim_wait=claim_wait)
         self.runs = RemoteRuns(self._link)
         self.escalations = RemoteEscalations(self._link)
 
@@ -92,6 +99,10 @@ class RemoteQueue:
         self._link.close()
 
     def sweep(self, *, actor: str = "sweeper") -> list[str]:
+        """Ask the server to sweep, unless it said it sweeps on its own (then an idle
+        runner saves the request: the runner's sweep loop would only repeat it)."""
+        if self._link.server_sweeps:
+            return []
         return self._link.call("POST", "/runner/sweep", _RESCUED, Sweep(actor=actor)).rescued
 
     def metrics(self) -> dict[str, Any]:
@@ -159,8 +170,14 @@ class RemoteLeases:
     """``queue.leases``: claims and the writes under a lease; an ending is reported
     after the run's outbox is empty."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, *, claim_wait: float = CLAIM_WAIT) -> None:
         self._link = link
+        self._claim_wait = claim_wait
+
+    @property
+    def claim_wait(self) -> float:
+        """How long an idle runner's claim lets the server hold it (long poll)."""
+        return self._claim_wait
 
     def claim(
         self,
@@ -169,7 +186,11 @@ class RemoteLeases:
         labels: Iterable[str] | None = None,
         *,
         claim_key: str | None = None,
+        wait: float = 0.0,
     ) -> ClaimedTask | None:
+        """With ``wait``, the server holds the request until a task is ready or the
+        wait is over (``?wait=``; a server without long polls answers at once, and the
+        runner's loop then polls as before). The read timeout grows by the wait."""
         body = Claim(
             runner_id=runner_id,
             lease_seconds=lease_seconds,
@@ -177,7 +198,8 @@ class RemoteLeases:
             claim_key=claim_key,
         )
         asked = time.monotonic()
-        data = self._link.call("POST", "/runner/claim", _CLAIMED, body)
+        params = {"wait": wait} if wait > 0 else None
+        data = self._link.call("POST", "/runner/claim", _CLAIMED, body, params=params, waits=wait)
         if data is None:
             return None
         claimed = ClaimedTask(
@@ -253,7 +275,7 @@ class RemoteLeases:
 
     @property
     def waits_for_ready(self) -> bool:
-        """No: an idle remote runner polls ``claim`` with the runner's adaptive backoff."""
+        """No: an idle remote runner waits inside its claim (:attr:`claim_wait`)."""
         return False
 
     def wait_for_ready(self, timeout: float) -> bool:

@@ -1,10 +1,12 @@
 """The runner daemon: claim, run, report — around a wait.
 
 The main loop fills free slots with claimed tasks and otherwise waits for work
-(LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite and over HTTP). Three side tasks run beside
-it, each a small named thread: the heartbeat (the runner's own, and every running
-task's lease), the canceller (notices within a second that a task was cancelled or
-rescued from under us), and the sweeper (rescues tasks of dead runners). Every store
+(LISTEN/NOTIFY on PostgreSQL, an adaptive poll on SQLite, the control plane's long-poll
+claim over HTTP). Three side tasks run beside it, each a small named thread: the
+heartbeat (the runner's own, and every running task's lease), the canceller (notices
+within a second that a task was cancelled or rescued from under us), and the sweeper
+(rescues tasks of dead runners; a remote runner's stops asking once its server says it
+sweeps itself). Every store
 call goes through :meth:`Runner.retry`, so a database (or, for a remote runner, a
 control plane) that goes away for a while delays work but loses none. The queue is
 anything that satisfies :class:`RunnerQueue`: the Store, or a RemoteQueue over HTTP."""
@@ -130,7 +132,11 @@ class Runner:
                 claim_key = claim_key or uuid.uuid4().hex
                 try:
                     claimed = self.store.leases.claim(
-                        self.id, self.settings.lease, self.labels or None, claim_key=claim_key
+                        self.id,
+                        self.settings.lease,
+                        self.labels or None,
+                        claim_key=claim_key,
+                        wait=self._claim_wait(),
                     )
                     claim_key, failures = None, 0
                 except _TRANSIENT as exc:
@@ -151,6 +157,15 @@ class Runner:
                 continue
             self.wake.wait(idle_wait)
             idle_wait = min(idle_wait * 2, self.settings.poll_interval)
+
+    def _claim_wait(self) -> float:
+        """How long this claim may wait inside the queue for work: the queue's long poll
+        (a remote runner's, through ``capataz serve``) when nothing runs here, so an idle
+        runner asks once per wait instead of once per poll; 0 while tasks run (the loop
+        must stay free to reap them) or when the runner exits once idle."""
+        if self.running or self.exit_when_idle or self.stopping.is_set():
+            return 0.0
+        return self.store.leases.claim_wait
 
     def _listen(self) -> bool:
         """Block until a task becomes ready (or a poll interval) when the queue can

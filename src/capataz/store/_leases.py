@@ -75,6 +75,7 @@ class Leases(StoreBase):
         labels: Iterable[str] | None = None,
         *,
         claim_key: str | None = None,
+        wait: float = 0.0,
     ) -> ClaimedTask | None:
         """Lease the most urgent ready task (highest priority, then oldest) to
         ``runner_id``, or return None when nothing is due. With ``labels``, only tasks
@@ -83,7 +84,35 @@ class Leases(StoreBase):
         SQLite the transaction already holds the write lock (and runs on the raw
         connection, see ``_sqlite_claims``). ``claim_key`` makes a retry safe: when
         ``runner_id`` still holds a task under a run claimed with the same key (the
-        first answer was lost), that task is returned again, its lease renewed."""
+        first answer was lost), that task is returned again, its lease renewed.
+
+        ``wait`` > 0: when nothing is due, keep trying for up to that many seconds,
+        woken by :meth:`wait_for_ready` (the same call the control plane's long-poll
+        claim offers remote runners; a local runner waits in its own loop instead)."""
+        deadline = time.monotonic() + wait
+        while True:
+            claimed = self._claim_once(runner_id, lease_seconds, labels, claim_key)
+            remaining = deadline - time.monotonic()
+            if claimed is not None or remaining <= 0:
+                return claimed
+            if self.waits_for_ready:
+                self.wait_for_ready(min(remaining, 1.0))  # due-by-time tasks do not notify
+            else:
+                time.sleep(min(remaining, 0.25))
+
+    @property
+    def claim_wait(self) -> float:
+        """0: a claim on the database answers at once; an idle runner waits in its own
+        loop (LISTEN or a poll), not inside the claim."""
+        return 0.0
+
+    def _claim_once(
+        self,
+        runner_id: str,
+        lease_seconds: float,
+        labels: Iterable[str] | None,
+        claim_key: str | None,
+    ) -> ClaimedTask | None:
         now = self._now()
         expires = now + timedelta(seconds=lease_seconds)
         wanted = None if labels is None else sorted(set(labels))
@@ -397,6 +426,19 @@ class Leases(StoreBase):
             time.sleep(min(max(timeout, 0.0), SQLITE_POLL_SECONDS))
             return False
         return listener.wait(timeout)
+
+    def ready_fingerprint(self) -> tuple[int, datetime | None]:
+        """How many tasks are ready and due, and the newest change among them: one
+        cheap read whose answer changes when a task becomes claimable (added, released,
+        rescued, or due by time). The control plane watches it on SQLite, where no
+        other process can notify it, to wake its long-poll claims."""
+        now = self._now()
+        query = sa.select(sa.func.count(), sa.func.max(tasks.c.updated_at)).where(
+            tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now
+        )
+        with self._read() as conn:
+            count, newest = conn.execute(query).one()
+        return int(count), newest
 
     @property
     def waits_for_ready(self) -> bool:

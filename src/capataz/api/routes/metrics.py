@@ -4,7 +4,7 @@ one database report the same numbers, and a restart loses nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,7 +21,7 @@ from capataz.api.auth import Access, requires
 from capataz.api.deps import store_of
 from capataz.store import Store, TokenInfo
 
-__all__ = ["StoreCollector", "router"]
+__all__ = ["ClaimCollector", "StoreCollector", "router"]
 
 router = APIRouter(tags=["metrics"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
@@ -118,6 +118,32 @@ def _planner(used: dict[str, Any]) -> Iterator[Metric]:
     yield cost
 
 
+class ClaimCollector(Collector):
+    """The ``/runner/claim`` requests this server process answered, by outcome
+    (``claimed``, ``empty``, ``claimed_after_wait``, ``empty_after_wait``, ``gone``: the
+    runner left during its long poll). Unlike the store's figures these are the
+    process's own: they show whether idle runners long-poll instead of hammering."""
+
+    def __init__(self, claims: Mapping[str, int], waiting: int) -> None:
+        self.claims = dict(claims)
+        self.waiting = waiting
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "capataz_runner_claim_requests",
+            "Runner claim requests answered by this server process, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self.claims.items()):
+            family.add_metric([outcome], float(count))
+        yield family
+        yield GaugeMetricFamily(
+            "capataz_runner_claims_waiting",
+            "Long-poll claims this server process holds right now",
+            value=float(self.waiting),
+        )
+
+
 def _durations(values: list[float]) -> HistogramMetricFamily:
     counts = [sum(1 for v in values if v <= bound) for bound in BUCKETS]
     buckets = [(_le(bound), float(n)) for bound, n in zip(BUCKETS, counts, strict=True)]
@@ -143,4 +169,6 @@ def _le(bound: float) -> str:
 def prometheus(request: Request, _: Reader) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store_of(request)))
+    hub = request.app.state.ready_hub
+    registry.register(ClaimCollector(hub.claims, hub.waiting))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

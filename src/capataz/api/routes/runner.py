@@ -16,15 +16,19 @@ transaction); the one-record routes stay for older runners."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from capataz.api.auth import Access, requires
 from capataz.api.deps import Answer, ok, store_of
 from capataz.api.errors import ApiError
+from capataz.api.fleet import ReadyHub
 from capataz.api.routes.tasks import get_task_or_404
 from capataz.runner.protocol import (
+    SWEEPER_HEADER,
     Accepted,
     BatchRecorded,
     Claim,
@@ -52,14 +56,35 @@ from capataz.runner.protocol import (
 )
 from capataz.store import RunDetails, RunRecord, TokenInfo
 
-__all__ = ["router"]
+__all__ = ["MAX_CLAIM_WAIT", "router"]
 
-router = APIRouter(prefix="/runner", tags=["runner"])
+# The longest a claim may wait for work (``?wait=``); longer asks are cut to this, so a
+# runner's wait stays well inside proxies' idle timeouts.
+MAX_CLAIM_WAIT = 30.0
+
+
+def _advertise_sweeper(response: Response) -> None:
+    """Every answer says this server sweeps expired leases itself (the app's lifespan,
+    api/fleet.py), so its runners stop calling /runner/sweep from their first request."""
+    response.headers[SWEEPER_HEADER] = "on"
+
+
+router = APIRouter(prefix="/runner", tags=["runner"], dependencies=[Depends(_advertise_sweeper)])
 Runner = Annotated[TokenInfo, Depends(requires(Access.RUNNER))]
 TaskId = Annotated[str, Path(max_length=200)]
 RunId = Annotated[str, Path(max_length=200)]
 RunnerId = Annotated[str, Path(max_length=200)]
 Token = Annotated[int, Query(ge=0, description="The fencing token of the runner's lease.")]
+Wait = Annotated[
+    float,
+    Query(
+        ge=0,
+        description=(
+            "Seconds to wait for a task when none is ready (long poll; at most "
+            f"{MAX_CLAIM_WAIT:g}); 0 answers at once."
+        ),
+    ),
+]
 
 
 def _stale(task_id: str, fencing_token: int) -> ApiError:
@@ -127,11 +152,35 @@ def sweep(request: Request, _: Runner, body: Sweep) -> Answer:
     summary="Lease the most urgent ready task (data null when none)",
     response_model=Envelope[ClaimedTaskOut | None],
 )
-def claim(request: Request, _: Runner, body: Claim) -> Answer:
-    claimed = store_of(request).leases.claim(
-        body.runner_id, body.lease_seconds, body.labels, claim_key=body.claim_key
-    )
-    return ok(claimed)
+async def claim(request: Request, _: Runner, body: Claim, wait: Wait = 0.0) -> Answer:
+    """With ``wait``, an empty queue holds the request (on an event, with no thread or
+    connection) until the server's wake-up says a task may be ready, then claims; a
+    claim that lost the race waits again, until the deadline answers null. A client
+    gone meanwhile is not given a task (one that leaves after the claim loses it to
+    the sweeper when its lease expires)."""
+    store = store_of(request)
+    hub: ReadyHub = request.app.state.ready_hub
+    deadline = time.monotonic() + min(wait, MAX_CLAIM_WAIT)
+    waited = False
+    while True:
+        woken = hub.generation()
+        claimed = await run_in_threadpool(
+            store.leases.claim,
+            body.runner_id,
+            body.lease_seconds,
+            body.labels,
+            claim_key=body.claim_key,
+        )
+        remaining = deadline - time.monotonic()
+        if claimed is not None or remaining <= 0:
+            outcome = "claimed" if claimed is not None else "empty"
+            hub.claims[f"{outcome}_after_wait" if waited else outcome] += 1
+            return ok(claimed)
+        await hub.wait(woken, remaining)
+        waited = True
+        if await request.is_disconnected():
+            hub.claims["gone"] += 1
+            return ok(None)
 
 
 @router.post(
