@@ -2,14 +2,17 @@
 /events`` stream (:class:`EventHub`).
 
 Fifty dashboards on a server must not mean fifty pollers on the database. A single
-thread reads the events after the last id it has seen, every ``interval`` seconds while
-some stream listens (every ``IDLE_INTERVAL`` seconds while none does, so its cursor
-never goes stale), and hands each batch to the event loop, which puts it on every
-connected stream's queue; each stream filters by task, run and type in memory.
-Reading the table (not a notification) is what makes it work whichever process wrote
-the event: the server, a database runner, another server. Ids commit in id order
-(``_event_sql``: an advisory lock on PostgreSQL, the single writer on SQLite), so
-"after the last id seen" never skips an event that committed late.
+thread reads the events after the last id it has seen when woken (PostgreSQL: the
+NOTIFY every transaction that writes events sends, on the store's own LISTEN
+connection, or every ``PG_TICK`` seconds; SQLite, where other processes cannot notify:
+every ``interval`` seconds while some stream listens), every ``IDLE_INTERVAL`` seconds
+while none does (so its cursor never goes stale), and hands each batch to the event
+loop, which puts it on every connected stream's queue; each stream filters by task,
+run and type in memory. Reading the table (a notification is only a hint) makes it
+work whichever process wrote the event: the server, a database runner, another
+server. Ids commit in id order (``_event_sql``: an advisory lock on PostgreSQL, the
+single writer on SQLite), so "after the last id seen" never skips an event that
+committed late.
 
 A stream that resumes before the hub's cursor reads its own backlog from the store at
 connect (bounded pages), then joins the hub without gaps or duplicates (see
@@ -35,6 +38,7 @@ log = logging.getLogger("capataz.api")
 
 INTERVAL = 0.1  # seconds between reads while streams listen (delivery latency ~ this)
 IDLE_INTERVAL = 1.0  # while none listens: keeps the cursor fresh for the next one
+PG_TICK = 1.0  # PostgreSQL: a read at least this often, NOTIFY or not
 PAGE = 500
 QUEUE_BATCHES = 256  # a stream this many batches behind is dropped
 
@@ -144,7 +148,7 @@ class EventHub:
                     self.hub_reads += 1
                     self._hand([], cursor)
                     continue
-                self._closed.wait(self._interval if self._listening else IDLE_INTERVAL)
+                self._wait()
                 records = self._store.events.after(cursor, limit=PAGE)
                 self.hub_reads += 1
                 while records:
@@ -160,6 +164,17 @@ class EventHub:
             except Exception:
                 log.exception("event hub failed a read; will retry")
                 self._closed.wait(1.0)
+
+    def _wait(self) -> None:
+        """Until the next read. PostgreSQL: the NOTIFY of a transaction that wrote
+        events, or ``PG_TICK`` (notifications are hints; one sent before the LISTEN
+        connection opened is caught by the tick). SQLite, where other processes cannot
+        notify: ``interval`` while streams listen."""
+        events = self._store.events
+        if events.waits_for_events:
+            events.wait_for_events(PG_TICK if self._listening else IDLE_INTERVAL)
+        else:
+            self._closed.wait(self._interval if self._listening else IDLE_INTERVAL)
 
     def _hand(self, records: list[EventRecord], cursor: int) -> None:
         if self._loop is not None:
