@@ -4,13 +4,14 @@ Each frame is ``id: N``, ``event: <type>`` and ``data: <the event's JSON>`` (see
 :mod:`capataz.events`). The stream starts after ``Last-Event-ID`` (what browsers and
 SSE clients send when they reconnect) or the ``after`` parameter; without either it
 starts with the next event. Streams do not read the database themselves: the server's
-one :class:`~capataz.api.event_hub.EventHub` reads the events table every 0.1 s and
-fans new events out to every stream, which filters them in memory, so it works the same
-whichever process (server, database runner) wrote the event and 50 clients cost what one
-does. A stream resuming from an older id reads that backlog itself, once, then joins the
-hub; a client too slow to keep up is disconnected (it resumes with Last-Event-ID). A
-comment goes out every 15 seconds so proxies keep the connection open. The token is checked
-again every 30 seconds: revoking it ends the stream."""
+one :class:`~capataz.api.event_hub.EventHub` reads the events table (woken by NOTIFY
+on PostgreSQL, every 0.1 s on SQLite) and fans new events out to every stream, which
+filters them in memory. Reading the table makes it work whichever process (server,
+database runner) wrote the event; one reader makes 50 clients cost what one does. A
+stream resuming from an older id reads that backlog itself, once, then joins the hub;
+a client too slow to keep up is disconnected (it resumes with Last-Event-ID). A
+comment goes out every 15 seconds so proxies keep the connection open. The token is
+checked again every 30 seconds: revoking it ends the stream."""
 
 from __future__ import annotations
 
