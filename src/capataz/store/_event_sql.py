@@ -26,14 +26,16 @@ __all__ = ["SQLITE_INSERT", "emit", "emit_for_run", "emit_many", "last_id", "pru
 
 # The raw-connection claim path (``_sqlite_claims``) inserts with this statement.
 SQLITE_INSERT = "INSERT INTO events (at, type, task_id, run_id, data) VALUES (?, ?, ?, ?, ?)"
-_NOTIFY = sa.select(sa.func.pg_notify(EVENTS_CHANNEL, ""))
+# PG_LOCK and the hub's wake-up in one round trip (the NOTIFY is sent at commit).
+_LOCK_AND_NOTIFY = sa.select(
+    *PG_LOCK.selected_columns, sa.func.pg_notify(EVENTS_CHANNEL, "").label("notified")
+)
 
 
 def _pg_prepare(conn: sa.Connection) -> None:
     """PostgreSQL, before an insert: the ordering lock, and the hub's wake-up."""
     if conn.dialect.name == "postgresql":
-        conn.execute(PG_LOCK)
-        conn.execute(_NOTIFY)
+        conn.execute(_LOCK_AND_NOTIFY)
 
 
 def emit(
