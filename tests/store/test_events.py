@@ -168,3 +168,16 @@ def test_concurrent_writers_give_increasing_ids_in_commit_order(store: Store) ->
     assert seen + tail == everything
     assert len(everything) == 90
     assert {t.status for t in store.tasks.list()} == {TaskState.READY}
+
+
+def test_writing_events_wakes_a_listener_on_postgresql(store: Store) -> None:
+    """The server's event hub waits on ``wait_for_events``: on PostgreSQL a commit that
+    wrote events wakes it (one NOTIFY per transaction); SQLite has nothing to wait on."""
+    events = store.events
+    if not events.waits_for_events:
+        assert events.wait_for_events(0.0) is False
+        return
+    assert events.wait_for_events(0.0) is False  # opens the LISTEN connection
+    store.tasks.add("woken", "x", id="w")
+    assert events.wait_for_events(30.0) is True
+    assert events.wait_for_events(0.0) is False  # one wake-up, drained

@@ -3,6 +3,7 @@ anything embedding the API build it the same way."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from capataz.api.auth import RateLimiter, TokenCache
 from capataz.api.deps import capataz_version
 from capataz.api.errors import install_handlers
+from capataz.api.event_hub import EventHub
 from capataz.api.fleet import ReadyHub, ServerSweeper, running
 from capataz.api.mcp import McpDoor
 from capataz.api.routes import (
@@ -109,11 +111,16 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     # tick catches what notifies nobody (tasks due by time on PostgreSQL).
     hub = ReadyHub(store, max(config.runner.poll_interval, 5.0))
     sweeper = ServerSweeper(store, config.runner.sweep_interval)
+    event_hub = EventHub(store)  # one reader of the events table for every /events stream
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with mcp.running(), running(hub, sweeper):
-            yield
+        event_hub.start()
+        try:
+            async with mcp.running(), running(hub, sweeper):
+                yield
+        finally:
+            await asyncio.to_thread(event_hub.stop)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -133,6 +140,7 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
     app.state.tokens = TokenCache()
     app.state.ready_hub = hub
     app.state.sweeper = sweeper
+    app.state.event_hub = event_hub
     install_handlers(app)
     app.add_middleware(FormAsJson)
     app.include_router(health.router)

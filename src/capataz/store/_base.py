@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from capataz.events import EventType
 from capataz.store import _audit_sql, _event_sql
 from capataz.store._sqlite_claims import ClaimConnections
-from capataz.store._wakeup import READY_CHANNEL, ReadyListener
+from capataz.store._wakeup import EVENTS_CHANNEL, READY_CHANNEL, ReadyListener
 from capataz.store.engine import READ_ONLY
 from capataz.store.errors import NoSuchTaskError
 
@@ -46,11 +46,15 @@ class Shared:
         self.clock = clock
         self.postgres = engine.dialect.name == "postgresql"
         self.listener = ReadyListener(engine.url) if self.postgres else None
+        # Opened only by a server's event hub, on its first wait.
+        self.events_listener = ReadyListener(engine.url, EVENTS_CHANNEL) if self.postgres else None
         self.claim_connections = None if self.postgres else ClaimConnections(engine)
 
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
+        if self.events_listener is not None:
+            self.events_listener.close()
         if self.claim_connections is not None:
             self.claim_connections.close()
         self.engine.dispose()

@@ -4,7 +4,10 @@ Events are inserted in the transaction of the change they describe. For ids to g
 commit order (so that "every event after id N" never skips one that commits late), an
 insert on PostgreSQL first takes a transaction-scoped advisory lock (``PG_LOCK``; the
 audit chain took it too until it moved to sealing, docs/audit.md), so writers that emit
-events still queue on it; SQLite's writers are serial already."""
+events still queue on it; SQLite's writers are serial already. On PostgreSQL the
+transaction also notifies ``EVENTS_CHANNEL`` (delivered at commit, one per transaction
+however many events), which wakes the server's event hub at once instead of at its
+next tick; the notification is a hint, the table stays the truth."""
 
 from __future__ import annotations
 
@@ -16,12 +19,23 @@ import sqlalchemy as sa
 from capataz.events import EventRecord, EventType
 from capataz.redaction import redact_data
 from capataz.store._audit_sql import PG_LOCK
+from capataz.store._wakeup import EVENTS_CHANNEL
 from capataz.store.schema import UTCDateTime, events, runs
 
 __all__ = ["SQLITE_INSERT", "emit", "emit_for_run", "emit_many", "last_id", "prune", "read_after"]
 
 # The raw-connection claim path (``_sqlite_claims``) inserts with this statement.
 SQLITE_INSERT = "INSERT INTO events (at, type, task_id, run_id, data) VALUES (?, ?, ?, ?, ?)"
+# PG_LOCK and the hub's wake-up in one round trip (the NOTIFY is sent at commit).
+_LOCK_AND_NOTIFY = sa.select(
+    *PG_LOCK.selected_columns, sa.func.pg_notify(EVENTS_CHANNEL, "").label("notified")
+)
+
+
+def _pg_prepare(conn: sa.Connection) -> None:
+    """PostgreSQL, before an insert: the ordering lock, and the hub's wake-up."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_AND_NOTIFY)
 
 
 def emit(
@@ -33,8 +47,7 @@ def emit(
     run_id: str | None = None,
     **data: Any,
 ) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(PG_LOCK)
+    _pg_prepare(conn)
     conn.execute(
         sa.insert(events).values(
             at=at, type=kind.value, task_id=task_id, run_id=run_id, data=redact_data(data)
@@ -47,8 +60,7 @@ def emit_for_run(
 ) -> None:
     """An event about run ``run_id``, tagged with the run's task (one INSERT … SELECT;
     nothing is written when there is no such run)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(PG_LOCK)
+    _pg_prepare(conn)
     chosen = sa.select(
         sa.literal(at, UTCDateTime()),
         sa.literal(kind.value, sa.Text()),
@@ -69,8 +81,7 @@ def emit_many(
     """One event of ``kind`` per (task_id, data) item, in one multi-row insert."""
     if not items:
         return
-    if conn.dialect.name == "postgresql":
-        conn.execute(PG_LOCK)
+    _pg_prepare(conn)
     rows = [
         {
             "at": at,

@@ -37,6 +37,20 @@ class Events(StoreBase):
         with self._read() as conn:
             return _event_sql.last_id(conn)
 
+    @property
+    def waits_for_events(self) -> bool:
+        """Whether :meth:`wait_for_events` blocks on PostgreSQL's LISTEN (else there is
+        nothing to wait on: SQLite's readers poll)."""
+        return self._shared.events_listener is not None
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """PostgreSQL: until a transaction that wrote events commits (True) or
+        ``timeout`` seconds pass (False). A hint: read :meth:`after` either way."""
+        listener = self._shared.events_listener
+        if listener is None:
+            return False
+        return listener.wait(timeout)
+
     def prune(self, before: datetime) -> int:
         """Drop events older than ``before`` (the sweepers' tidy-up); how many went."""
         with self._write() as conn:

@@ -18,10 +18,12 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
-__all__ = ["READY_CHANNEL", "ReadyListener", "conninfo"]
+__all__ = ["EVENTS_CHANNEL", "READY_CHANNEL", "ReadyListener", "conninfo"]
 
 # PostgreSQL channel that carries "a task became ready" to idle runners.
 READY_CHANNEL = "capataz_ready"
+# ... and "events were committed" to the server's event hub (``capataz.api.event_hub``).
+EVENTS_CHANNEL = "capataz_events"
 
 # While the database is unreachable, a failed wait still takes this long (or the
 # timeout, if shorter), so a runner's poll loop cannot spin on connection errors.
@@ -45,11 +47,12 @@ def conninfo(url: URL) -> str:
 
 
 class ReadyListener:
-    """A lazily opened ``LISTEN capataz_ready`` connection that reconnects after
-    errors. Thread-safe: concurrent waiters take turns."""
+    """A lazily opened ``LISTEN capataz_ready`` (or ``channel``) connection that
+    reconnects after errors. Thread-safe: concurrent waiters take turns."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: URL, channel: str = READY_CHANNEL) -> None:
         self._conninfo = conninfo(url)
+        self._channel = channel
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
 
@@ -78,7 +81,7 @@ class ReadyListener:
         if self._conn is None or self._conn.closed:
             conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
             try:
-                conn.execute(f"LISTEN {READY_CHANNEL}")
+                conn.execute(f"LISTEN {self._channel}")
             except psycopg.Error:
                 conn.close()
                 raise

@@ -3,14 +3,20 @@
 Each frame is ``id: N``, ``event: <type>`` and ``data: <the event's JSON>`` (see
 :mod:`capataz.events`). The stream starts after ``Last-Event-ID`` (what browsers and
 SSE clients send when they reconnect) or the ``after`` parameter; without either it
-starts with the next event. It reads the events table every quarter second, so it works
-the same whichever process (server, database runner) wrote the event, and sends a
-comment every 15 seconds so proxies keep the connection open. The token is checked
-again every 30 seconds: revoking it ends the stream."""
+starts with the next event. Streams do not read the database themselves: the server's
+one :class:`~capataz.api.event_hub.EventHub` reads the events table (woken by NOTIFY
+on PostgreSQL, every 0.1 s on SQLite) and fans new events out to every stream, which
+filters them in memory. Reading the table makes it work whichever process (server,
+database runner) wrote the event; one reader makes 50 clients cost what one does. A
+stream resuming from an older id reads that backlog itself, once, then joins the hub;
+a client too slow to keep up is disconnected (it resumes with Last-Event-ID). A
+comment goes out every 15 seconds so proxies keep the connection open. The token is
+checked again every 30 seconds: revoking it ends the stream."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from capataz.api.auth import Access, requires
 from capataz.api.deps import store_of
 from capataz.api.errors import ApiError
-from capataz.events import EventType
+from capataz.api.event_hub import EventHub
+from capataz.events import EventRecord, EventType
 from capataz.store import Store, TokenInfo
 
 __all__ = ["router"]
@@ -31,7 +38,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["events"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
 
-POLL_SECONDS = 0.25
+WAIT_SECONDS = 1.0  # how often an idle stream looks at its client, clock and token
 KEEPALIVE_SECONDS = 15.0
 RECHECK_TOKEN_SECONDS = 30.0
 _TYPES = {kind.value for kind in EventType}
@@ -105,25 +112,59 @@ async def _stream(
     types: frozenset[str] | None,
 ) -> AsyncIterator[str]:
     token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    hub: EventHub = request.app.state.event_hub
     yield f"retry: 2000\n: capataz events after {after}\n\n"
-    last_sent = checked = time.monotonic()
-    while not await request.is_disconnected():
-        found = await run_in_threadpool(
-            store.events.after, after, task_id=task_id, run_id=run_id, types=types
+    sent = after
+    backlog: list[str] = []
+
+    def wanted(record: EventRecord) -> bool:
+        return (
+            record.id > sent
+            and (task_id is None or record.task_id == task_id)
+            and (run_id is None or record.run_id == run_id)
+            and (types is None or record.type in types)
         )
-        for record in found:
-            after = record.id
-            yield frame(record.as_json())
-        now = time.monotonic()
-        if found:
-            last_sent = now
-        elif now - last_sent > KEEPALIVE_SECONDS:
-            last_sent = now
-            yield ": keep-alive\n\n"
-        if now - checked > RECHECK_TOKEN_SECONDS:
-            checked = now
-            if await run_in_threadpool(store.tokens.authenticate, token) is None:
-                yield ": token revoked; closing\n\n"
+
+    async def read(position: int) -> list[EventRecord]:
+        return await run_in_threadpool(
+            store.events.after, position, task_id=task_id, run_id=run_id, types=types
+        )
+
+    async def send(page: list[EventRecord]) -> None:
+        nonlocal sent
+        for record in page:
+            if wanted(record):
+                sent = record.id
+                backlog.append(frame(record.as_json()))
+
+    # The backlog (events before the hub's cursor) is read by this stream alone, once.
+    subscription = await hub.join(after, read, send)
+    try:
+        for chunk in backlog:
+            yield chunk
+        backlog.clear()
+        last_sent = checked = time.monotonic()
+        while not subscription.overflowed:
+            if await request.is_disconnected():
                 return
-        if len(found) < 500:
-            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                batch = await asyncio.wait_for(subscription.queue.get(), WAIT_SECONDS)
+                chosen = [record for record in batch if wanted(record)]
+                for record in chosen:
+                    sent = record.id
+                    yield frame(record.as_json())
+                if chosen:
+                    last_sent = time.monotonic()
+                continue
+            now = time.monotonic()
+            if now - last_sent > KEEPALIVE_SECONDS:
+                last_sent = now
+                yield ": keep-alive\n\n"
+            if now - checked > RECHECK_TOKEN_SECONDS:
+                checked = now
+                if await run_in_threadpool(store.tokens.authenticate, token) is None:
+                    yield ": token revoked; closing\n\n"
+                    return
+        yield ": too far behind; reconnect with Last-Event-ID\n\n"
+    finally:
+        hub.leave(subscription)

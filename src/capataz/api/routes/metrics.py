@@ -19,9 +19,10 @@ from prometheus_client.registry import Collector
 
 from capataz.api.auth import Access, requires
 from capataz.api.deps import store_of
+from capataz.api.event_hub import EventHub
 from capataz.store import Store, TokenInfo
 
-__all__ = ["ClaimCollector", "StoreCollector", "router"]
+__all__ = ["ClaimCollector", "EventReadCollector", "StoreCollector", "router"]
 
 router = APIRouter(tags=["metrics"])
 Reader = Annotated[TokenInfo, Depends(requires(Access.READ))]
@@ -144,6 +145,28 @@ class ClaimCollector(Collector):
         )
 
 
+class EventReadCollector(Collector):
+    """Reads of the events table for ``GET /events`` by this server process: the hub's
+    (one reader, whatever the number of streams) and the streams' own (only a backlog
+    at connect), so a regression to per-client polling shows as ``client`` growing."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "capataz_event_reads",
+            "Reads of the events table for live event streams, by reader",
+            labels=["reader"],
+        )
+        family.add_metric(["hub"], float(self.hub.hub_reads))
+        family.add_metric(["client"], float(self.hub.client_reads))
+        yield family
+        yield GaugeMetricFamily(
+            "capataz_event_streams", "Live event streams connected", value=self.hub.streams
+        )
+
+
 def _durations(values: list[float]) -> HistogramMetricFamily:
     counts = [sum(1 for v in values if v <= bound) for bound in BUCKETS]
     buckets = [(_le(bound), float(n)) for bound, n in zip(BUCKETS, counts, strict=True)]
@@ -171,4 +194,5 @@ def prometheus(request: Request, _: Reader) -> Response:
     registry.register(StoreCollector(store_of(request)))
     hub = request.app.state.ready_hub
     registry.register(ClaimCollector(hub.claims, hub.waiting))
+    registry.register(EventReadCollector(request.app.state.event_hub))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
