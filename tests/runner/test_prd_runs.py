@@ -16,9 +16,8 @@ import pytest
 from tests.cli.test_task_cli import Cli
 from tests.conftest import git
 from tests.helpers import wait_for
-from tests.runner.test_remote import Plane
+from tests.runner.test_remote import Plane, serve_plane
 from tests.runner.test_runner import _runner_process
-from tests.serving import free_port
 
 from capataz.config import parse_config
 from capataz.pipeline import prd_progress
@@ -115,18 +114,7 @@ def plane(make_repo: Callable[..., Path], tmp_path: Path) -> Iterator[Plane]:
     """`capataz serve` over SQLite (the claim's key is tested on both databases in
     tests/store; what this proves is the wire)."""
     url = f"sqlite:///{tmp_path / 'queue.db'}"
-    store = Store.open(url)
-    try:
-        tokens = {"runner": store.tokens.create("runner", "test-runner")}
-    finally:
-        store.close()
-    made = Plane(make_repo(config=CONFIG, files={PRD: TEXT}), url, free_port(), tokens)
-    made.start()
-    yield made
-    for proc in made.procs:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.communicate(timeout=10)
+    yield from serve_plane(make_repo, url, CONFIG, files={PRD: TEXT})
 
 
 def test_a_remote_runner_ticks_the_criterion_too(plane: Plane) -> None:

@@ -73,13 +73,20 @@ class Plane:
         )
 
 
-def _plane(make_repo: Callable[..., Path], url: str) -> Iterator[Plane]:
+def serve_plane(
+    make_repo: Callable[..., Path],
+    url: str,
+    config: str = REMOTE_CONFIG,
+    files: dict[str, str] | None = None,
+) -> Iterator[Plane]:
+    """A repository with ``config`` (and ``files``), `capataz serve` over ``url``, runner
+    and viewer tokens; every process the test started is stopped afterwards."""
     store = Store.open(url)
     try:
         tokens = {role: store.tokens.create(role, f"test-{role}") for role in ("runner", "viewer")}
     finally:
         store.close()
-    made = Plane(make_repo(config=REMOTE_CONFIG), url, free_port(), tokens)
+    made = Plane(make_repo(config=config, files=files), url, free_port(), tokens)
     made.start()
     yield made
     for proc in made.procs:
@@ -91,13 +98,13 @@ def _plane(make_repo: Callable[..., Path], url: str) -> Iterator[Plane]:
 @pytest.fixture
 def plane(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
     """A control plane over SQLite and, in a second run of the test, PostgreSQL."""
-    yield from _plane(make_repo, queue_url)
+    yield from serve_plane(make_repo, queue_url)
 
 
 @pytest.fixture
 def sqlite_plane(make_repo: Callable[..., Path], tmp_path: Path) -> Iterator[Plane]:
     """A control plane over SQLite only, for what does not depend on the database."""
-    yield from _plane(make_repo, f"sqlite:///{tmp_path / 'queue.db'}")
+    yield from serve_plane(make_repo, f"sqlite:///{tmp_path / 'queue.db'}")
 
 
 def test_a_remote_runner_runs_tasks_through_the_api(plane: Plane) -> None:

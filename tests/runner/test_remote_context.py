@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from tests.conftest import git
 from tests.helpers import host_pids, wait_for
-from tests.runner.test_remote import REMOTE_CONFIG, Plane
+from tests.runner.test_remote import REMOTE_CONFIG, Plane, serve_plane
 from tests.runner.test_runner import endless, log_tail
-from tests.serving import free_port
 
 from capataz.store import NewTask, Store, TaskState
 
@@ -35,18 +34,7 @@ PUBLISH = "mkdir -p .capataz && printf '%s' '{json}' > .capataz/context-out.json
 @pytest.fixture
 def plane(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
     """A control plane (SQLite, then PostgreSQL) whose config has a context reader."""
-    store = Store.open(queue_url)
-    try:
-        tokens = {"runner": store.tokens.create("runner", "test-runner")}
-    finally:
-        store.close()
-    made = Plane(make_repo(config=CONFIG), queue_url, free_port(), tokens)
-    made.start()
-    yield made
-    for proc in made.procs:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.communicate(timeout=10)
+    yield from serve_plane(make_repo, queue_url, CONFIG)
 
 
 def test_context_flows_through_a_remote_runner(plane: Plane) -> None:
