@@ -15,7 +15,7 @@ import httpx
 import pytest
 from tests.api.test_long_poll import parse_claims
 from tests.helpers import Output, host_pids, wait_for
-from tests.runner.test_remote import Plane, _plane
+from tests.runner.test_remote import Plane, serve_plane
 from tests.runner.test_runner import CONFIG
 
 from capataz.store import Store, TaskState
@@ -27,8 +27,7 @@ FLEET_CONFIG = CONFIG + "\n[server]\nrate_limit = 10000\nrate_burst = 10000\n"
 @pytest.fixture
 def fleet(make_repo: Callable[..., Path], queue_url: str) -> Iterator[Plane]:
     """A control plane with short leases over SQLite and, in a second run, PostgreSQL."""
-    config = {"config": FLEET_CONFIG}
-    yield from _plane(lambda **_: make_repo(**config), queue_url)
+    yield from serve_plane(make_repo, queue_url, FLEET_CONFIG)
 
 
 def claim_counts(plane: Plane) -> dict[str, float]:
