@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 
 from capataz.redaction import redact_data
+from capataz.store._tail import tail_of
 from capataz.store.schema import audit, audit_pending
 
 __all__ = [
@@ -38,13 +39,13 @@ __all__ = [
     "AuditFault",
     "any_pending",
     "append",
-    "append_sealed",
     "append_unsealed",
     "entry_hash",
     "export_jsonl",
     "seal_batch",
     "verify",
     "verify_detail",
+    "write_rows",
 ]
 
 GENESIS = "0" * 64
@@ -100,10 +101,34 @@ def append(
     subject: str,
     payload: dict[str, Any] | None = None,
 ) -> None:
-    """Record one entry inside the caller's transaction: chained at once on SQLite,
-    left for the sealer on PostgreSQL (see the module's docstring)."""
-    write = append_unsealed if conn.dialect.name == "postgresql" else append_sealed
-    write(conn, at=at, actor=actor, action=action, subject=subject, payload=payload)
+    """Record one entry inside the caller's transaction: chained on SQLite, left for the
+    sealer on PostgreSQL (see the module's docstring). In a transaction that collects its
+    tail (``_tail``) the entry is written with the others just before the commit."""
+    at, body = _normalised(at, payload)
+    row = {"at": at, "actor": actor, "action": action, "subject": subject, "payload": body}
+    tail = tail_of(conn)
+    if tail is not None:
+        tail.audit_rows.append(row)
+    else:
+        write_rows(conn, [row])
+
+
+def write_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Write entries (``at``, ``actor``, ``action``, ``subject``, normalised ``payload``)
+    in order, in one statement: PostgreSQL into ``audit_pending``, SQLite chained after
+    the chain's tail (the write lock makes this transaction the only writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_INSERT_PENDING, rows)
+        return
+    tail = conn.execute(_TAIL).first()
+    seq, prev_hash = (tail.seq, tail.hash) if tail else (0, GENESIS)
+    chained = []
+    for row in rows:
+        seq += 1
+        digest = entry_hash(seq=seq, **row, prev_hash=prev_hash)
+        chained.append({"seq": seq, **row, "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    conn.execute(_INSERT, chained)
 
 
 def _normalised(at: datetime, payload: dict[str, Any] | None) -> tuple[datetime, Any]:
@@ -124,43 +149,6 @@ def append_unsealed(
     at, body = _normalised(at, payload)
     values = {"at": at, "actor": actor, "action": action, "subject": subject, "payload": body}
     conn.execute(_INSERT_PENDING, values)
-
-
-def append_sealed(
-    conn: sa.Connection,
-    *,
-    at: datetime,
-    actor: str,
-    action: str,
-    subject: str,
-    payload: dict[str, Any] | None = None,
-) -> int:
-    """Chain one entry at once; the caller must be the only writer (SQLite's lock, or
-    the sealer's). Returns its seq."""
-    at, body = _normalised(at, payload)
-    tail = conn.execute(_TAIL).first()
-    seq, prev_hash = (tail.seq + 1, tail.hash) if tail else (1, GENESIS)
-    digest = entry_hash(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        subject=subject,
-        payload=body,
-        prev_hash=prev_hash,
-    )
-    values = {
-        "seq": seq,
-        "at": at,
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "payload": body,
-        "prev_hash": prev_hash,
-        "hash": digest,
-    }
-    conn.execute(_INSERT, values)
-    return int(seq)
 
 
 def any_pending(conn: sa.Connection) -> bool:

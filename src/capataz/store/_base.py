@@ -20,15 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from capataz.events import EventType
-from capataz.store import _audit_sql, _event_sql
+from capataz.store import _audit_sql, _event_sql, _tail
 from capataz.store._sqlite_claims import ClaimConnections
-from capataz.store._wakeup import EVENTS_CHANNEL, READY_CHANNEL, ReadyListener
+from capataz.store._wakeup import EVENTS_CHANNEL, ReadyListener
 from capataz.store.engine import READ_ONLY
 from capataz.store.errors import NoSuchTaskError
 
 __all__ = ["Shared", "StoreBase", "no_task"]
-
-_NOTIFY = sa.select(sa.func.pg_notify(READY_CHANNEL, ""))
 
 
 def no_task(task_id: str) -> NoSuchTaskError:
@@ -76,8 +74,12 @@ class StoreBase:
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
+        """A write transaction whose audit entries, events and wake-ups are written
+        together at its end (``_tail``), right before the commit."""
         with self._shared.engine.begin() as conn:
-            yield conn
+            with _tail.collecting(conn) as tail:
+                yield conn
+            _write_tail(conn, tail)
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -118,5 +120,23 @@ class StoreBase:
     def _notify_ready(self, conn: sa.Connection) -> None:
         """Wake idle runners when this transaction commits (PostgreSQL only; on SQLite
         runners poll). Call it in every transaction that makes a task ready."""
-        if self._postgres:
-            conn.execute(_NOTIFY)
+        if not self._postgres:
+            return
+        tail = _tail.tail_of(conn)
+        if tail is not None:
+            tail.ready = True
+        else:
+            conn.execute(_event_sql.pg_preamble(events=False, ready=True))
+
+
+def _write_tail(conn: sa.Connection, tail: _tail.Tail) -> None:
+    """Audit entries first (no lock), then the ordering lock with the notifications,
+    then the events: the lock is held only for the last insert and the commit."""
+    if tail.audit_rows:
+        _audit_sql.write_rows(conn, tail.audit_rows)
+    if conn.dialect.name == "postgresql" and (tail.has_events or tail.ready):
+        conn.execute(_event_sql.pg_preamble(events=tail.has_events, ready=tail.ready))
+    if tail.event_rows:
+        _event_sql.write_rows(conn, tail.event_rows)
+    for insert in tail.run_events:
+        conn.execute(insert)

@@ -1,13 +1,14 @@
 """Writing and reading the live event stream (see :mod:`capataz.events`).
 
-Events are inserted in the transaction of the change they describe. For ids to grow in
-commit order (so that "every event after id N" never skips one that commits late), an
-insert on PostgreSQL first takes a transaction-scoped advisory lock (``PG_LOCK``; the
-audit chain took it too until it moved to sealing, docs/audit.md), so writers that emit
-events still queue on it; SQLite's writers are serial already. On PostgreSQL the
-transaction also notifies ``EVENTS_CHANNEL`` (delivered at commit, one per transaction
-however many events), which wakes the server's event hub at once instead of at its
-next tick; the notification is a hint, the table stays the truth."""
+Events are inserted in the transaction of the change they describe, with the others of
+that transaction, at its end (``_tail``). For ids to grow in commit order (so that
+"every event after id N" never skips one that commits late), the insert on PostgreSQL
+first takes a transaction-scoped advisory lock (``PG_LOCK``; the audit chain took it too
+until it moved to sealing, docs/audit.md). Writers that emit events still queue on it,
+but only for that last insert and the commit; SQLite's writers are serial already. On
+PostgreSQL the transaction also notifies ``EVENTS_CHANNEL`` (delivered at commit, one
+per transaction however many events), which wakes the server's event hub at once
+instead of at its next tick; the notification is a hint, the table stays the truth."""
 
 from __future__ import annotations
 
@@ -19,23 +20,40 @@ import sqlalchemy as sa
 from capataz.events import EventRecord, EventType
 from capataz.redaction import redact_data
 from capataz.store._audit_sql import PG_LOCK
-from capataz.store._wakeup import EVENTS_CHANNEL
+from capataz.store._tail import tail_of
+from capataz.store._wakeup import EVENTS_CHANNEL, READY_CHANNEL
 from capataz.store.schema import UTCDateTime, events, runs
 
-__all__ = ["SQLITE_INSERT", "emit", "emit_for_run", "emit_many", "last_id", "prune", "read_after"]
+__all__ = [
+    "SQLITE_INSERT",
+    "emit",
+    "emit_for_run",
+    "emit_many",
+    "last_id",
+    "pg_preamble",
+    "prune",
+    "read_after",
+    "write_rows",
+]
 
 # The raw-connection claim path (``_sqlite_claims``) inserts with this statement.
 SQLITE_INSERT = "INSERT INTO events (at, type, task_id, run_id, data) VALUES (?, ?, ?, ?, ?)"
-# PG_LOCK and the hub's wake-up in one round trip (the NOTIFY is sent at commit).
-_LOCK_AND_NOTIFY = sa.select(
-    *PG_LOCK.selected_columns, sa.func.pg_notify(EVENTS_CHANNEL, "").label("notified")
-)
+# The ordering lock and the notifications, in one round trip (NOTIFY is sent at commit).
+_NOTIFY_EVENTS = sa.func.pg_notify(EVENTS_CHANNEL, "").label("events")
+_NOTIFY_READY = sa.func.pg_notify(READY_CHANNEL, "").label("ready")
+_PREAMBLES = {
+    (True, True): sa.select(*PG_LOCK.selected_columns, _NOTIFY_EVENTS, _NOTIFY_READY),
+    (True, False): sa.select(*PG_LOCK.selected_columns, _NOTIFY_EVENTS),
+    (False, True): sa.select(_NOTIFY_READY),
+}
+_INSERT = events.insert()
 
 
-def _pg_prepare(conn: sa.Connection) -> None:
-    """PostgreSQL, before an insert: the ordering lock, and the hub's wake-up."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_AND_NOTIFY)
+def pg_preamble(*, events: bool, ready: bool) -> sa.Select[Any]:
+    """PostgreSQL, once per transaction right before its events are inserted: the
+    ordering lock and the event hub's wake-up when it wrote events (``events``), and
+    the idle runners' wake-up when it made a task ready (``ready``)."""
+    return _PREAMBLES[(events, ready)]
 
 
 def emit(
@@ -47,12 +65,8 @@ def emit(
     run_id: str | None = None,
     **data: Any,
 ) -> None:
-    _pg_prepare(conn)
-    conn.execute(
-        sa.insert(events).values(
-            at=at, type=kind.value, task_id=task_id, run_id=run_id, data=redact_data(data)
-        )
-    )
+    row = {"at": at, "type": kind.value, "task_id": task_id, "run_id": run_id}
+    _add(conn, [{**row, "data": redact_data(data)}])
 
 
 def emit_for_run(
@@ -60,7 +74,6 @@ def emit_for_run(
 ) -> None:
     """An event about run ``run_id``, tagged with the run's task (one INSERT … SELECT;
     nothing is written when there is no such run)."""
-    _pg_prepare(conn)
     chosen = sa.select(
         sa.literal(at, UTCDateTime()),
         sa.literal(kind.value, sa.Text()),
@@ -68,7 +81,13 @@ def emit_for_run(
         runs.c.id,
         sa.literal(redact_data(data), sa.JSON()),
     ).where(runs.c.id == run_id)
-    conn.execute(sa.insert(events).from_select(["at", "type", "task_id", "run_id", "data"], chosen))
+    insert = sa.insert(events).from_select(["at", "type", "task_id", "run_id", "data"], chosen)
+    tail = tail_of(conn)
+    if tail is not None:
+        tail.run_events.append(insert)
+        return
+    _lock(conn)
+    conn.execute(insert)
 
 
 def emit_many(
@@ -78,10 +97,7 @@ def emit_many(
     at: datetime,
     items: list[tuple[str | None, dict[str, Any]]],
 ) -> None:
-    """One event of ``kind`` per (task_id, data) item, in one multi-row insert."""
-    if not items:
-        return
-    _pg_prepare(conn)
+    """One event of ``kind`` per (task_id, data) item."""
     rows = [
         {
             "at": at,
@@ -92,7 +108,29 @@ def emit_many(
         }
         for task_id, data in items
     ]
-    conn.execute(sa.insert(events), rows)
+    if rows:
+        _add(conn, rows)
+
+
+def _add(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Into the transaction's tail when it collects one (``_tail``), else at once."""
+    tail = tail_of(conn)
+    if tail is not None:
+        tail.event_rows.extend(rows)
+        return
+    _lock(conn)
+    write_rows(conn, rows)
+
+
+def _lock(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(pg_preamble(events=True, ready=False))
+
+
+def write_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert events in order, in one statement; on PostgreSQL the caller holds the
+    ordering lock already (:func:`pg_preamble`)."""
+    conn.execute(_INSERT, rows)
 
 
 def read_after(

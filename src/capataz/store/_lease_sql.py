@@ -41,44 +41,60 @@ _CLAIMED_COLUMNS = (
 )  # fmt: skip
 
 
-def claim_statement(*, labels: bool, postgres: bool) -> sa.Update:
-    """One UPDATE that picks the most urgent due task and leases it, returning what the
-    runner needs; parameters ``now``, ``expires``, ``runner_id`` (and ``runner_labels``).
-    On PostgreSQL the pick skips rows other claimers hold (SKIP LOCKED); on SQLite the
-    transaction already holds the write lock (BEGIN IMMEDIATE). Built once per variant
-    and reused: building and hashing a fresh statement costs several times what SQLite
-    spends executing it."""
-    key = (labels, postgres)
-    if key not in _CLAIMS:
+def claim_statement(*, labels: bool) -> sa.Select[Any]:
+    """PostgreSQL: one statement that picks the most urgent due task, leases it and opens
+    its run, returning what the runner needs; parameters ``now``, ``expires``,
+    ``runner_id``, ``run_id``, ``claim_key`` (and ``runner_labels``). The pick skips rows
+    other claimers hold (SKIP LOCKED); the run is inserted by a data-modifying CTE, which
+    PostgreSQL runs to completion whether or not the outer SELECT reads it. SQLite claims
+    on its own path (``_sqlite_claims``). Built once per variant and reused: building
+    and hashing a fresh statement costs more than running it."""
+    if labels not in _CLAIMS:
         now = sa.bindparam("now", type_=UTCDateTime())
+        runner = sa.bindparam("runner_id", type_=sa.Text())
         pick = (
             sa.select(tasks.c.id)
             .where(tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now)
             .order_by(tasks.c.priority.desc(), tasks.c.created_at)
             .limit(1)
+            .with_for_update(skip_locked=True)
         )
         if labels:
-            pick = pick.where(_labels_fit(postgres=postgres))
-        if postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        _CLAIMS[key] = (
+            pick = pick.where(_labels_fit(postgres=True))
+        leased = (
             sa.update(tasks)
             .where(tasks.c.id == pick.scalar_subquery())
             .values(
                 status=TaskState.RUNNING.value,
                 attempts=tasks.c.attempts + 1,
                 fencing_token=tasks.c.fencing_token + 1,
-                lease_owner=sa.bindparam("runner_id", type_=sa.Text()),
+                lease_owner=runner,
                 lease_expires_at=sa.bindparam("expires", type_=UTCDateTime()),
                 updated_at=now,
                 reason=None,
             )
             .returning(*(tasks.c[name] for name in _CLAIMED_COLUMNS))
+            .cte("leased")
         )
-    return _CLAIMS[key]
+        run = sa.select(
+            sa.bindparam("run_id", type_=sa.Text()),
+            leased.c.id,
+            leased.c.attempts,
+            runner,
+            leased.c.fencing_token,
+            sa.literal(RunStatus.RUNNING.value, sa.Text()),
+            now,
+            sa.bindparam("claim_key", type_=sa.Text()),
+        )
+        opened = sa.insert(runs).from_select(_RUN_COLUMNS, run).cte("opened")
+        _CLAIMS[labels] = sa.select(leased).add_cte(opened)
+    return _CLAIMS[labels]
 
 
-_CLAIMS: dict[tuple[bool, bool], sa.Update] = {}
+_CLAIMS: dict[bool, sa.Select[Any]] = {}
+_RUN_COLUMNS = (
+    "id", "task_id", "attempt", "runner_id", "fencing_token", "status", "started_at", "claim_key",
+)  # fmt: skip
 
 
 def _labels_fit(*, postgres: bool) -> sa.TextClause:

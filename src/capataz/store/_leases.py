@@ -128,8 +128,15 @@ class Leases(StoreBase):
                 run_id=run_id,
                 claim_key=claim_key,
             )
-        stmt = _lease_sql.claim_statement(labels=wanted is not None, postgres=True)
-        params: dict[str, Any] = {"now": now, "expires": expires, "runner_id": runner_id}
+        stmt = _lease_sql.claim_statement(labels=wanted is not None)
+        run_id = _lease_sql.new_run_id()
+        params: dict[str, Any] = {
+            "now": now,
+            "expires": expires,
+            "runner_id": runner_id,
+            "run_id": run_id,
+            "claim_key": claim_key,
+        }
         if wanted is not None:
             params["runner_labels"] = wanted
         with self._write() as conn:
@@ -140,7 +147,7 @@ class Leases(StoreBase):
             row = conn.execute(stmt, params).first()
             if row is None:
                 return None
-            run_id = self._start_lease(conn, row, runner_id, now, claim_key)
+            self._tell_lease(conn, row, runner_id, run_id)
         return _lease_sql.claimed(row, run_id, expires)
 
     def claim_task(
@@ -451,9 +458,14 @@ class Leases(StoreBase):
     def _start_lease(
         self, conn: sa.Connection, row: Any, runner_id: str, now: datetime, claim_key: str | None
     ) -> str:
-        """The task of ``row`` was just leased to ``runner_id``: open its run, audit the
-        claim and tell the event stream. Returns the run's id."""
+        """The task of ``row`` was just leased to ``runner_id``: open its run and say so.
+        Returns the run's id."""
         run_id = _lease_sql.start_run(conn, row, runner_id, now, claim_key)
+        self._tell_lease(conn, row, runner_id, run_id)
+        return run_id
+
+    def _tell_lease(self, conn: sa.Connection, row: Any, runner_id: str, run_id: str) -> None:
+        """Audit the claim of ``row`` and tell the event stream (its run is open)."""
         payload = {"run_id": run_id, "attempt": row.attempts, "token": row.fencing_token}
         self._audit(conn, runner_id, "task.claimed", row.id, **payload)
         self._event(
@@ -473,7 +485,6 @@ class Leases(StoreBase):
             runner_id=runner_id,
             attempt=row.attempts,
         )
-        return run_id
 
     def _end_lease(
         self,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ __all__ = [
 
 ENV_VAR = "CAPATAZ_DATABASE_URL"
 BUSY_TIMEOUT_MS = 30_000
+# A pooled PostgreSQL connection idle longer than this is pinged before use (engine.py).
+PING_AFTER_IDLE = 1.0
+_CHECKED_IN = "capataz_checked_in"
 WAL_CHECKPOINT_PAGES = 10_000
 # Execution option for connections that only read: on SQLite they start a deferred
 # transaction and so never wait for, or hold up, a writer.
@@ -152,7 +156,8 @@ def pg_settings(url: URL) -> dict[str, str]:
 
 
 def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    _ping_idle_connections(engine)
     settings = pg_settings(url)
     if not settings:
         return engine
@@ -168,6 +173,34 @@ def _postgres_engine(url: URL, **kwargs: Any) -> Engine:
         dbapi_connection.commit()  # set_config in a transaction that rolled back is undone
 
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection before use only when it sat idle in the pool for more
+    than :data:`PING_AFTER_IDLE` seconds. SQLAlchemy's ``pool_pre_ping`` pings before
+    every checkout: one more round trip on every transaction, a fifth of a runner's
+    claim→done cycle. A connection checked in moments ago is almost surely alive; if the
+    server went away in between, the statement fails as :class:`StoreUnavailable`
+    (SQLAlchemy then drops the whole pool) and the caller retries as it does for any
+    outage. A dead idle connection is replaced silently (the pool retries the checkout
+    when this listener raises ``DisconnectionError``)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get(_CHECKED_IN)
+        if checked_in is None or time.monotonic() - checked_in <= PING_AFTER_IDLE:
+            return  # just connected, or used moments ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("the connection did not answer a ping")
 
 
 def _sqlite_engine(url: URL, **kwargs: Any) -> Engine:
