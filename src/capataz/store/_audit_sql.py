@@ -33,6 +33,7 @@ from capataz.store._tail import tail_of
 from capataz.store.schema import audit, audit_pending
 
 __all__ = [
+    "EVENT_ORDER_KEY",
     "GENESIS",
     "PG_LOCK",
     "UNSEALED_BOUND",
@@ -52,7 +53,8 @@ GENESIS = "0" * 64
 # Any fixed numbers work; they only have to be the same for every capataz process.
 # PG_LOCK orders the event stream's ids (``_event_sql``); the audit chain no longer takes
 # it. SEAL_LOCK elects the one sealer: a try-lock, so a second sealer skips, not waits.
-PG_LOCK = sa.select(sa.func.pg_advisory_xact_lock(0x0CA9A7A2))
+EVENT_ORDER_KEY = 0x0CA9A7A2
+PG_LOCK = sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_KEY))
 _SEAL_LOCK = sa.select(sa.func.pg_try_advisory_xact_lock(0x0CA9A7A3))
 
 # How long an entry may stay unsealed before verify calls it a problem: sweepers seal

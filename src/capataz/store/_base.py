@@ -82,6 +82,14 @@ class StoreBase:
             _write_tail(conn, tail)
 
     @contextmanager
+    def _single_statement(self) -> Iterator[sa.Connection]:
+        """A connection on which each statement commits by itself (PostgreSQL's
+        autocommit): for a write that is one statement, it saves the BEGIN and COMMIT
+        round trips. The statement must be the whole change (``_pg_claims``)."""
+        with self._shared.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         with self._shared.engine.connect() as conn:
             yield conn.execution_options(**{READ_ONLY: True})

@@ -13,13 +13,12 @@ import sqlalchemy as sa
 
 from capataz.store._base import no_task
 from capataz.store.records import ClaimedTask
-from capataz.store.schema import UTCDateTime, escalations, runs, task_dependencies, tasks
+from capataz.store.schema import escalations, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
 from capataz.units import Budget
 
 __all__ = [
     "LEASED",
-    "claim_statement",
     "claimed",
     "close_escalations",
     "end_run",
@@ -34,80 +33,6 @@ __all__ = [
 # The states in which a runner holds a task: working on it, or waiting (still holding
 # the lease, still heartbeating) for a human to answer its escalation.
 LEASED = (TaskState.RUNNING.value, TaskState.ESCALATED.value)
-
-_CLAIMED_COLUMNS = (
-    "id", "title", "instruction", "agent", "labels", "allow_high", "base_commit",
-    "attempts", "max_attempts", "fencing_token", "budget", "idempotency_key",
-)  # fmt: skip
-
-
-def claim_statement(*, labels: bool) -> sa.Select[Any]:
-    """PostgreSQL: one statement that picks the most urgent due task, leases it and opens
-    its run, returning what the runner needs; parameters ``now``, ``expires``,
-    ``runner_id``, ``run_id``, ``claim_key`` (and ``runner_labels``). The pick skips rows
-    other claimers hold (SKIP LOCKED); the run is inserted by a data-modifying CTE, which
-    PostgreSQL runs to completion whether or not the outer SELECT reads it. SQLite claims
-    on its own path (``_sqlite_claims``). Built once per variant and reused: building
-    and hashing a fresh statement costs more than running it."""
-    if labels not in _CLAIMS:
-        now = sa.bindparam("now", type_=UTCDateTime())
-        runner = sa.bindparam("runner_id", type_=sa.Text())
-        pick = (
-            sa.select(tasks.c.id)
-            .where(tasks.c.status == TaskState.READY.value, tasks.c.run_after <= now)
-            .order_by(tasks.c.priority.desc(), tasks.c.created_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        if labels:
-            pick = pick.where(_labels_fit(postgres=True))
-        leased = (
-            sa.update(tasks)
-            .where(tasks.c.id == pick.scalar_subquery())
-            .values(
-                status=TaskState.RUNNING.value,
-                attempts=tasks.c.attempts + 1,
-                fencing_token=tasks.c.fencing_token + 1,
-                lease_owner=runner,
-                lease_expires_at=sa.bindparam("expires", type_=UTCDateTime()),
-                updated_at=now,
-                reason=None,
-            )
-            .returning(*(tasks.c[name] for name in _CLAIMED_COLUMNS))
-            .cte("leased")
-        )
-        run = sa.select(
-            sa.bindparam("run_id", type_=sa.Text()),
-            leased.c.id,
-            leased.c.attempts,
-            runner,
-            leased.c.fencing_token,
-            sa.literal(RunStatus.RUNNING.value, sa.Text()),
-            now,
-            sa.bindparam("claim_key", type_=sa.Text()),
-        )
-        opened = sa.insert(runs).from_select(_RUN_COLUMNS, run).cte("opened")
-        _CLAIMS[labels] = sa.select(leased).add_cte(opened)
-    return _CLAIMS[labels]
-
-
-_CLAIMS: dict[bool, sa.Select[Any]] = {}
-_RUN_COLUMNS = (
-    "id", "task_id", "attempt", "runner_id", "fencing_token", "status", "started_at", "claim_key",
-)  # fmt: skip
-
-
-def _labels_fit(*, postgres: bool) -> sa.TextClause:
-    """SQL for "every label of the task is one of ``labels``" (a task without labels
-    fits every runner)."""
-    elements = (
-        "json_array_elements_text(tasks.labels) AS l(value)"
-        if postgres
-        else "json_each(tasks.labels) AS l"
-    )
-    return sa.text(
-        f"NOT EXISTS (SELECT 1 FROM {elements} WHERE l.value NOT IN :runner_labels)"  # noqa: S608 - fixed text
-    ).bindparams(sa.bindparam("runner_labels", expanding=True))
 
 
 def new_run_id() -> str:

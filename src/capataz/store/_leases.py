@@ -19,7 +19,14 @@ import sqlalchemy as sa
 
 from capataz.events import EventType
 from capataz.redaction import redact
-from capataz.store import _claim_keys, _lease_sql, _run_sql, _sqlite_claims, _task_sql
+from capataz.store import (
+    _claim_keys,
+    _lease_sql,
+    _pg_claims,
+    _run_sql,
+    _sqlite_claims,
+    _task_sql,
+)
 from capataz.store._base import Shared, StoreBase
 from capataz.store.errors import ArgumentRefusedError
 from capataz.store.records import ClaimedTask, RunDetails
@@ -128,27 +135,27 @@ class Leases(StoreBase):
                 run_id=run_id,
                 claim_key=claim_key,
             )
-        stmt = _lease_sql.claim_statement(labels=wanted is not None)
+        if claim_key is not None:
+            with self._write() as conn:
+                again = _claim_keys.replay(conn, claim_key, runner_id, expires, postgres=True)
+            if again is not None:
+                return again
         run_id = _lease_sql.new_run_id()
-        params: dict[str, Any] = {
+        params = {
+            **_pg_claims.fixed_parameters(),
             "now": now,
             "expires": expires,
             "runner_id": runner_id,
+            "told_runner": redact(runner_id),
             "run_id": run_id,
             "claim_key": claim_key,
         }
         if wanted is not None:
             params["runner_labels"] = wanted
-        with self._write() as conn:
-            if claim_key is not None:
-                again = _claim_keys.replay(conn, claim_key, runner_id, expires, postgres=True)
-                if again is not None:
-                    return again
-            row = conn.execute(stmt, params).first()
-            if row is None:
-                return None
-            self._tell_lease(conn, row, runner_id, run_id)
-        return _lease_sql.claimed(row, run_id, expires)
+        with self._single_statement() as conn:
+            row = conn.execute(_pg_claims.claim_statement(labels=wanted is not None), params)
+            leased = row.first()
+        return None if leased is None else _lease_sql.claimed(leased, run_id, expires)
 
     def claim_task(
         self,

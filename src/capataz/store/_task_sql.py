@@ -233,6 +233,12 @@ def release_or_cascade(
     blocked or cancelled, they (and theirs, transitively) never run and say why.
     Returns the ids it changed."""
     if state is TaskState.DONE:
+        if conn.dialect.name == "postgresql":
+            # Lock the waiting dependents first, so that the check below runs after any
+            # other dependency that finished at the same moment has committed: two
+            # completions that both checked before either committed would each see the
+            # other still running, and the dependent would wait forever.
+            conn.execute(_LOCK_DEPENDENTS, {"task_id": task_id})
         released = _moved(conn, _RELEASE, {"task_id": task_id, "now": now})
         for tid in released:
             _audit_sql.append(
@@ -316,6 +322,20 @@ _NOW = sa.bindparam("now", type_=UTCDateTime())
 # Dependents whose every dependency is now done become ready.
 _RELEASE = _dependents_update(~_unfinished_dependency()).values(
     status=TaskState.READY.value, reason=None, updated_at=_NOW
+)
+# The waiting dependents' rows, locked in id order (so two lockers cannot deadlock).
+_LOCK_DEPENDENTS = (
+    sa.select(tasks.c.id)
+    .where(
+        tasks.c.status == TaskState.PENDING.value,
+        tasks.c.id.in_(
+            sa.select(task_dependencies.c.task_id).where(
+                task_dependencies.c.depends_on_id == sa.bindparam("task_id")
+            )
+        ),
+    )
+    .order_by(tasks.c.id)
+    .with_for_update()
 )
 # Dependents of a task that ended badly never run, and say why.
 _CASCADE = _dependents_update().values(
