@@ -23,6 +23,7 @@ from capataz.store import (
     _claim_keys,
     _lease_sql,
     _pg_claims,
+    _pg_reports,
     _run_sql,
     _sqlite_claims,
     _task_sql,
@@ -237,6 +238,11 @@ class Leases(StoreBase):
             )
         now = self._now()
         rows = _run_sql.detail_rows(details, now) if details is not None else None
+        if self._postgres and state is TaskState.DONE:
+            ending = (task_id, fencing_token, now, reason)
+            told = (decision, actor)
+            if self._done_in_one(ending, told, details=details, rows=rows):
+                return True  # else not this lease's: the general path below says why
         with self._write() as conn:
             current = _lease_sql.lock_task(conn, task_id, postgres=self._postgres)
             who = actor or current.lease_owner or "runner"
@@ -311,6 +317,43 @@ class Leases(StoreBase):
             released = _task_sql.release_or_cascade(conn, task_id, final, now, who)
             if final is TaskState.READY or (final is TaskState.DONE and released):
                 self._notify_ready(conn)
+        return True
+
+    def _done_in_one(
+        self,
+        ending: tuple[str, int, datetime, str | None],
+        told: tuple[str | None, str | None],
+        *,
+        details: RunDetails | None,
+        rows: _run_sql.DetailRows | None,
+    ) -> bool:
+        """PostgreSQL, "done" reported by the lease's holder: the whole report in one
+        statement (``_pg_reports``), then the run's details and the release of waiting
+        dependents when there are any. False (nothing written) when the lease is not
+        the caller's."""
+        task_id, fencing_token, now, reason = ending
+        decision, actor = told
+        params = {
+            **_pg_reports.fixed_parameters(),
+            "task_id": task_id,
+            "token": fencing_token,
+            "now": now,
+            "reason": reason,
+            "decision": decision,
+            "told_decision": redact(decision) if decision else decision,
+            "actor": actor,
+            "result": redact(details.outcome) if details and details.outcome else None,
+        }
+        with self._write() as conn:
+            row = conn.execute(_pg_reports.DONE, params).first()
+            if row is None:
+                return False
+            if details is not None and rows is not None and row.run_id is not None:
+                _run_sql.record_details(conn, row.run_id, details, rows)
+            if row.waiting:
+                who = actor or row.lease_owner or "runner"
+                if _task_sql.release_dependents(conn, task_id, now, who):
+                    self._notify_ready(conn)
         return True
 
     def retry_delay(self, attempts: int) -> float:

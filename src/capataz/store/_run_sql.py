@@ -28,6 +28,7 @@ __all__ = [
     "detail_values",
     "insert_details",
     "no_run",
+    "record_details",
     "record_step",
 ]
 
@@ -193,6 +194,13 @@ def detail_rows(details: RunDetails, now: datetime) -> DetailRows:
             for item in details.decisions
         ],
     }
+
+
+def record_details(conn: sa.Connection, run_id: str, details: RunDetails, rows: DetailRows) -> None:
+    """Write ``details`` on the run ``run_id`` (its columns and its child ``rows``, from
+    :func:`detail_rows`) when the run was ended without them (``_pg_reports``)."""
+    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**detail_values(details)))
+    insert_details(conn, run_id, rows)
 
 
 def insert_details(conn: sa.Connection, run_id: str, rows: DetailRows) -> None:

@@ -19,7 +19,7 @@ from capataz.store.records import NewTask, Task
 from capataz.store.schema import UTCDateTime, runs, task_dependencies, tasks
 from capataz.store.statuses import RunStatus, TaskState
 
-__all__ = ["insert_batch", "load", "load_page", "release_or_cascade"]
+__all__ = ["insert_batch", "load", "load_page", "release_dependents", "release_or_cascade"]
 
 
 def insert_batch(
@@ -239,26 +239,7 @@ def release_or_cascade(
             # completions that both checked before either committed would each see the
             # other still running, and the dependent would wait forever.
             conn.execute(_LOCK_DEPENDENTS, {"task_id": task_id})
-        released = _moved(conn, _RELEASE, {"task_id": task_id, "now": now})
-        for tid in released:
-            _audit_sql.append(
-                conn,
-                at=now,
-                actor=actor,
-                action="task.ready",
-                subject=tid,
-                payload={"after": task_id},
-            )
-        _event_sql.emit_many(
-            conn,
-            EventType.TASK_STATE,
-            at=now,
-            items=[
-                (tid, {"status": TaskState.READY.value, "was": TaskState.PENDING.value})
-                for tid in released
-            ],
-        )
-        return released
+        return release_dependents(conn, task_id, now, actor)
     if state not in (TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED):
         return []
     changed: list[str] = []
@@ -288,6 +269,32 @@ def release_or_cascade(
             changed.append(tid)
             frontier.append((tid, target))
     return changed
+
+
+def release_dependents(conn: sa.Connection, task_id: str, now: datetime, actor: str) -> list[str]:
+    """The task ``task_id`` is done: its waiting dependents whose dependencies are now
+    all done become ready, audited and told. On PostgreSQL the caller has locked them
+    (see :func:`release_or_cascade`). Returns their ids."""
+    released = _moved(conn, _RELEASE, {"task_id": task_id, "now": now})
+    for tid in released:
+        _audit_sql.append(
+            conn,
+            at=now,
+            actor=actor,
+            action="task.ready",
+            subject=tid,
+            payload={"after": task_id},
+        )
+    _event_sql.emit_many(
+        conn,
+        EventType.TASK_STATE,
+        at=now,
+        items=[
+            (tid, {"status": TaskState.READY.value, "was": TaskState.PENDING.value})
+            for tid in released
+        ],
+    )
+    return released
 
 
 def _moved(conn: sa.Connection, stmt: sa.Update, params: dict[str, Any]) -> list[str]:
