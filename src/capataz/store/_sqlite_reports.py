@@ -158,7 +158,6 @@ def complete(
         return False
     state = TaskState(state)
     reason = redact(reason) if reason else reason
-    now = clock()
     db = connections.get()
     try:
         return _report(
@@ -170,7 +169,6 @@ def complete(
             reason=reason,
             decision=decision,
             actor=actor,
-            now=now,
             clock=clock,
             retry_delay=retry_delay,
         )
@@ -188,12 +186,12 @@ def _report(
     reason: str | None,
     decision: str | None,
     actor: str | None,
-    now: datetime,
     clock: Callable[[], datetime],
     retry_delay: Callable[[int], float],
 ) -> bool:
     """The report's transaction; False (rolled back, nothing written) when the runner
-    does not hold the task."""
+    does not hold the task. The clock is first read once the lease is known to be
+    held, so a report that falls back reads it only on the SQLAlchemy path."""
     stmt = _Statement()
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -205,6 +203,7 @@ def _report(
         if current is None or not _holds(current, fencing_token):
             db.execute("ROLLBACK")
             return False
+        now = clock()
         was, attempts, lease_owner = current[0], current[2], current[4]
         who = actor or lease_owner or "runner"
         final, run_after = state, None
