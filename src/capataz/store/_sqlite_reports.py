@@ -87,10 +87,17 @@ _CASCADES = {
 _TASK_ROW = (
     "SELECT status, fencing_token, attempts, max_attempts, lease_owner FROM tasks WHERE id = ?"
 )
-# ``Leases._ENDED``: the lease goes, and a retry waits until the given time.
+# ``Leases._ENDED``: the lease goes, and a retry waits until the given time. Its
+# ``run_after = coalesce(:retry_at, run_after)`` rewrites ix_tasks_run_after's entry
+# even when the value stays, one more page for the WAL and the checkpoint in every
+# report; so only a retry (_RETRIED) sets run_after here, which leaves the same rows.
 _ENDED = (
     "UPDATE tasks SET status = ?, reason = ?, updated_at = ?, lease_owner = NULL,"
-    " lease_expires_at = NULL, run_after = coalesce(?, run_after) WHERE id = ?"
+    " lease_expires_at = NULL WHERE id = ?"
+)
+_RETRIED = (
+    "UPDATE tasks SET status = ?, reason = ?, updated_at = ?, lease_owner = NULL,"
+    " lease_expires_at = NULL, run_after = ? WHERE id = ?"
 )
 # ``_lease_sql.end_run`` with the columns a report without details sets.
 _END_RUN = (
@@ -211,8 +218,11 @@ def _report(
             final = TaskState.READY
             run_after = now + timedelta(seconds=retry_delay(attempts))
         at = sqlite_time(now)
-        retry_at = sqlite_time(run_after) if run_after is not None else None
-        stmt.run(db, _ENDED, (final.value, reason, at, retry_at, task_id))
+        if run_after is None:
+            stmt.run(db, _ENDED, (final.value, reason, at, task_id))
+        else:
+            retry_at = sqlite_time(run_after)
+            stmt.run(db, _RETRIED, (final.value, reason, at, retry_at, task_id))
         ended = stmt.run(
             db,
             _END_RUN,
