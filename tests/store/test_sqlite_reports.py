@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from capataz import redaction
 from capataz.models import utcnow
 from capataz.store import NewTask, Store, TaskState, _lease_sql, _sqlite_reports
 from capataz.store._sqlite_reports import _CASCADE, _ENDED, _RELEASE, _RETRIED, _TASK_ROW
@@ -21,6 +22,7 @@ from capataz.store._sqlite_reports import _CASCADE, _ENDED, _RELEASE, _RETRIED, 
 from .conftest import Clock
 
 _COMPLETE = _sqlite_reports.complete
+_SECRET = "sk-report-secret-value"
 _TABLES = {
     "tasks": "id",
     "task_dependencies": "task_id, depends_on_id",
@@ -73,7 +75,7 @@ def _run_sequence(
         # Failed with an attempt left: back to ready after a backoff; then failed for
         # good, which blocks g and, through g, h.
         f = store.leases.claim_task("f", "runner-2")
-        assert store.leases.complete("f", f.fencing_token, TaskState.FAILED, "tests fail")
+        assert store.leases.complete("f", f.fencing_token, TaskState.FAILED, f"no {_SECRET}")
         clock.advance(3600)
         f = store.leases.claim_task("f", "runner-2")
         assert store.leases.complete("f", f.fencing_token, "failed", "tests fail again")
@@ -82,7 +84,7 @@ def _run_sequence(
         e = store.leases.claim_task("e", "runner-3")
         assert store.escalations.open("e", e.fencing_token, "may I delete prod?")
         assert store.leases.complete(
-            "e", e.fencing_token, "done", "asked", decision="approved", actor="someone"
+            "e", e.fencing_token, "done", "asked", decision=f"ok {_SECRET}", actor="someone"
         )
         # Cancelled by its runner (n is cancelled too), escalated as an ending, blocked.
         m = store.leases.claim_task("m", "runner-1")
@@ -114,6 +116,7 @@ def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 def test_the_fast_report_path_writes_what_the_sqlalchemy_path_writes(
     sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    redaction.add({"REPORT_KEY": _SECRET})  # masked in reasons, events and audit
     start = utcnow()
     paths = {}
     answers = {}
@@ -148,6 +151,7 @@ def test_the_fast_report_path_writes_what_the_sqlalchemy_path_writes(
     assert actions[-1] == "task.complete_refused"
     assert all(row[-2] is not None for row in slow["escalations"])  # closed
     assert {row[2] for row in slow["events"]} >= {"decision", "run.finished", "task.state"}
+    assert not any(_SECRET in repr(row) for row in (*slow["events"], *slow["audit"]))
 
 
 def test_the_fast_report_sql_uses_the_contract_state_names() -> None:

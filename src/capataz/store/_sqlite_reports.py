@@ -15,7 +15,9 @@ IMMEDIATE`` transaction, exactly what the SQLAlchemy path writes:
 
 * the task row ended (``Leases._ENDED``): a failed attempt with attempts left goes
   back to ready after ``retry_delay`` (the same method, so the same backoff and jitter),
-  otherwise the reported state; the lease cleared;
+  otherwise the reported state; the lease cleared (run_after is written only for a
+  retry: otherwise the SQLAlchemy path's ``coalesce`` rewrites the value it has, the
+  same row for one more index page to write);
 * the lease's run ended (``_lease_sql.end_run``: status, ended_at, reason, outcome,
   decision);
 * an escalation the task waited on closed (when it was ``escalated``);
