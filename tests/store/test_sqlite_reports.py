@@ -16,8 +16,17 @@ import pytest
 
 from capataz import redaction
 from capataz.models import utcnow
-from capataz.store import NewTask, Store, TaskState, _lease_sql, _sqlite_reports
-from capataz.store._sqlite_reports import _CASCADE, _ENDED, _RELEASE, _RETRIED, _TASK_ROW
+from capataz.store import NewTask, RunDetails, Store, TaskState, _lease_sql, _sqlite_reports
+from capataz.store._run_sql import detail_rows
+from capataz.store._sqlite_reports import (
+    _CASCADE,
+    _DETAIL_TABLES,
+    _ENDED,
+    _RELEASE,
+    _RETRIED,
+    _TASK_ROW,
+)
+from capataz.store.errors import ArgumentRefusedError
 
 from .conftest import Clock
 
@@ -28,6 +37,9 @@ _TABLES = {
     "task_dependencies": "task_id, depends_on_id",
     "runs": "id",
     "escalations": "id",
+    "file_changes": "id",
+    "violations": "id",
+    "decisions": "id",
     "events": "id",
     "audit": "seq",
 }
@@ -66,6 +78,7 @@ def _run_sequence(
                 NewTask("n", "x", id="n", depends_on=("m",)),
                 NewTask("p", "x", id="p"),
                 NewTask("q", "x", id="q"),
+                NewTask("r", "x", id="r"),
             ]
         )
         # Done through the claim of the queue: b is released, d still waits for e.
@@ -93,6 +106,14 @@ def _run_sequence(
         assert store.leases.complete("p", p.fencing_token, "escalated", "need a human")
         q = store.leases.claim_task("q", "runner-1")
         assert store.leases.complete("q", q.fencing_token, "blocked", "no access", decision="x")
+        # With details (what a pipeline's runner reports): refused ones write nothing.
+        r = store.leases.claim_task("r", "runner-4")
+        refused = RunDetails("landed", file_changes=[{"kind": "added"}])
+        with pytest.raises(ArgumentRefusedError, match="'path'"):
+            store.leases.complete("r", r.fencing_token, "done", details=refused)
+        assert store.leases.complete(
+            "r", r.fencing_token, "done", "landed", decision="landed", details=_DETAILS
+        )
         # Not the holder: the SQLAlchemy path refuses (and audits), then accepts a retry.
         assert not store.leases.complete("q", q.fencing_token + 1, "done")
         assert store.leases.complete("q", q.fencing_token, "blocked", "no access")
@@ -100,6 +121,40 @@ def _run_sequence(
     finally:
         store.close()
     return answers
+
+
+_DETAILS = RunDetails(
+    "landed",
+    exit_code=0,
+    wall_seconds=1.5,
+    cpu_seconds=2,
+    peak_memory_bytes=1 << 20,
+    result_commit="abc123",
+    landed_commit="def456",
+    file_changes=[
+        {"path": "a.py", "kind": "modified", "lines_added": 3, "lines_removed": 1},
+        {"path": "logo.png", "kind": "added", "binary": True},
+    ],
+    violations=[
+        {"type": "secret", "severity": "high", "file": "a.py", "line": 3, "details": _SECRET},
+        {"type": "size", "severity": "low", "gate": "diff", "phase": "pre"},
+    ],
+    decisions=[
+        {
+            "phase": "gate",
+            "decision": "pass",
+            "reason": "ok",
+            "timestamp": "2026-01-02T03:04:05+02:00",
+        },
+        {"phase": "land", "decision": "landed"},
+    ],
+    diff=f"+token = {_SECRET!r}\n",
+    tokens_in=1200,
+    tokens_out=340,
+    cost_usd=0.0123,
+    model="some-model",
+    turns=4,
+)
 
 
 def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -126,7 +181,9 @@ def test_the_fast_report_path_writes_what_the_sqlalchemy_path_writes(
         answers[fast] = _run_sequence(paths[fast], start, monkeypatch, fast=fast)
     assert answers[False] == []  # switched off: never tried
     # Seven reports on the fast path; the refused one and its retry fall back.
-    assert answers[True] == [True] * 7 + [False, False]
+    # Eight reports on the fast path (the refused details raise there, as on the other
+    # path); the refused one and its retry fall back.
+    assert answers[True] == [True] * 8 + [False, False]
     slow, fast_rows = _rows(paths[False]), _rows(paths[True])
     for table in _TABLES:
         assert fast_rows[table] == slow[table], table
@@ -144,6 +201,7 @@ def test_the_fast_report_path_writes_what_the_sqlalchemy_path_writes(
         "n": "cancelled",
         "p": "escalated",
         "q": "blocked",
+        "r": "done",
     }
     actions = [row[3] for row in slow["audit"]]
     for action in ("task.retry", "task.failed", "task.ready", "task.blocked", "task.cancelled"):
@@ -151,7 +209,15 @@ def test_the_fast_report_path_writes_what_the_sqlalchemy_path_writes(
     assert actions[-1] == "task.complete_refused"
     assert all(row[-2] is not None for row in slow["escalations"])  # closed
     assert {row[2] for row in slow["events"]} >= {"decision", "run.finished", "task.state"}
-    assert not any(_SECRET in repr(row) for row in (*slow["events"], *slow["audit"]))
+    assert (len(slow["file_changes"]), len(slow["violations"]), len(slow["decisions"])) == (2, 2, 2)
+    masked = ("events", "audit", "violations")
+    assert not any(_SECRET in repr(row) for table in masked for row in slow[table])
+    db = sqlite3.connect(paths[True])
+    try:
+        diff, result = db.execute("SELECT diff, result FROM runs WHERE task_id = 'r'").fetchone()
+    finally:
+        db.close()
+    assert result == "landed" and "***REPORT_KEY***" in diff and _SECRET not in diff
 
 
 def test_the_fast_report_sql_uses_the_contract_state_names() -> None:
@@ -161,3 +227,10 @@ def test_the_fast_report_sql_uses_the_contract_state_names() -> None:
         assert f"status = '{TaskState.PENDING.value}'" in sql
     assert f"status = '{TaskState.READY.value}'" in _RELEASE
     assert f"status != '{TaskState.DONE.value}'" in _RELEASE
+
+
+def test_the_fast_report_path_inserts_every_column_of_the_details_rows() -> None:
+    rows = detail_rows(_DETAILS, utcnow())
+    assert {table: set(found[0]) for table, found in rows.items()} == {
+        table: set(columns) for table, columns in _DETAIL_TABLES.items()
+    }

@@ -239,7 +239,6 @@ class Leases(StoreBase):
         # nothing written, decided below (see ``_sqlite_reports``).
         if (
             connections is not None
-            and details is None
             and self._sqlite_fast_reports
             and _sqlite_reports.complete(
                 connections,
@@ -249,6 +248,7 @@ class Leases(StoreBase):
                 reason,
                 decision=decision,
                 actor=actor,
+                details=details,
                 clock=self._now,
                 retry_delay=self.retry_delay,
             )

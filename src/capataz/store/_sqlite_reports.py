@@ -7,11 +7,11 @@ processing, result wrapping, events, the pool checkout) cost about 1 ms of Pytho
 report where SQLite's own work is about a third of that. So on SQLite ``complete`` first
 tries this module, on the same per-thread connections (:class:`ClaimConnections`).
 
-**Which cases run here.** The common case, fully: the report carries no ``details``,
-names one of the endings (done, failed, blocked, escalated, cancelled), and the runner
-holds the task (its row is ``running`` or ``escalated`` under ``fencing_token`` with a
-``lease_owner``), with or without ``decision`` and ``actor``. Then, in one ``BEGIN
-IMMEDIATE`` transaction, exactly what the SQLAlchemy path writes:
+**Which cases run here.** The common case, fully: the report names one of the endings
+(done, failed, blocked, escalated, cancelled) and the runner holds the task (its row is
+``running`` or ``escalated`` under ``fencing_token`` with a ``lease_owner``), with or
+without ``decision``, ``actor`` and ``details`` (what a pipeline's runner reports). Then,
+in one ``BEGIN IMMEDIATE`` transaction, exactly what the SQLAlchemy path writes:
 
 * the task row ended (``Leases._ENDED``): a failed attempt with attempts left goes
   back to ready after ``retry_delay`` (the same method, so the same backoff and jitter),
@@ -19,7 +19,9 @@ IMMEDIATE`` transaction, exactly what the SQLAlchemy path writes:
   retry: otherwise the SQLAlchemy path's ``coalesce`` rewrites the value it has, the
   same row for one more index page to write);
 * the lease's run ended (``_lease_sql.end_run``: status, ended_at, reason, outcome,
-  decision);
+  decision, and with ``details`` the columns of ``_run_sql.detail_values``), and the
+  details' file changes, violations and decisions rows (``_run_sql.detail_rows``, the
+  same function, so the same checks and masking);
 * an escalation the task waited on closed (when it was ``escalated``);
 * dependents moved along (``_task_sql.release_or_cascade``): when done, those whose
   dependencies are all done become ready, each audited ``task.ready`` with its
@@ -31,12 +33,13 @@ IMMEDIATE`` transaction, exactly what the SQLAlchemy path writes:
   RUN_FINISHED, DECISION (with a decision), then the dependents' TASK_STATE events.
 
 **Which cases do not.** Everything else takes the SQLAlchemy path unchanged, which stays
-the reference: a report with ``details`` (its run columns and step/file/violation rows);
-a state that is not an ending (refused there with ArgumentRefusedError); a task that
-does not exist (NoSuchTaskError there); a runner that does not hold the lease (the
-refusal, audited, or the accepted retry of a report whose answer was lost). For the last
-two this module reads the row, writes nothing, ends its transaction and returns False;
-the SQLAlchemy path then decides in a transaction of its own. A store can be switched to
+the reference: a state that is not an ending (refused there with ArgumentRefusedError);
+a task that does not exist (NoSuchTaskError there); a runner that does not hold the
+lease (the refusal, audited, or the accepted retry of a report whose answer was lost).
+For the last two this module reads the row, writes nothing, ends its transaction and
+returns False; the SQLAlchemy path then decides in a transaction of its own. Details
+that ``detail_rows`` refuses (ArgumentRefusedError) roll the transaction back and raise
+the same error that path raises, having written nothing either. A store can be switched to
 the SQLAlchemy path for every report (``Leases._sqlite_fast_reports = False``), which
 the test comparing both paths does.
 
@@ -62,6 +65,7 @@ from capataz.events import EventType
 from capataz.redaction import redact, redact_data
 from capataz.store._audit_sql import GENESIS, canonical, entry_hash
 from capataz.store._event_sql import SQLITE_INSERT as _EVENT
+from capataz.store._run_sql import DetailRows, detail_rows, detail_values
 from capataz.store._sqlite_claims import (
     _AUDIT,
     _TAIL,
@@ -70,6 +74,7 @@ from capataz.store._sqlite_claims import (
     _wrapped,
     sqlite_time,
 )
+from capataz.store.records import RunDetails
 from capataz.store.statuses import RunStatus, TaskState
 
 __all__ = ["complete"]
@@ -101,11 +106,26 @@ _RETRIED = (
     "UPDATE tasks SET status = ?, reason = ?, updated_at = ?, lease_owner = NULL,"
     " lease_expires_at = NULL, run_after = ? WHERE id = ?"
 )
-# ``_lease_sql.end_run`` with the columns a report without details sets.
+# ``_lease_sql.end_run`` with the columns a report without details sets; with details,
+# their columns too (_end_run_sql).
 _END_RUN = (
     "UPDATE runs SET status = ?, ended_at = ?, reason = ?, decision = ?, outcome = ?"
     " WHERE task_id = ? AND fencing_token = ? RETURNING id"
 )
+_END_RUN_WITH: dict[tuple[str, ...], str] = {}
+# ``_run_sql.insert_details``: each table's columns, in the order given.
+_DETAIL_TABLES = {
+    "file_changes": ("path", "kind", "lines_added", "lines_removed", "binary"),
+    "violations": (
+        "type", "severity", "details", "suggestion", "file", "line", "gate", "phase",
+    ),
+    "decisions": ("at", "phase", "decision", "reason"),
+}  # fmt: skip
+_INSERT_DETAIL = {
+    table: f"INSERT INTO {table} (run_id, {', '.join(columns)})"  # noqa: S608 - fixed names
+    f" VALUES (?{', ?' * len(columns)})"
+    for table, columns in _DETAIL_TABLES.items()
+}
 # ``_lease_sql.close_escalations``.
 _CLOSE_ESCALATIONS = "UPDATE escalations SET closed_at = ? WHERE task_id = ? AND closed_at IS NULL"
 # ``_task_sql._RELEASE`` and ``_CASCADE``: the pending dependents of a task (the first
@@ -155,6 +175,7 @@ def complete(
     *,
     decision: str | None,
     actor: str | None,
+    details: RunDetails | None,
     clock: Callable[[], datetime],
     retry_delay: Callable[[int], float],
 ) -> bool:
@@ -178,6 +199,7 @@ def complete(
             reason=reason,
             decision=decision,
             actor=actor,
+            details=details,
             clock=clock,
             retry_delay=retry_delay,
         )
@@ -195,6 +217,7 @@ def _report(
     reason: str | None,
     decision: str | None,
     actor: str | None,
+    details: RunDetails | None,
     clock: Callable[[], datetime],
     retry_delay: Callable[[int], float],
 ) -> bool:
@@ -213,6 +236,7 @@ def _report(
             db.execute("ROLLBACK")
             return False
         now = clock()
+        rows = detail_rows(details, now) if details is not None else None
         was, attempts, lease_owner = current[0], current[2], current[4]
         who = actor or lease_owner or "runner"
         final, run_after = state, None
@@ -225,20 +249,8 @@ def _report(
         else:
             retry_at = sqlite_time(run_after)
             stmt.run(db, _RETRIED, (final.value, reason, at, retry_at, task_id))
-        ended = stmt.run(
-            db,
-            _END_RUN,
-            (
-                RunStatus.FINISHED.value,
-                at,
-                reason,
-                decision,
-                state.value,
-                task_id,
-                fencing_token,
-            ),
-        ).fetchone()
-        run_id: str | None = ended[0] if ended is not None else None
+        ending = (RunStatus.FINISHED.value, at, reason, decision, state.value)
+        run_id = _end_run(db, stmt, task_id, fencing_token, ending=ending, details=(details, rows))
         if was == TaskState.ESCALATED.value:
             stmt.run(db, _CLOSE_ESCALATIONS, (at, task_id))
         action = "task.retry" if final is TaskState.READY else f"task.{final}"
@@ -249,20 +261,16 @@ def _report(
             "run_after": run_after.isoformat() if run_after else None,
         }
         entries: list[_Entry] = [(clock(), who, action, task_id, audited)]
-        told = {"status": final.value, "was": was, "reason": reason}
-        events: list[_Event] = [(clock(), EventType.TASK_STATE, task_id, run_id, told)]
-        if run_id is not None:
-            finished = {
-                "status": RunStatus.FINISHED.value,
-                "reason": reason,
-                "outcome": state.value,
-                "result": None,
-                "decision": decision,
-            }
-            events.append((clock(), EventType.RUN_FINISHED, task_id, run_id, finished))
-        if decision is not None:
-            decided = {"decision": decision, "reason": reason}
-            events.append((clock(), EventType.DECISION, task_id, run_id, decided))
+        events = _told(
+            clock,
+            task_id=task_id,
+            run_id=run_id,
+            task_state=(final, was),
+            outcome=state,
+            reason=reason,
+            decision=decision,
+            result=details.outcome if details is not None else None,
+        )
         _move_dependents(db, stmt, task_id, final, now=now, who=who, entries=entries, events=events)
         _write_audit(db, stmt, entries)
         _write_events(db, stmt, events)
@@ -274,6 +282,93 @@ def _report(
             raise _wrapped(stmt.sql, stmt.params, exc, connections) from exc
         raise
     return True
+
+
+def _told(
+    clock: Callable[[], datetime],
+    *,
+    task_id: str,
+    run_id: str | None,
+    task_state: tuple[TaskState, str],
+    outcome: TaskState,
+    reason: str | None,
+    decision: str | None,
+    result: str | None,
+) -> list[_Event]:
+    """The events ``Leases._end_lease`` and ``complete`` emit (each at a clock reading
+    of its own, as ``StoreBase._event`` reads it): the task's new state (and what it
+    was), how its run ended, and the decision."""
+    status, was = task_state
+    told = {"status": status.value, "was": was, "reason": reason}
+    events: list[_Event] = [(clock(), EventType.TASK_STATE, task_id, run_id, told)]
+    if run_id is not None:
+        finished = {
+            "status": RunStatus.FINISHED.value,
+            "reason": reason,
+            "outcome": outcome.value,
+            "result": result,
+            "decision": decision,
+        }
+        events.append((clock(), EventType.RUN_FINISHED, task_id, run_id, finished))
+    if decision is not None:
+        decided = {"decision": decision, "reason": reason}
+        events.append((clock(), EventType.DECISION, task_id, run_id, decided))
+    return events
+
+
+def _end_run(
+    db: sqlite3.Connection,
+    stmt: _Statement,
+    task_id: str,
+    fencing_token: int,
+    *,
+    ending: tuple[Any, ...],
+    details: tuple[RunDetails | None, DetailRows | None],
+) -> str | None:
+    """``_lease_sql.end_run`` (``ending``: status, ended_at, reason, decision, outcome;
+    and the details' columns) and ``_run_sql.insert_details``; the run's id."""
+    given, rows = details
+    if given is None:
+        sql, params = _END_RUN, (*ending, task_id, fencing_token)
+    else:
+        values = detail_values(given)
+        sql = _end_run_sql(tuple(values))
+        params = (*ending, *values.values(), task_id, fencing_token)
+    ended = stmt.run(db, sql, params).fetchone()
+    run_id: str | None = ended[0] if ended is not None else None
+    if rows is not None and run_id is not None:
+        _insert_details(db, stmt, run_id, rows)
+    return run_id
+
+
+def _end_run_sql(columns: tuple[str, ...]) -> str:
+    """``_END_RUN`` setting ``columns`` (``detail_values``'s) too; built once per set."""
+    sql = _END_RUN_WITH.get(columns)
+    if sql is None:
+        more = "".join(f", {name} = ?" for name in columns)
+        sql = _END_RUN_WITH[columns] = _END_RUN.replace(" WHERE", more + " WHERE", 1)
+    return sql
+
+
+def _insert_details(
+    db: sqlite3.Connection, stmt: _Statement, run_id: str, rows: DetailRows
+) -> None:
+    """``_run_sql.insert_details``: the rows of ``detail_rows``, stored as SQLAlchemy
+    stores them (``binary`` as 0/1, a decision's ``at`` as UTC text)."""
+    for table, columns in _DETAIL_TABLES.items():
+        if not rows[table]:
+            continue
+        values = [(run_id, *(_stored(row[name]) for name in columns)) for row in rows[table]]
+        stmt.sql, stmt.params = _INSERT_DETAIL[table], values[-1]
+        db.executemany(_INSERT_DETAIL[table], values)
+
+
+def _stored(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        return sqlite_time(value)
+    return value
 
 
 def _holds(current: Any, fencing_token: int) -> bool:
