@@ -12,9 +12,11 @@ Each process has its own connection. A capataz cycle is ``claim`` then ``complet
 "done")``; a Procrastinate cycle is fetch, run a no-op async task, finish. The clock starts
 when every process is connected and released by a barrier, and stops when the last one
 finds the queue empty. Each run gets a fresh database, and afterwards the bench checks
-that every task was done exactly once (and prints the counts). Goals (docs/performance.md):
->= 3,000 claim->done/s on SQLite in one process; on PostgreSQL at 4 and 8 workers at
-least twice Procrastinate's rate in the same run. Prints figures; asserts nothing.
+that every task was done exactly once (and prints the counts). Goals (docs/performance.md,
+issue 13): on SQLite >= 3,000 claim->done/s in one process and >= 1,500/s with 4
+processes (claims alone are printed beside them, as information); on PostgreSQL at 4
+and 8 workers at least twice Procrastinate's rate in the same run. Prints figures;
+asserts nothing.
 
     python bench/queue_claims.py [--tasks N] [--only sqlite|postgresql] [--json]
 
@@ -55,7 +57,8 @@ SQLITE_TASKS = 5_000
 PG_TASKS = 3_000
 SQLITE_PROCESSES = (1, 4)
 PG_PROCESSES = (1, 4, 8)
-SQLITE_GOAL = 5_000.0  # claims/s, one process
+# claim→done cycles/s on SQLite, by number of processes (issue 13).
+SQLITE_GOALS = {1: 3_000.0, 4: 1_500.0}
 LEASE_SECONDS = 600.0  # far beyond any run: no lease may expire and be rescued mid-bench
 BARRIER_TIMEOUT = 180.0
 # Processes compare time.monotonic() readings: on Linux it is CLOCK_MONOTONIC, one clock
@@ -447,18 +450,22 @@ def _find(
 
 
 def goals(results: list[Result]) -> list[dict[str, Any]]:
-    """The two goals, each with the figures it is judged on."""
+    """The goals, each with the figures it is judged on."""
     found: list[dict[str, Any]] = []
-    alone = _find(results, "sqlite", "capataz", CLAIM_ONLY, 1)
-    cycle = _find(results, "sqlite", "capataz", CLAIM_DONE, 1)
-    if alone or cycle:
+    for n, goal in SQLITE_GOALS.items():
+        cycle = _find(results, "sqlite", "capataz", CLAIM_DONE, n)
+        alone = _find(results, "sqlite", "capataz", CLAIM_ONLY, n)
+        if cycle is None and alone is None:
+            continue
         found.append(
             {
-                "goal": "capataz on SQLite, 1 process: > 5,000 claims/s",
-                "claims_alone_per_s": round(alone.rate, 1) if alone else None,
+                "goal": (
+                    f"capataz on SQLite, {n} process{'es' if n > 1 else ''}: "
+                    f"≥ {goal:,.0f} claim→done/s"
+                ),
                 "claim_done_per_s": round(cycle.rate, 1) if cycle else None,
-                "met_by_claims_alone": bool(alone and alone.rate > SQLITE_GOAL),
-                "met_by_claim_done": bool(cycle and cycle.rate > SQLITE_GOAL),
+                "claims_alone_per_s": round(alone.rate, 1) if alone else None,  # information
+                "met": bool(cycle and cycle.rate >= goal),
             }
         )
     for n in PG_PROCESSES:
@@ -586,16 +593,17 @@ def main() -> None:
         for line in comparison:
             out(line)
     for goal in found:
-        if "met_by_claim_done" in goal:
+        if "claim_done_per_s" in goal:
             out()
-            alone, cycle = goal["claims_alone_per_s"], goal["claim_done_per_s"]
+            cycle, alone = goal["claim_done_per_s"], goal["claims_alone_per_s"]
             out(f"goal: {goal['goal']}")
-            if alone is not None:
-                met = "met" if goal["met_by_claims_alone"] else "NOT met"
-                out(f"    claims alone:        {alone:>9,.0f}/s  {met}")
             if cycle is not None:
-                met = "met" if goal["met_by_claim_done"] else "NOT met"
+                met = "met" if goal["met"] else "NOT met"
                 out(f"    claim→done cycles:   {cycle:>9,.0f}/s  {met}")
+            else:
+                out("    claim→done cycles:           —    (not measured: NOT met)")
+            if alone is not None:
+                out(f"    claims alone:        {alone:>9,.0f}/s  (information, not the goal)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from capataz.store import (
     _pg_reports,
     _run_sql,
     _sqlite_claims,
+    _sqlite_reports,
     _task_sql,
 )
 from capataz.store._base import Shared, StoreBase
@@ -68,6 +69,10 @@ _ENDED = (
 
 class Leases(StoreBase):
     """Who holds which task, under which fencing token, until when."""
+
+    # On SQLite, ``complete`` tries the raw-connection path first (``_sqlite_reports``);
+    # a test switches it off to compare with this module's SQLAlchemy path.
+    _sqlite_fast_reports = True
 
     def __init__(
         self, shared: Shared, *, retry_base_seconds: float, retry_cap_seconds: float
@@ -229,6 +234,26 @@ class Leases(StoreBase):
         to ready after an exponential backoff with jitter. Reporting the same ending
         twice is accepted (True) and writes nothing the second time: a runner that lost
         the answer retries."""
+        connections = self._shared.claim_connections
+        # The common case on SQLite runs without SQLAlchemy; False: not that case,
+        # nothing written, decided below (see ``_sqlite_reports``).
+        if (
+            connections is not None
+            and self._sqlite_fast_reports
+            and _sqlite_reports.complete(
+                connections,
+                task_id,
+                fencing_token,
+                state,
+                reason,
+                decision=decision,
+                actor=actor,
+                details=details,
+                clock=self._now,
+                retry_delay=self.retry_delay,
+            )
+        ):
+            return True
         state = TaskState(state)
         reason = redact(reason) if reason else reason
         if state not in _ENDINGS:
