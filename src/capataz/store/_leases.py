@@ -352,34 +352,13 @@ class Leases(StoreBase):
         details: RunDetails | None,
         rows: _run_sql.DetailRows | None,
     ) -> bool:
-        """PostgreSQL, "done" reported by the lease's holder: the whole report in one
-        statement (``_pg_reports``), then the run's details and the release of waiting
-        dependents when there are any. False (nothing written) when the lease is not
-        the caller's."""
-        task_id, fencing_token, now, reason = ending
-        decision, actor = told
-        params = {
-            **_pg_reports.fixed_parameters(),
-            "task_id": task_id,
-            "token": fencing_token,
-            "now": now,
-            "reason": reason,
-            "decision": decision,
-            "told_decision": redact(decision) if decision else decision,
-            "actor": actor,
-            "result": redact(details.outcome) if details and details.outcome else None,
-        }
+        """PostgreSQL, "done" reported by the lease's holder (``_pg_reports``). False
+        (nothing written) when the lease is not the caller's."""
         with self._write() as conn:
-            row = conn.execute(_pg_reports.DONE, params).first()
-            if row is None:
-                return False
-            if details is not None and rows is not None and row.run_id is not None:
-                _run_sql.record_details(conn, row.run_id, details, rows)
-            if row.waiting:
-                who = actor or row.lease_owner or "runner"
-                if _task_sql.release_dependents(conn, task_id, now, who):
-                    self._notify_ready(conn)
-        return True
+            released = _pg_reports.report_done(conn, ending, told, details=details, rows=rows)
+            if released:
+                self._notify_ready(conn)
+        return released is not None
 
     def retry_delay(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: doubling from the base up to the cap,

@@ -21,17 +21,20 @@ tests run every completion on PostgreSQL through it.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from capataz.events import EventType
+from capataz.redaction import redact
+from capataz.store import _run_sql, _task_sql
 from capataz.store._audit_sql import EVENT_ORDER_KEY
 from capataz.store._wakeup import EVENTS_CHANNEL
+from capataz.store.records import RunDetails
 from capataz.store.schema import UTCDateTime
 from capataz.store.statuses import RunStatus, TaskState
 
-__all__ = ["DONE", "fixed_parameters"]
+__all__ = ["DONE", "report_done"]
 
 _DONE = """
 WITH holder AS (
@@ -109,9 +112,37 @@ _FIXED = {
 }
 
 
-def fixed_parameters() -> dict[str, Any]:
-    """:data:`DONE`'s parameters that never change (state and event names); the others
-    are ``task_id``, ``token``, ``now``, ``reason`` (redacted), ``decision`` (as the run
-    stores it), ``told_decision`` (redacted, for the audit and events), ``actor`` and
-    ``result``."""
-    return dict(_FIXED)
+def report_done(
+    conn: sa.Connection,
+    ending: tuple[str, int, datetime, str | None],
+    told: tuple[str | None, str | None],
+    *,
+    details: RunDetails | None,
+    rows: _run_sql.DetailRows | None,
+) -> list[str] | None:
+    """In the caller's transaction: the task ``ending`` names (id, fencing token, now,
+    redacted reason) is done, by :data:`DONE`, then the run's details and the release
+    of the waiting dependents. ``told`` is the decision and the actor. Returns the
+    dependents made ready, or None (nothing written) when the lease is not the
+    caller's."""
+    task_id, fencing_token, now, reason = ending
+    decision, actor = told
+    params = {
+        **_FIXED,
+        "task_id": task_id,
+        "token": fencing_token,
+        "now": now,
+        "reason": reason,
+        "decision": decision,
+        "told_decision": redact(decision) if decision else decision,
+        "actor": actor,
+        "result": redact(details.outcome) if details and details.outcome else None,
+    }
+    row = conn.execute(DONE, params).first()
+    if row is None:
+        return None
+    if details is not None and rows is not None and row.run_id is not None:
+        _run_sql.record_details(conn, row.run_id, details, rows)
+    if not row.waiting:
+        return []
+    return _task_sql.release_dependents(conn, task_id, now, actor or row.lease_owner or "runner")
