@@ -27,24 +27,13 @@ role that may CREATE DATABASE. Procrastinate: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
-import logging
-import multiprocessing as mp
 import os
 import platform
-import queue
 import sqlite3
 import subprocess
-import sys
 import tempfile
-import time
-import traceback
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +41,19 @@ import psycopg
 
 from capataz.store import NewTask, Store, TaskState
 from pg import ENV_VAR, create_database, drop_database, postgres_admin_url
+from queue_harness import (
+    BARRIER_TIMEOUT,
+    CLAIM_DONE,
+    CLAIM_ONLY,
+    CLOCK,
+    LEASE_SECONDS,
+    Out,
+    Result,
+    report_error,
+    run_processes,
+    timing,
+)
+from queue_peers import BARE_LOOP, bench_bare, bench_procrastinate, procrastinate_version
 
 SQLITE_TASKS = 5_000
 PG_TASKS = 3_000
@@ -59,110 +61,10 @@ SQLITE_PROCESSES = (1, 4)
 PG_PROCESSES = (1, 4, 8)
 # claim→done cycles/s on SQLite, by number of processes (issue 13).
 SQLITE_GOALS = {1: 3_000.0, 4: 1_500.0}
-LEASE_SECONDS = 600.0  # far beyond any run: no lease may expire and be rescued mid-bench
-BARRIER_TIMEOUT = 180.0
-# Processes compare time.monotonic() readings: on Linux it is CLOCK_MONOTONIC, one clock
-# for the whole machine.
-CLOCK = time.monotonic
-
-CLAIM_DONE = "claim→done"
-CLAIM_ONLY = "claim only"
-FETCH_FINISH = "fetch→finish"
-
-# Workers are forked: spawning re-imports capataz, SQLAlchemy and Alembic in every worker
-# (about a second each on 2 busy cores; outside the timed part, but it adds up). Forking
-# is safe here because the parent holds no connection and runs no thread when it forks:
-# every Store it opened is closed (its pool disposed), every psycopg connection closed,
-# every event loop finished.
-_MP = mp.get_context("fork")
-
-
-@dataclass
-class Result:
-    database: str
-    system: str
-    workload: str
-    processes: int
-    concurrency: int  # per process
-    tasks: int
-    seconds: float
-    exactly_once: bool
-    check: str
-    error: str | None = None
-
-    @property
-    def workers(self) -> int:
-        return self.processes * self.concurrency
-
-    @property
-    def rate(self) -> float:
-        return self.tasks / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def shape(self) -> str:
-        if self.concurrency == 1:
-            return f"{self.processes} proc"
-        return f"{self.processes} proc x {self.concurrency}"
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["workers"] = self.workers
-        data["per_second"] = round(self.rate, 1)
-        return data
-
-
-class Out:
-    """Progress lines go to stdout with the table, or to stderr when stdout is JSON."""
-
-    def __init__(self, json_mode: bool) -> None:
-        self.stream = sys.stderr if json_mode else sys.stdout
-
-    def __call__(self, line: str = "") -> None:
-        print(line, file=self.stream, flush=True)
-
-
-# -- running N processes behind a barrier ---------------------------------------------
-
-
-def run_processes(
-    target: Callable[..., None], count: int, args: Callable[[int], tuple[Any, ...]]
-) -> list[dict[str, Any]]:
-    """Start ``count`` processes of ``target(index, barrier, results, *args(index))``;
-    each puts one dict (``started``, ``finished``, and what it did, or ``error``) on
-    ``results``. Returns the dicts."""
-    barrier = _MP.Barrier(count)
-    results: Any = _MP.Queue()
-    procs = [
-        _MP.Process(target=target, args=(i, barrier, results, *args(i)), daemon=True)
-        for i in range(count)
-    ]
-    for proc in procs:
-        proc.start()
-    reports: list[dict[str, Any]] = []
-    deadline = CLOCK() + BARRIER_TIMEOUT + 600
-    while len(reports) < count:
-        try:
-            reports.append(results.get(timeout=1.0))
-        except queue.Empty:
-            if CLOCK() > deadline or not any(p.is_alive() for p in procs):
-                # Whatever the last ones put before exiting is in the pipe by now.
-                with contextlib.suppress(queue.Empty):
-                    while len(reports) < count:
-                        reports.append(results.get(timeout=1.0))
-                if len(reports) < count:
-                    codes = [p.exitcode for p in procs]
-                    reports.append({"error": f"a process died without reporting ({codes})"})
-                break
-    for proc in procs:
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-    return reports
-
-
-def _report_error(results: Any, barrier: Any) -> None:
-    barrier.abort()  # release the others at once instead of at the timeout
-    results.put({"error": traceback.format_exc()})
+PG_RATIO_WORKERS = (4, 8)  # where capataz is judged against its peers
+PG_RATIO_GOAL = 2.0  # x the better Procrastinate shape
+PG_BARE_SHARE = 0.5  # of the bare SKIP LOCKED loop
+PG_SCALING_GOAL = 1.5  # 8 workers against 1
 
 
 def capataz_process(index: int, barrier: Any, results: Any, url: str, complete: bool) -> None:
@@ -186,55 +88,7 @@ def capataz_process(index: int, barrier: Any, results: Any, url: str, complete: 
         store.close()
         results.put({"started": started, "finished": finished, "ids": ids, "refused": refused})
     except Exception:  # noqa: BLE001 - reported to the parent, which prints it
-        _report_error(results, barrier)
-
-
-def procrastinate_app(url: str, pool_size: int) -> tuple[Any, Any]:
-    """A Procrastinate 3 app on ``url`` with one no-op async task, ``bench_noop``."""
-    from procrastinate import App, PsycopgConnector
-
-    # It warns that an App made in ``__main__`` cannot be found by its CLI's worker;
-    # ours are run by this module, which registers the task by name in each process.
-    logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
-
-    app = App(connector=PsycopgConnector(conninfo=url, min_size=pool_size, max_size=pool_size))
-
-    async def noop(i: int) -> None:
-        return None
-
-    return app, app.task(name="bench_noop")(noop)
-
-
-def procrastinate_process(
-    index: int, barrier: Any, results: Any, url: str, concurrency: int
-) -> None:
-    """One Procrastinate worker process, run until the queue is empty (``wait=False``)."""
-    del index
-    try:
-        # Connections for the jobs, the LISTEN connection and the heartbeat: the pool
-        # is opened (and filled) before the clock starts.
-        app, _ = procrastinate_app(url, pool_size=concurrency + 2)
-
-        async def work() -> tuple[float, float]:
-            async with app.open_async():
-                barrier.wait(BARRIER_TIMEOUT)
-                started = CLOCK()
-                await app.run_worker_async(
-                    concurrency=concurrency, wait=False, install_signal_handlers=False
-                )
-                return started, CLOCK()
-
-        started, finished = asyncio.run(work())
-        results.put({"started": started, "finished": finished})
-    except Exception:  # noqa: BLE001 - reported to the parent, which prints it
-        _report_error(results, barrier)
-
-
-def timing(reports: list[dict[str, Any]]) -> tuple[float, str | None]:
-    errors = [r["error"] for r in reports if "error" in r]
-    if errors:
-        return 0.0, errors[0]
-    return max(r["finished"] for r in reports) - min(r["started"] for r in reports), None
+        report_error(results, barrier)
 
 
 # -- capataz ----------------------------------------------------------------------------
@@ -304,67 +158,6 @@ def bench_capataz(database: str, url: str, count: int, processes: int, complete:
     )
 
 
-# -- Procrastinate ----------------------------------------------------------------------
-
-
-async def seed_procrastinate(url: str, count: int) -> None:
-    app, noop = procrastinate_app(url, pool_size=2)
-    async with app.open_async():
-        await app.schema_manager.apply_schema_async()
-        await noop.batch_defer_async(*({"i": i} for i in range(count)))
-
-
-def check_procrastinate(url: str, count: int) -> tuple[bool, str]:
-    """Every job succeeded, and was started exactly once (its ``started`` events)."""
-    with psycopg.connect(url) as conn:
-        statuses: dict[str, int] = dict(
-            conn.execute(
-                "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1"
-            ).fetchall()
-        )
-        starts = Counter(
-            n
-            for (n,) in conn.execute(
-                "SELECT count(e.id) FROM procrastinate_jobs j LEFT JOIN procrastinate_events e"
-                " ON e.job_id = j.id AND e.type = 'started' GROUP BY j.id"
-            ).fetchall()
-        )
-    ok = statuses == {"succeeded": count} and starts == Counter({1: count})
-    detail = (
-        f"{count} jobs; "
-        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-        + "; started "
-        + ", ".join(f"{k}x{n}" for k, n in sorted(starts.items()))
-    )
-    return ok, detail
-
-
-def bench_procrastinate(url: str, count: int, processes: int, concurrency: int) -> Result:
-    asyncio.run(seed_procrastinate(url, count))
-    reports = run_processes(procrastinate_process, processes, lambda _: (url, concurrency))
-    seconds, error = timing(reports)
-    ok, detail = (False, "not checked") if error else check_procrastinate(url, count)
-    return Result(
-        database="postgresql",
-        system="procrastinate",
-        workload=FETCH_FINISH,
-        processes=processes,
-        concurrency=concurrency,
-        tasks=count,
-        seconds=seconds,
-        exactly_once=ok,
-        check=detail,
-        error=error,
-    )
-
-
-def procrastinate_version() -> str | None:
-    try:
-        return metadata.version("procrastinate")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 # -- the runs ---------------------------------------------------------------------------
 
 
@@ -410,6 +203,15 @@ def run_postgresql(out: Out, count: int) -> tuple[list[Result], dict[str, str]]:
             url = fresh("capataz_bench")
             try:
                 result = bench_capataz("postgresql", url, count, processes, complete)
+            finally:
+                drop_database(admin, url)
+            announce(out, result)
+            results.append(result)
+
+        for processes in PG_PROCESSES:
+            url = fresh("bare_bench")
+            try:
+                result = bench_bare(url, count, processes)
             finally:
                 drop_database(admin, url)
             announce(out, result)
@@ -473,17 +275,43 @@ def goals(results: list[Result]) -> list[dict[str, Any]]:
         theirs = [
             r for r in results if r.system == "procrastinate" and r.workers == n and not r.error
         ]
-        if ours is None or not theirs:
+        bare = _find(results, "postgresql", "bare loop", BARE_LOOP, n)
+        if ours is None:
             continue
-        best = max(theirs, key=lambda r: r.rate)
-        found.append(
-            {
-                "goal": f"capataz on PostgreSQL, {n} worker(s): ≥ Procrastinate",
-                "capataz_per_s": round(ours.rate, 1),
+        best = max(theirs, key=lambda r: r.rate) if theirs else None
+        row: dict[str, Any] = {"workers": n, "capataz_per_s": round(ours.rate, 1)}
+        if best is not None:
+            row |= {
                 "procrastinate_best_per_s": round(best.rate, 1),
                 "procrastinate_best_shape": best.shape,
-                "ratio": round(ours.rate / best.rate, 2) if best.rate else None,
-                "met": ours.rate >= best.rate,
+                "ratio_to_procrastinate": round(ours.rate / best.rate, 2) if best.rate else None,
+            }
+        if bare is not None:
+            row |= {
+                "bare_per_s": round(bare.rate, 1),
+                "share_of_bare": round(ours.rate / bare.rate, 2) if bare.rate else None,
+            }
+        checks = []
+        if n in PG_RATIO_WORKERS and best is not None:
+            checks.append(ours.rate >= PG_RATIO_GOAL * best.rate)
+        if n in PG_RATIO_WORKERS and bare is not None:
+            checks.append(ours.rate >= PG_BARE_SHARE * bare.rate)
+        row["goal"] = (
+            f"capataz on PostgreSQL, {n} worker(s): ≥ {PG_RATIO_GOAL:.0f}x Procrastinate and "
+            f"≥ {PG_BARE_SHARE:.0%} of the bare loop"
+            if n in PG_RATIO_WORKERS
+            else f"capataz on PostgreSQL, {n} worker(s): information"
+        )
+        row["met"] = bool(checks) and all(checks)
+        found.append(row)
+    one = _find(results, "postgresql", "capataz", CLAIM_DONE, 1)
+    eight = _find(results, "postgresql", "capataz", CLAIM_DONE, 8)
+    if one is not None and eight is not None and one.rate:
+        found.append(
+            {
+                "goal": f"capataz on PostgreSQL: 8 workers ≥ {PG_SCALING_GOAL}x 1 worker",
+                "scaling": round(eight.rate / one.rate, 2),
+                "met": eight.rate >= PG_SCALING_GOAL * one.rate,
             }
         )
     return found
@@ -505,41 +333,39 @@ def table(results: list[Result]) -> list[str]:
     return lines
 
 
+def _cell(goal: dict[str, Any], key: str, fmt: str = ",.0f") -> str:
+    value = goal.get(key)
+    return f"{value:>12{fmt}}" if value is not None else f"{'—':>12}"
+
+
+def _cell(goal: dict[str, Any], key: str, fmt: str = ",.0f") -> str:
+    value = goal.get(key)
+    return f"{value:>12{fmt}}" if value is not None else f"{'—':>12}"
+
+
 def side_by_side(results: list[Result]) -> list[str]:
     rows: list[str] = []
-    for n in PG_PROCESSES:
-        ours = _find(results, "postgresql", "capataz", CLAIM_DONE, n)
-        procs = _find(results, "postgresql", "procrastinate", FETCH_FINISH, n)
-        async_ = next(
-            (
-                r
-                for r in results
-                if r.system == "procrastinate"
-                and r.processes == 1
-                and r.concurrency == n
-                and n > 1
-                and not r.error
-            ),
-            None,
-        )
-        if ours is None or (procs is None and async_ is None):
+    for goal in goals(results):
+        if "workers" not in goal:
             continue
-        best = max((r.rate for r in (procs, async_) if r), default=0.0)
 
-        def cell(r: Result | None) -> str:
-            return f"{r.rate:>14,.0f}" if r else f"{'—':>14}"
-
-        verdict = "met" if ours.rate >= best else "NOT met"
+        judged = goal["workers"] in PG_RATIO_WORKERS
+        verdict = ("met" if goal["met"] else "NOT met") if judged else ""
         rows.append(
-            f"{n:>7}{ours.rate:>10,.0f}{cell(procs)}{cell(async_)}"
-            f"{ours.rate / best if best else 0:>8.2f}x  {verdict}"
+            f"{goal['workers']:>7}{_cell(goal, 'capataz_per_s')}"
+            f"{_cell(goal, 'procrastinate_best_per_s')}"
+            f"{_cell(goal, 'ratio_to_procrastinate', '.2f')}{_cell(goal, 'bare_per_s')}"
+            f"{_cell(goal, 'share_of_bare', '.0%')}  {verdict}"
         )
     if not rows:
         return []
     return [
-        "PostgreSQL side by side (per second; capataz claim→done vs Procrastinate "
-        "fetch→finish; goal: capataz ≥ the better Procrastinate figure):",
-        f"{'workers':>7}{'capataz':>10}{'procr. N proc':>14}{'procr. 1xN':>14}{'ratio':>9}  goal",
+        "PostgreSQL side by side (per second; capataz claim→done, Procrastinate's better "
+        f"shape fetch→finish, a bare SKIP LOCKED claim+done; goal at "
+        f"{'/'.join(map(str, PG_RATIO_WORKERS))} workers: ≥ {PG_RATIO_GOAL:.0f}x Procrastinate "
+        f"and ≥ {PG_BARE_SHARE:.0%} of bare):",
+        f"{'workers':>7}{'capataz':>12}{'procr.':>12}{'ratio':>12}{'bare':>12}"
+        f"{'of bare':>12}  goal",
         *rows,
     ]
 
@@ -604,6 +430,10 @@ def main() -> None:
                 out("    claim→done cycles:           —    (not measured: NOT met)")
             if alone is not None:
                 out(f"    claims alone:        {alone:>9,.0f}/s  (information, not the goal)")
+        elif "scaling" in goal:
+            out()
+            met = "met" if goal["met"] else "NOT met"
+            out(f"goal: {goal['goal']}: {goal['scaling']:.2f}x  {met}")
 
 
 if __name__ == "__main__":
