@@ -439,6 +439,7 @@ class Supervisor:
                 run.workspace,
                 self.config.project.target_branch,
                 self.config.project.land,
+                run.changes,
             ),
         )
         self.context.publish(run.spec.task_id, run.published, run.log)

@@ -18,6 +18,7 @@ user to merge with their own git. ``git check-attr`` and ``git config`` only rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from capataz.workspace.git import NEUTRAL_ATTRIBUTES, Git
@@ -30,14 +31,23 @@ _CONFIG = r"^core\.(autocrlf|eol|sparsecheckout)$"
 _NOT_SET = ("unspecified", "unset")
 
 
-def update_checkout(worktree: Worktree, old: str, new: str, scratch: Path) -> str | None:
+def update_checkout(
+    worktree: Worktree,
+    old: str,
+    new: str,
+    scratch: Path,
+    changed: Sequence[tuple[str, str]] | None = None,
+) -> str | None:
     """Move ``worktree`` (clean, on the target branch at ``old``) to ``new``. Returns
     None when done, else why the tree was left alone. Every object of ``new`` must
     already be in the user's store; ``scratch`` is a fresh directory for the private
-    git dir."""
+    git dir. ``changed``: (path, status letter) of every path that differs between
+    ``old`` and ``new`` when the caller knows them already (a fast-forward lands the
+    very diff the gates judged), which spares a ``git diff-tree``."""
     private = _private_git_dir(scratch, old, worktree)
     plumbing = Git(private, worktree.path, env={"GIT_INDEX_FILE": str(worktree.git_dir / "index")})
-    changed = _changed_paths(Git(private), old, new)
+    if changed is None:
+        changed = _changed_paths(Git(private), old, new)
     attributes = [path for path, _ in changed if Path(path).name == ".gitattributes"]
     if attributes:
         return (

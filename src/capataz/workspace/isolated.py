@@ -216,14 +216,17 @@ class Workspace:
         return sorted([*added, *tracked])
 
     def changes(self, head: str | None = None) -> ChangeSet:
-        """Two git calls: raw + numstat (kinds, modes, counts), then the patch (kept
-        whole for people: the run record, the panel, escalations)."""
+        """One git call: raw + numstat (kinds, modes, counts) and the patch (kept whole
+        for people: the run record, the panel, escalations) come out of one ``git diff``,
+        the NUL-separated listing first, then an empty field, then the patch exactly as
+        a separate ``git diff`` would print it (one process fewer per run)."""
         head = head or self.head()
-        git = self.git
-        listing = git.out("diff", "-z", "--raw", "--numstat", "--no-renames", self.base, head)
-        kinds, counts, gitlinks = _parse_listing(listing)
-        patch = git.run(
+        out = self.git.run(
             "diff",
+            "-z",
+            "--raw",
+            "--numstat",
+            "--patch",
             "--unified=3",
             "--no-renames",
             "--no-color",
@@ -231,7 +234,9 @@ class Workspace:
             "--no-textconv",
             self.base,
             head,
-        ).stdout.decode("utf-8", errors="replace")
+        ).stdout
+        listing, patch = _split_listing(out)
+        kinds, counts, gitlinks = _parse_listing(listing)
         added = _added_lines(patch)
         files = []
         for path, kind in kinds:
@@ -240,7 +245,9 @@ class Workspace:
                 path=path, kind=kind, lines_added=plus, lines_removed=minus, binary=binary
             )
             files.append(FileDiff(change=change, added=tuple(added.get(path, ()))))
-        return ChangeSet(root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks), patch=patch)
+        return ChangeSet(
+            root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks), patch=patch, head=head
+        )
 
     def remove_nested_git(self) -> list[str]:
         """Delete every ``.git`` below the tree's root (files, directories, FIFOs) before
@@ -281,6 +288,17 @@ class Workspace:
         mount_point = self.tree / ".git"
         if mount_point.is_dir() and not mount_point.is_symlink() and not any(mount_point.iterdir()):
             mount_point.rmdir()
+
+
+def _split_listing(out: bytes) -> tuple[str, str]:
+    """Split ``git diff -z --raw --numstat --patch`` into the listing and the patch. No
+    raw or numstat field is ever empty, so the first empty field (two NULs in a row)
+    is the separator git puts before the patch; none means there is no patch."""
+    cut = out.find(b"\0\0")
+    if cut < 0:
+        return out.decode(errors="replace").strip(), ""
+    listing = out[: cut + 1].decode(errors="replace").strip()
+    return listing, out[cut + 2 :].decode("utf-8", errors="replace")
 
 
 def _parse_listing(
