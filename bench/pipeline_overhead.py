@@ -55,7 +55,7 @@ def bench_pipeline(runs: int) -> None:
             agent_walls.append(report.agent.wall_seconds)
             overheads.append(total - report.agent.wall_seconds)
             for step in report.steps:
-                phases[step["phase"]].append(step["seconds"])
+                phases[step.phase].append(step.seconds)
         print(f"trivial task through the whole pipeline, {runs} runs (median):")
         for name, values in phases.items():
             print(f"  {name:<12} {median_ms(values)}")
