@@ -69,8 +69,8 @@ def update_checkout(
 def _private_git_dir(path: Path, head: str, worktree: Worktree) -> Path:
     """A git dir written by hand (no process): HEAD detached at the branch's old tip,
     so ``status`` compares the user's index with it."""
-    for sub in ("objects/info", "refs/heads", "info"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("", "objects", "objects/info", "refs", "info"):  # parents first: one mkdir each
+        (path / sub).mkdir(exist_ok=True)
     (path / "HEAD").write_text(f"{head}\n")
     (path / "config").write_text(
         "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"

@@ -121,10 +121,14 @@ class Workspace:
         _hold(ws.path)
         if ws.path.exists():
             shutil.rmtree(ws.path)
-        ws.tree.mkdir(parents=True)
+        ws.path.mkdir()
+        ws.tree.mkdir()
         git_dir = ws.git_dir
-        for sub in ("objects/info", "refs/heads/capataz", "refs/tags", "info"):
-            (git_dir / sub).mkdir(parents=True, exist_ok=True)
+        # Parents first, one mkdir each (no failed attempt up the path): git needs
+        # objects/ and refs/ to call this a repository, and nothing else of the layout.
+        for sub in ("", "objects", "objects/info", "refs", "refs/heads", "refs/heads/capataz"):
+            (git_dir / sub).mkdir()
+        (git_dir / "info").mkdir()
         (git_dir / "HEAD").write_text(f"ref: refs/heads/{ws.branch}\n")
         (git_dir / "config").write_text(
             "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
