@@ -26,7 +26,7 @@ from tempfile import TemporaryDirectory
 from capataz.errors import GitError
 from capataz.models import ChangeKind, Outcome, utcnow
 from capataz.redaction import redact, redact_data
-from capataz.statedir import STATE_DIR
+from capataz.statedir import STATE_DIR, state_dir
 from capataz.workspace.changes import ChangeSet
 from capataz.workspace.checkout import update_checkout
 from capataz.workspace.git import Git
@@ -76,6 +76,15 @@ def _landing_lock(repo: Repository) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _checkout_git_dir(repo: Repository) -> Path:
+    """The private git dir that moves the user's checkout (:mod:`capataz.workspace.checkout`):
+    one per repository, kept between landings, used only under the landing lock."""
+    path = repo.root / STATE_DIR / "land.git"
+    if not path.is_dir():
+        state_dir(repo.root)  # private, and ignored by git, before anything is put in it
+    return path
+
+
 def keep_branch(repo: Repository, ws: Workspace) -> str:
     """Point ``capataz/<task-id>`` in the user's repository at the result, after moving
     the run's objects into the user's store."""
@@ -110,7 +119,7 @@ def land(
         if worktree is not None:
             fast_forward = new == result and changes is not None and changes.head == result
             known = _status_letters(changes) if fast_forward and changes is not None else None
-            refused = update_checkout(worktree, old, new, ws.path / "land.git", known)
+            refused = update_checkout(worktree, old, new, _checkout_git_dir(repo), known)
             if refused is not None:
                 return _waiting(
                     repo,
