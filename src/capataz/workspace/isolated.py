@@ -130,8 +130,11 @@ class Workspace:
             (git_dir / sub).mkdir()
         (git_dir / "info").mkdir()
         (git_dir / "HEAD").write_text(f"ref: refs/heads/{ws.branch}\n")
+        # No reflog: nobody reads a workspace's, and it is four directories and two files
+        # to make and delete per run.
         (git_dir / "config").write_text(
             "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+            "\tlogAllRefUpdates = false\n"
         )
         (git_dir / "refs" / "heads" / ws.branch).write_text(f"{base}\n")
         (git_dir / "objects" / "info" / "alternates").write_text(f"{ws.objects}\n")
