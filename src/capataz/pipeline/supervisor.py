@@ -421,8 +421,7 @@ class Supervisor:
             )
             run.progress.state.status = ProgressStatus.COMPLETED.value
             run.progress.state.outcome = Outcome.NO_CHANGES.value
-            run.progress.save()
-            return self._report(
+            return self._report(  # saves progress.json, outcome and all
                 run,
                 Outcome.NO_CHANGES,
                 Decision.COMPLETED,
@@ -439,7 +438,9 @@ class Supervisor:
                 run.workspace,
                 self.config.project.target_branch,
                 self.config.project.land,
+                run.changes,
             ),
+            save=False,  # saved below, with the outcome
         )
         self.context.publish(run.spec.task_id, run.published, run.log)
         run.workspace.discard()
@@ -449,7 +450,8 @@ class Supervisor:
         state.outcome = landed.outcome.value
         state.landed_commit = landed.commit if landed.outcome is Outcome.LANDED else None
         state.branch = landed.branch
-        run.progress.save()
+        if run.spec.prd is not None:  # readers see the landing before the tick's commit
+            run.progress.save()
         message = landed.message + tick_landed(
             self.repo, self.config, run, landed.outcome, self.listener
         )
@@ -473,6 +475,7 @@ class Supervisor:
                 artifacts=run.progress.artifacts if run.progress.owned else None,
                 keep=not self._leaks_secret(run),
             ),
+            save=False,  # saved by _report below, with the outcome
         )
         run.progress.record_decision("rollback", Decision.ROLLED_BACK, verdict.reason)
         state = run.progress.state
@@ -481,7 +484,6 @@ class Supervisor:
         state.outcome = outcome.value
         state.rejected_ref = done.rejected_ref
         state.rejected_inspect = done.inspect
-        run.progress.save()
         message = (
             f"rolled back; {run.spec.task_id} left no trace on {self.config.project.target_branch}"
         )
@@ -532,9 +534,12 @@ class Supervisor:
             usage=run.watch.usage if run.watch else None,
         )
 
-    def _step(self, run: RunState, name: str, action: Callable[[], T]) -> T:
+    def _step(self, run: RunState, name: str, action: Callable[[], T], *, save: bool = True) -> T:
         """Run one step, recording it (start, end, outcome) in progress.json, which is
-        written once at the step's end with whatever the step changed."""
+        written once at the step's end with whatever the step changed. ``save=False``
+        when the caller saves the file itself moments later, with nothing a reader
+        could wait on in between (finalize: the landing's outcome goes into that same
+        write); a step that fails is saved at once either way."""
         started = utcnow()
         self.listener(Event("step", name, "started"))
         run.progress.state.current_phase = name
@@ -555,7 +560,8 @@ class Supervisor:
                 )
             )
             run.progress.state.steps = run.steps
-            run.progress.save()
+            if save or outcome != "ok":
+                run.progress.save()
             self.listener(Event("step", name, "finished", outcome))
 
     def _output(self, run: RunState, source: str, line: OutputLine) -> None:

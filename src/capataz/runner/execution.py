@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -23,6 +22,7 @@ from capataz.pipeline.escalation import Answer
 from capataz.pipeline.supervisor import Event, RunHooks, RunReport, RunSpec, Supervisor
 from capataz.prd.branch import criterion_of
 from capataz.runner.queue import RunnerQueue
+from capataz.runner.recorder import RunRecorder
 from capataz.secrets.credentials import CredentialsWaitingError
 from capataz.secrets.delivery import queue_source
 from capataz.store import ClaimedTask, TaskState
@@ -88,10 +88,7 @@ class TaskExecution:
         self.stopped = threading.Event()
         self.stop_reason = ""
         self.shutting_down = False
-        self._log_lines: list[str] = []
-        self._log_flushed = time.monotonic()
-        self._lock = threading.Lock()
-        self._uploading = threading.Lock()
+        self.recorder = RunRecorder(store.runs, claimed.run_id, claimed.id)
 
     @property
     def task_id(self) -> str:
@@ -130,13 +127,17 @@ class TaskExecution:
         try:
             report = supervisor.execute(spec)
         except CredentialsWaitingError as exc:  # not started: back to the queue, to wait
+            self.recorder.close()
             self._wait_for_credentials(str(exc))
             return
         except CapatazError as exc:
-            self._flush_log(force=True)
+            self.recorder.close()
             self._report(TaskState.FAILED, f"capataz could not run it: {exc}", None)
             return
-        self._flush_log(force=True)
+        except BaseException:  # not capataz's: what was recorded still goes up first
+            self.recorder.close()
+            raise
+        self.recorder.close()
         if report.outcome is Outcome.CANCELLED and self.shutting_down:
             self.retry(
                 lambda: self.store.leases.release(
@@ -195,12 +196,11 @@ class TaskExecution:
         )
 
     def _observe(self, event: Event) -> None:
-        run_id = self.claimed.run_id
         try:
             if event.kind == "step" and event.status == "started":
-                self.store.runs.step_started(run_id, event.name)
+                self.recorder.step(event.name, "started")
             elif event.kind == "step":
-                self.store.runs.step_finished(run_id, event.name, event.detail)
+                self.recorder.step(event.name, "finished", event.detail)
             elif event.kind == "escalation" and event.status == "opened":
                 # Retried: a question lost to an outage would leave the run waiting for
                 # an answer nobody was asked for (asking twice changes nothing).
@@ -211,31 +211,14 @@ class TaskExecution:
                     "escalation",
                 )
             elif event.kind == "output" and event.line is not None:
-                with self._lock:
-                    self._log_lines.append(f"[{event.name}] {event.line.text}")
-                self._flush_log()
+                self.recorder.line(f"[{event.name}] {event.line.text}")
         except Exception as exc:  # noqa: BLE001 - recording is best effort; the run goes on
             log.warning("task %s: could not record %s: %s", self.claimed.id, event.kind, exc)
 
     def flush_log(self) -> None:
-        """Upload the lines still waiting (the heartbeat's call): a run that printed a line
-        and went quiet shows that line now, not when it next prints."""
-        self._flush_log(force=True)
-
-    def _flush_log(self, *, force: bool = False) -> None:
-        with self._uploading:  # one upload at a time, so chunks arrive in order
-            with self._lock:
-                due = force or len(self._log_lines) >= 200
-                if not due and time.monotonic() - self._log_flushed <= 0.5:
-                    return
-                if not self._log_lines:
-                    return
-                text, self._log_lines = "\n".join(self._log_lines) + "\n", []
-                self._log_flushed = time.monotonic()
-            try:
-                self.store.runs.append_log(self.claimed.run_id, text)
-            except Exception as exc:  # noqa: BLE001 - the full log is in the progress files
-                log.warning("task %s: log upload failed: %s", self.claimed.id, exc)
+        """Upload what is waiting (the heartbeat's call): a run that printed a line and
+        went quiet shows that line now, not when it next prints."""
+        self.recorder.flush()
 
     # -- reporting --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ SQL both share is in ``_run_sql``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -156,8 +157,9 @@ class Runs(StoreBase):
                             conn, EventType.RUN_LOG, at=now, run_id=run_id, text=text
                         )
                 else:
+                    at = now - timedelta(seconds=record.age) if record.age > 0 else now
                     _run_sql.record_step(
-                        conn, run_id, record.phase, record.status, record.outcome, now=now
+                        conn, run_id, record.phase, record.status, record.outcome, now=at
                     )
             if log_text:  # the tail is one column: one UPDATE for every chunk
                 _run_sql.append_text(conn, run_id, "".join(log_text), postgres=self._postgres)

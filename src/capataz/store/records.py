@@ -185,7 +185,9 @@ class RunnerInfo:
 class RunRecord:
     """One numbered record of a run, as a remote runner's outbox sends it in a batch
     (``store.runs.record_batch``): a step that started or finished (``phase``,
-    ``status``, ``outcome``) or a log chunk (``text``)."""
+    ``status``, ``outcome``) or a log chunk (``text``). ``age``: how many seconds
+    before the batch the record happened (a local runner that gathers a run's steps
+    into one transaction keeps their times; 0, the store's now, for a remote one)."""
 
     seq: int
     kind: str  # "step" or "log"
@@ -193,6 +195,7 @@ class RunRecord:
     status: str = ""  # "started" or "finished"
     outcome: str = ""
     text: str = ""
+    age: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class ChangeSet:
     files: tuple[FileDiff, ...] = field(default_factory=tuple)
     gitlinks: tuple[str, ...] = ()  # paths turned into embedded repositories (mode 160000)
     patch: str = ""  # the unified diff, for people to read
+    head: str | None = None  # the result commit this is the diff of (None: no result)
 
     @property
     def changes(self) -> list[FileChange]:

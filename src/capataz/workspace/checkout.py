@@ -5,9 +5,10 @@ result's attributes: a ``.gitattributes`` written by an agent could select a
 ``filter.<name>.smudge`` the user configured (git-lfs, git-crypt and nbstripout install
 such filters), and run it on the host; ``ident`` or ``working-tree-encoding`` would
 rewrite files in the user's tree. So the update runs in a private git directory
-(``land.git`` inside the workspace): minimal config, ``info/attributes`` that neutralise
-every attribute, the user's objects through alternates, and ``GIT_INDEX_FILE`` pointing
-at the user's index. Files are written byte for byte as they are in the result.
+(``.capataz/land.git``, kept between landings): minimal config, ``info/attributes``
+that neutralise every attribute, the user's objects through alternates, and
+``GIT_INDEX_FILE`` pointing at the user's index. Files are written byte for byte as
+they are in the result.
 
 That is only correct when the user's checkout needs no conversions for the files that
 change. When it does (their attributes or config ask for a filter, ``ident``, a
@@ -18,8 +19,10 @@ user to merge with their own git. ``git check-attr`` and ``git config`` only rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from capataz.statedir import refuse_symlink
 from capataz.workspace.git import NEUTRAL_ATTRIBUTES, Git
 from capataz.workspace.repo import Worktree
 
@@ -30,14 +33,23 @@ _CONFIG = r"^core\.(autocrlf|eol|sparsecheckout)$"
 _NOT_SET = ("unspecified", "unset")
 
 
-def update_checkout(worktree: Worktree, old: str, new: str, scratch: Path) -> str | None:
+def update_checkout(
+    worktree: Worktree,
+    old: str,
+    new: str,
+    scratch: Path,
+    changed: Sequence[tuple[str, str]] | None = None,
+) -> str | None:
     """Move ``worktree`` (clean, on the target branch at ``old``) to ``new``. Returns
     None when done, else why the tree was left alone. Every object of ``new`` must
     already be in the user's store; ``scratch`` is a fresh directory for the private
-    git dir."""
+    git dir. ``changed``: (path, status letter) of every path that differs between
+    ``old`` and ``new`` when the caller knows them already (a fast-forward lands the
+    very diff the gates judged), which spares a ``git diff-tree``."""
     private = _private_git_dir(scratch, old, worktree)
     plumbing = Git(private, worktree.path, env={"GIT_INDEX_FILE": str(worktree.git_dir / "index")})
-    changed = _changed_paths(Git(private), old, new)
+    if changed is None:
+        changed = _changed_paths(Git(private), old, new)
     attributes = [path for path, _ in changed if Path(path).name == ".gitattributes"]
     if attributes:
         return (
@@ -58,19 +70,32 @@ def update_checkout(worktree: Worktree, old: str, new: str, scratch: Path) -> st
 
 def _private_git_dir(path: Path, head: str, worktree: Worktree) -> Path:
     """A git dir written by hand (no process): HEAD detached at the branch's old tip,
-    so ``status`` compares the user's index with it."""
-    for sub in ("objects/info", "refs/heads", "info"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    (path / "HEAD").write_text(f"{head}\n")
-    (path / "config").write_text(
-        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
-    )
+    so ``status`` compares the user's index with it. It may be kept from one landing
+    to the next (the landing lock serialises its users): then only HEAD is written, and
+    the other files only when they differ from what they must say; a fresh one costs a
+    handful of directories and files, the largest part of a landing's own file work."""
+    refuse_symlink(path)
+    if not (path / "info").is_dir():
+        for sub in ("", "objects", "objects/info", "refs", "info"):  # parents first
+            (path / sub).mkdir(exist_ok=True)
     common = worktree.git_dir
     pointer = worktree.git_dir / "commondir"
     if pointer.is_file():  # a linked worktree: objects live in the common directory
         common = (worktree.git_dir / pointer.read_text().strip()).resolve()
-    (path / "objects" / "info" / "alternates").write_text(f"{common / 'objects'}\n")
-    (path / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+    files = {
+        "config": "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n",
+        "objects/info/alternates": f"{common / 'objects'}\n",
+        "info/attributes": NEUTRAL_ATTRIBUTES,
+    }
+    for name, text in files.items():
+        target = path / name
+        try:
+            same = target.read_text() == text
+        except OSError:
+            same = False
+        if not same:
+            target.write_text(text)
+    (path / "HEAD").write_text(f"{head}\n")
     return path
 
 

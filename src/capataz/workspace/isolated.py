@@ -121,13 +121,20 @@ class Workspace:
         _hold(ws.path)
         if ws.path.exists():
             shutil.rmtree(ws.path)
-        ws.tree.mkdir(parents=True)
+        ws.path.mkdir()
+        ws.tree.mkdir()
         git_dir = ws.git_dir
-        for sub in ("objects/info", "refs/heads/capataz", "refs/tags", "info"):
-            (git_dir / sub).mkdir(parents=True, exist_ok=True)
+        # Parents first, one mkdir each (no failed attempt up the path): git needs
+        # objects/ and refs/ to call this a repository, and nothing else of the layout.
+        for sub in ("", "objects", "objects/info", "refs", "refs/heads", "refs/heads/capataz"):
+            (git_dir / sub).mkdir()
+        (git_dir / "info").mkdir()
         (git_dir / "HEAD").write_text(f"ref: refs/heads/{ws.branch}\n")
+        # No reflog: nobody reads a workspace's, and it is four directories and two files
+        # to make and delete per run.
         (git_dir / "config").write_text(
             "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+            "\tlogAllRefUpdates = false\n"
         )
         (git_dir / "refs" / "heads" / ws.branch).write_text(f"{base}\n")
         (git_dir / "objects" / "info" / "alternates").write_text(f"{ws.objects}\n")
@@ -216,14 +223,17 @@ class Workspace:
         return sorted([*added, *tracked])
 
     def changes(self, head: str | None = None) -> ChangeSet:
-        """Two git calls: raw + numstat (kinds, modes, counts), then the patch (kept
-        whole for people: the run record, the panel, escalations)."""
+        """One git call: raw + numstat (kinds, modes, counts) and the patch (kept whole
+        for people: the run record, the panel, escalations) come out of one ``git diff``,
+        the NUL-separated listing first, then an empty field, then the patch exactly as
+        a separate ``git diff`` would print it (one process fewer per run)."""
         head = head or self.head()
-        git = self.git
-        listing = git.out("diff", "-z", "--raw", "--numstat", "--no-renames", self.base, head)
-        kinds, counts, gitlinks = _parse_listing(listing)
-        patch = git.run(
+        out = self.git.run(
             "diff",
+            "-z",
+            "--raw",
+            "--numstat",
+            "--patch",
             "--unified=3",
             "--no-renames",
             "--no-color",
@@ -231,7 +241,9 @@ class Workspace:
             "--no-textconv",
             self.base,
             head,
-        ).stdout.decode("utf-8", errors="replace")
+        ).stdout
+        listing, patch = _split_listing(out)
+        kinds, counts, gitlinks = _parse_listing(listing)
         added = _added_lines(patch)
         files = []
         for path, kind in kinds:
@@ -240,7 +252,9 @@ class Workspace:
                 path=path, kind=kind, lines_added=plus, lines_removed=minus, binary=binary
             )
             files.append(FileDiff(change=change, added=tuple(added.get(path, ()))))
-        return ChangeSet(root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks), patch=patch)
+        return ChangeSet(
+            root=self.tree, files=tuple(files), gitlinks=tuple(gitlinks), patch=patch, head=head
+        )
 
     def remove_nested_git(self) -> list[str]:
         """Delete every ``.git`` below the tree's root (files, directories, FIFOs) before
@@ -281,6 +295,17 @@ class Workspace:
         mount_point = self.tree / ".git"
         if mount_point.is_dir() and not mount_point.is_symlink() and not any(mount_point.iterdir()):
             mount_point.rmdir()
+
+
+def _split_listing(out: bytes) -> tuple[str, str]:
+    """Split ``git diff -z --raw --numstat --patch`` into the listing and the patch. No
+    raw or numstat field is ever empty, so the first empty field (two NULs in a row)
+    is the separator git puts before the patch; none means there is no patch."""
+    cut = out.find(b"\0\0")
+    if cut < 0:
+        return out.decode(errors="replace").strip(), ""
+    listing = out[: cut + 1].decode(errors="replace").strip()
+    return listing, out[cut + 2 :].decode("utf-8", errors="replace")
 
 
 def _parse_listing(

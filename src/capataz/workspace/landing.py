@@ -24,9 +24,10 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from capataz.errors import GitError
-from capataz.models import Outcome, utcnow
+from capataz.models import ChangeKind, Outcome, utcnow
 from capataz.redaction import redact, redact_data
-from capataz.statedir import STATE_DIR
+from capataz.statedir import STATE_DIR, state_dir
+from capataz.workspace.changes import ChangeSet
 from capataz.workspace.checkout import update_checkout
 from capataz.workspace.git import Git
 from capataz.workspace.isolated import Workspace
@@ -75,6 +76,15 @@ def _landing_lock(repo: Repository) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _checkout_git_dir(repo: Repository) -> Path:
+    """The private git dir that moves the user's checkout (:mod:`capataz.workspace.checkout`):
+    one per repository, kept between landings, used only under the landing lock."""
+    path = repo.root / STATE_DIR / "land.git"
+    if not path.is_dir():
+        state_dir(repo.root)  # private, and ignored by git, before anything is put in it
+    return path
+
+
 def keep_branch(repo: Repository, ws: Workspace) -> str:
     """Point ``capataz/<task-id>`` in the user's repository at the result, after moving
     the run's objects into the user's store."""
@@ -89,7 +99,13 @@ def _waiting(repo: Repository, ws: Workspace, why: str) -> LandResult:
     return LandResult(Outcome.BRANCH, result, ws.branch, f"{why}; left on branch {ws.branch}")
 
 
-def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
+def land(
+    repo: Repository, ws: Workspace, target: str, mode: str, changes: ChangeSet | None = None
+) -> LandResult:
+    """Put the workspace's result on ``target``. ``changes``: the result's diff from
+    the workspace's base as collect computed it; when the result fast-forwards the
+    branch, that is exactly what the user's checkout must apply, so it is not asked
+    of git again."""
     if mode == "branch":
         return _waiting(repo, ws, 'review it first (land = "branch")')
     result = ws.head()
@@ -101,7 +117,9 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
         ws.adopt()  # before the user's index or a ref names any of it
         worktree = repo.worktree_on(target)
         if worktree is not None:
-            refused = update_checkout(worktree, old, new, ws.path / "land.git")
+            fast_forward = new == result and changes is not None and changes.head == result
+            known = _status_letters(changes) if fast_forward and changes is not None else None
+            refused = update_checkout(worktree, old, new, _checkout_git_dir(repo), known)
             if refused is not None:
                 return _waiting(
                     repo,
@@ -116,6 +134,13 @@ def land(repo: Repository, ws: Workspace, target: str, mode: str) -> LandResult:
             repo.git.run("update-ref", "-d", f"refs/heads/{ws.branch}")
     how = "fast-forward" if new == result else "rebased"
     return LandResult(Outcome.LANDED, new, target, f"landed on {target} ({how}) as {new[:12]}")
+
+
+def _status_letters(changes: ChangeSet) -> list[tuple[str, str]]:
+    """(path, status letter) as ``git diff-tree --name-status`` would list them: only
+    deletions matter to the checkout (their files are not read), so A, D and M do."""
+    letters = {ChangeKind.ADDED: "A", ChangeKind.DELETED: "D"}
+    return [(c.path, letters.get(c.kind, "M")) for c in changes.changes]
 
 
 def read_file(repo: Repository, branch: str, path: str) -> str | None:

@@ -3,6 +3,7 @@ that landing and forensics need, which go through :mod:`capataz.workspace.landin
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,9 @@ from capataz.errors import GitError
 from capataz.workspace.git import Git, find_git
 
 __all__ = ["Repository", "Worktree", "create_repository"]
+
+_REF_PART = re.compile(r"^(?!\.)[A-Za-z0-9._-]+(?<!\.lock)$")
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Repository:
         return Git(self.common_dir)
 
     def branch_tip(self, branch: str) -> str:
-        tip = self.git.rev(f"refs/heads/{branch}")
+        tip = self.loose_ref(f"refs/heads/{branch}") or self.git.rev(f"refs/heads/{branch}")
         if tip is None:
             raise GitError(
                 f"branch {branch!r} does not exist in {self.root}",
@@ -107,6 +111,22 @@ class Repository:
             main = Worktree(self.common_dir.parent, self.common_dir, head.removeprefix("ref: "))
             return main if main.branch == ref else None
         return next((wt for wt in self.worktrees() if wt.branch == ref), None)
+
+    def loose_ref(self, ref: str) -> str | None:
+        """The object id a loose ref file holds, read without a git process (every run
+        reads its target branch twice: once to start, once to land); None whenever git
+        must answer instead: a packed or symbolic ref, another ref backend, a name that
+        is not plainly a path under ``refs/``, anything but one object id in the file.
+        A loose ref outranks packed-refs in git too, so the file is the answer."""
+        parts = ref.split("/")
+        if parts[0] != "refs" or not all(_REF_PART.match(part) for part in parts[1:]):
+            return None
+        try:
+            text = (self.common_dir / ref).read_bytes()
+        except OSError:
+            return None
+        tip = text.decode("ascii", errors="replace").strip()
+        return tip if _OBJECT_ID.fullmatch(tip) and text == f"{tip}\n".encode() else None
 
     def has_ref(self, ref: str) -> bool:
         """Whether ``ref`` exists, read from the ref files (no git process)."""
