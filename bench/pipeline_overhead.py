@@ -38,6 +38,7 @@ def median_ms(values: list[float]) -> str:
 
 def bench_pipeline(runs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="capataz-bench-") as tmp:
+        Path(tmp).chmod(0o711)  # the sandbox's uid must reach the workspace
         repo = create_demo_repo(Path(tmp) / "repo")
         config = parse_config(CONFIG)
         phases: dict[str, list[float]] = defaultdict(list)

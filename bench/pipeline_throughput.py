@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="capataz-bench-") as tmp:
+        Path(tmp).chmod(0o711)  # the sandbox's uid must reach the workspace
         repo = create_demo_repo(Path(tmp) / "repo")
         (repo.root / "capataz.toml").write_text(CONFIG)
         subprocess.run(
