@@ -211,6 +211,8 @@ class ConnectionSampler:
         self.url = url.replace("postgresql+psycopg://", "postgresql://")
         self.most = 0
         self.states: dict[str, int] = {}
+        # What the active backends were waiting on, summed over the samples.
+        self.waits: collections.Counter[str] = collections.Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -230,6 +232,12 @@ class ConnectionSampler:
                     "WHERE datname = current_database() AND pid <> pg_backend_pid() GROUP BY 1"
                 ).fetchall()
                 total = sum(n for _, n in rows)
+                for kind, event, n in conn.execute(
+                    "SELECT coalesce(wait_event_type, 'CPU'), coalesce(wait_event, '-'), "
+                    "count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'active' AND pid <> pg_backend_pid() GROUP BY 1, 2"
+                ).fetchall():
+                    self.waits[f"{kind}:{event}"] += n
                 if total >= self.most:
                     self.most, self.states = total, {state: n for state, n in rows}
 
@@ -238,6 +246,30 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (and of its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def backend_cpu(database: str) -> float:
+    """CPU seconds of the PostgreSQL backends connected to ``database`` right now (their
+    process titles name it), from /proc."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if title.startswith("postgres: ") and f" {database} " in title:
+                total += cpu_seconds(int(proc.name))
+    return total
+
+
+def transactions(url: str) -> int:
+    """Transactions committed in the database so far (``pg_stat_database``)."""
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -337,11 +369,15 @@ def main() -> None:
         server, base = _serve(root, url, args.profile)
         try:
             with ConnectionSampler(url) as connections:
+                database = url.rpartition("/")[2]
                 cpu0, load0 = cpu_seconds(server.pid), os.getloadavg()
+                pg0, xact0 = backend_cpu(database), transactions(url)
                 own0, started = os.times(), time.monotonic()
                 fleet = asyncio.run(simulate(base, tokens, args))
                 wall = time.monotonic() - started
                 cpu, own1 = cpu_seconds(server.pid) - cpu0, os.times()
+                pg_cpu = backend_cpu(database) - pg0
+                xacts = transactions(url) - xact0
         finally:
             stop_serve(server)
         report(fleet, args, cpu, wall)
@@ -351,6 +387,14 @@ def main() -> None:
             f"  PostgreSQL connections to the database, most at once: {connections.most} "
             f"{connections.states}"
         )
+        print(f"  PostgreSQL backends' CPU {pg_cpu:.1f} s (the connections open at the end)")
+        requests = sum(len(v) for v in fleet.latency.values()) + fleet.claims_empty
+        print(
+            f"  transactions committed {xacts} ({xacts / max(len(fleet.completed), 1):.1f} per "
+            f"task, {xacts / max(requests, 1):.2f} per request; stats lag up to 0.5 s)"
+        )
+        waits = ", ".join(f"{k} {n}" for k, n in connections.waits.most_common(6))
+        print(f"  active backends by wait, summed over 1 s samples: {waits or 'none'}")
         print(
             f"  load average 1/5/15 min: before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
             "after {:.2f} {:.2f} {:.2f}; {} cores".format(*os.getloadavg(), os.cpu_count())
