@@ -104,9 +104,14 @@ def test_the_server_rescues_the_task_of_a_killed_remote_runner(fleet: Plane) -> 
         )
         task = store.tasks.get("held")
         assert task.attempts == 1 and "expired" in (task.reason or ""), task.reason
-        audit = io.StringIO()
-        store.audit.export(audit)
-        assert '"sweeper:server"' in audit.getvalue()
+
+        def audited() -> bool:
+            audit = io.StringIO()
+            store.audit.export(audit)
+            return '"sweeper:server"' in audit.getvalue()
+
+        # The sweep seals its audit entries in a transaction after the rescue's commit.
+        wait_for(audited, "the rescue is in the audit chain, by the server's sweeper")
     finally:
         if runner.poll() is None:
             runner.kill()
