@@ -63,9 +63,10 @@ __all__ = ["MAX_CLAIM_WAIT", "router"]
 MAX_CLAIM_WAIT = 30.0
 
 
-def _advertise_sweeper(response: Response) -> None:
+async def _advertise_sweeper(response: Response) -> None:
     """Every answer says this server sweeps expired leases itself (the app's lifespan,
-    api/fleet.py), so its runners stop calling /runner/sweep from their first request."""
+    api/fleet.py), so its runners stop calling /runner/sweep from their first request.
+    Async: a sync dependency would cost every runner request a thread hop."""
     response.headers[SWEEPER_HEADER] = "on"
 
 
