@@ -117,7 +117,7 @@ class SimulatedRunner:
         while not self.id:
             found = await self.call("register", "/runner/register", body)
             self.id = found["runner_id"] if isinstance(found, dict) else ""
-        beat = asyncio.create_task(self._heartbeats(stop))
+        beat = asyncio.create_task(self._heartbeats())
         try:
             while time.monotonic() < stop_at and not stop.is_set():
                 claimed = await self.call(
@@ -182,11 +182,11 @@ class SimulatedRunner:
         finally:
             self.leases.pop(task, None)
 
-    async def _heartbeats(self, stop: asyncio.Event) -> None:
+    async def _heartbeats(self) -> None:
         """Every ``--heartbeat`` seconds (the first after a random part of it, so the
         fleet does not beat in step): the runner, then each lease it holds."""
         await asyncio.sleep(random.uniform(0, self.args.heartbeat))
-        while not stop.is_set():
+        while True:  # until the runner ends (cancelled): tasks at work after the stop too
             await self.call("heartbeat", f"/runner/{self.id}/heartbeat", {})
             for task, token in list(self.leases.items()):
                 with contextlib.suppress(Stale):
