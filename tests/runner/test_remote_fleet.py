@@ -58,8 +58,29 @@ def test_an_idle_remote_runner_waits_in_one_claim_and_gets_new_work_through_it(
         assert counts.get("claimed", 0) == 0, counts
     finally:
         runner.send_signal(signal.SIGTERM)
-        output.finish(timeout=120)  # an idle runner notices within its claim's wait
+        output.finish(timeout=120)
         store.close()
+
+
+def test_an_idle_remote_runner_sent_sigterm_stops_without_waiting_for_its_claim(
+    fleet: Plane,
+) -> None:
+    """The long poll waits 20 s on the server; a stopping runner gives it up at once
+    (before, it exited only when the claim answered: after up to 20 s)."""
+    runner = fleet.runner("--concurrency", "1")
+    output = Output(runner)
+    try:
+        wait_for(lambda: claim_counts(fleet)["waiting"] == 1, "the idle runner's claim is held")
+        runner.send_signal(signal.SIGTERM)
+        # Well under the claim's 20 s wait, generous for a loaded machine.
+        wait_for(lambda: runner.poll() is not None, "the runner exits", ceiling=10)
+        text = output.finish(timeout=10)
+        assert runner.returncode == 0, text[-3000:]
+        assert "stopped after 0 task(s)" in text, text[-3000:]
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            output.finish(timeout=30)
 
 
 def test_the_server_rescues_the_task_of_a_killed_remote_runner(fleet: Plane) -> None:
@@ -83,9 +104,14 @@ def test_the_server_rescues_the_task_of_a_killed_remote_runner(fleet: Plane) -> 
         )
         task = store.tasks.get("held")
         assert task.attempts == 1 and "expired" in (task.reason or ""), task.reason
-        audit = io.StringIO()
-        store.audit.export(audit)
-        assert '"sweeper:server"' in audit.getvalue()
+
+        def audited() -> bool:
+            audit = io.StringIO()
+            store.audit.export(audit)
+            return '"sweeper:server"' in audit.getvalue()
+
+        # The sweep seals its audit entries in a transaction after the rescue's commit.
+        wait_for(audited, "the rescue is in the audit chain, by the server's sweeper")
     finally:
         if runner.poll() is None:
             runner.kill()

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,7 +38,13 @@ from capataz.config import Config
 from capataz.mcpserver import HttpEndpoint
 from capataz.store import Store
 
-__all__ = ["API_ERRORS", "create_app"]
+__all__ = ["API_ERRORS", "THREADS", "create_app"]
+
+# Worker threads for the routes that call the Store (each holds one database connection
+# while it runs); ``capataz serve`` opens its store with a pool of as many connections,
+# so no thread waits for one and none is opened and closed per request. Long-poll claims
+# and event streams wait on the event loop and hold neither.
+THREADS = 20
 
 _ERROR = {
     "content": {
@@ -102,10 +109,13 @@ class FormAsJson:
         await self.app(scope, receive, send)
 
 
-def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -> FastAPI:
+def create_app(
+    store: Store, config: Config, *, state_dir: Path | None = None, threads: int | None = None
+) -> FastAPI:
     """The control plane over ``store``; ``config.server`` sets its rate limits and
     guardrails. The caller owns the store (opens and closes it). ``/mcp`` is the MCP
-    server over streamable HTTP (docs/mcp.md); it serves while the app's lifespan runs."""
+    server over streamable HTTP (docs/mcp.md); it serves while the app's lifespan runs.
+    ``threads``: the worker threads of sync routes (default: anyio's 40)."""
     mcp = HttpEndpoint(store, config)
     # Long-poll claims wait on one wake-up per process (NOTIFY, or SQLite's watch); the
     # tick catches what notifies nobody (tasks due by time on PostgreSQL).
@@ -115,6 +125,8 @@ def create_app(store: Store, config: Config, *, state_dir: Path | None = None) -
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         event_hub.start()
         try:
             async with mcp.running(), running(hub, sweeper):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from capataz.api.errors import ApiError
 from capataz.config import Config
@@ -54,18 +55,47 @@ class RateLimiter:
 
 
 class TokenCache:
-    """Who a bearer token is, remembered for ``ttl`` seconds: a runner calls several
-    times a second, and looking the token up each time was the largest single cost of
-    a heartbeat. The price: a revoked token keeps working for at most ``ttl``."""
+    """Who a bearer token is, remembered so that a request does not read its token's
+    row: a fleet of runners calls several times a second each, and looking each token
+    up was the largest single cost of a heartbeat (with 200 runners' tokens, a cache
+    that forgot after a second missed on most requests).
 
-    def __init__(self, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    A known token is kept for ``keep`` seconds; revocation still takes effect within
+    about ``ttl``: once a ``ttl`` at most, one request asks the store whether any token
+    was revoked since (:meth:`capataz.store.Store.tokens.revocations`, one small read
+    per server process whatever the number of tokens) and, if so, forgets every token.
+    An unknown token is remembered as unknown for ``ttl`` only (a token created since
+    works within that)."""
+
+    def __init__(
+        self, ttl: float = 1.0, keep: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
+        self.keep = keep
         self.clock = clock
         self._known: dict[str, tuple[TokenInfo | None, float]] = {}
         self._lock = threading.Lock()
+        self._checking = threading.Lock()  # one request at a time asks for revocations
+        self._checked_at = -math.inf
+        self._revoked: object = None
+
+    def cached(self, token: str) -> tuple[bool, TokenInfo | None]:
+        """``(True, who)`` when the answer is known without the database (a fresh entry,
+        and no look at the revocations due); ``(False, None)``: call
+        :meth:`authenticate` (in a thread: it may read). Lets the API answer most
+        requests' authentication on the event loop, without a thread."""
+        now = self.clock()
+        if now - self._checked_at >= self.ttl:
+            return False, None
+        with self._lock:
+            found = self._known.get(token)
+        if found is not None and found[1] > now:
+            return True, found[0]
+        return False, None
 
     def authenticate(self, store: Store, token: str) -> TokenInfo | None:
         now = self.clock()
+        self._check_revocations(store, now)
         with self._lock:
             found = self._known.get(token)
         if found is not None and found[1] > now:
@@ -74,8 +104,24 @@ class TokenCache:
         with self._lock:
             if len(self._known) > 10_000:  # a flood of made-up tokens: start over
                 self._known.clear()
-            self._known[token] = (info, now + self.ttl)
+            self._known[token] = (info, now + (self.ttl if info is None else self.keep))
         return info
+
+    def _check_revocations(self, store: Store, now: float) -> None:
+        """Forget every token when one was revoked since the last look (at most once a
+        ``ttl``; while another request looks, the others go on with what is known)."""
+        if now - self._checked_at < self.ttl or not self._checking.acquire(blocking=False):
+            return
+        try:
+            if now - self._checked_at < self.ttl:
+                return
+            revoked = store.tokens.revocations()
+            with self._lock:
+                if revoked != self._revoked:
+                    self._known.clear()
+                self._revoked, self._checked_at = revoked, now
+        finally:
+            self._checking.release()
 
 
 def _route_path(request: Request) -> str:
@@ -83,18 +129,24 @@ def _route_path(request: Request) -> str:
     return str(getattr(route, "path", request.url.path))
 
 
-def requires(access: Access) -> Callable[..., TokenInfo]:
+def requires(access: Access) -> Callable[..., Awaitable[TokenInfo]]:
     """A dependency that lets the request through for the roles ``access`` allows and
-    returns the caller's token."""
+    returns the caller's token. Async: a token the cache knows is checked on the event
+    loop, and only a lookup that may read the database goes to a worker thread (a sync
+    dependency cost every request a thread hop of its own, before the route's)."""
 
-    def check(
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> TokenInfo:
         if credentials is None or not credentials.credentials:
             raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         cache: TokenCache = request.app.state.tokens
-        token = cache.authenticate(request.app.state.store, credentials.credentials)
+        known, token = cache.cached(credentials.credentials)
+        if not known:
+            token = await run_in_threadpool(
+                cache.authenticate, request.app.state.store, credentials.credentials
+            )
         if token is None:
             raise ApiError(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
         limiter: RateLimiter = request.app.state.limiter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -60,7 +61,10 @@ def config_of(request: Request) -> Config:
     return config
 
 
+@functools.cache
 def capataz_version() -> str:
+    """The installed version, read once per process: ``importlib.metadata`` parses the
+    package's METADATA on every call, which was most of what ``GET /health`` cost."""
     try:
         return version("capataz")
     except PackageNotFoundError:  # running from a source tree that was never installed

@@ -54,14 +54,16 @@ def cli_actor() -> str:
 
 
 @contextmanager
-def opened_store(repo: Repository, *, strict_vault: bool = False) -> Iterator[Store]:
+def opened_store(
+    repo: Repository, *, strict_vault: bool = False, pool: int | None = None
+) -> Iterator[Store]:
     """The store of ``repo`` ($CAPATAZ_DATABASE_URL, else .capataz/capataz.db), migrated
     to the newest schema, closed afterwards. A database that cannot be opened, or is
     away, is one StoreError line (the store says which); anything else is a bug and
     keeps its traceback. Secret values are masked in all this process writes
     (``strict_vault``: a master key that does not open the vault is an error, for
-    commands that run agents)."""
-    store = Store.open(database_url(repo.root))
+    commands that run agents; ``pool``: see ``Store.open``)."""
+    store = Store.open(database_url(repo.root), pool=pool)
     try:
         install_redaction(store, state_dir(repo.root), strict=strict_vault)
         yield store

@@ -115,8 +115,14 @@ def run_command(
         max_tasks=max_tasks,
         exit_when_idle=exit_when_idle,
     )
+
+    def stop(signum: int, _frame: object) -> None:
+        runner.shutdown(signal.Signals(signum).name)
+        if isinstance(store, RemoteQueue):
+            store.interrupt()  # an idle remote runner's long-poll claim ends now, not in 20 s
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: runner.shutdown(signal.Signals(signum).name))
+        signal.signal(sig, stop)
     try:
         runner.run()
     finally:

@@ -97,15 +97,17 @@ def serve_command(
     repository's store until interrupted."""
     import uvicorn
 
-    from capataz.api import create_app
+    from capataz.api.app import THREADS, create_app
 
     repo, config = open_project(repo_path)
     bind = host or config.server.host
     chosen = port if port is not None else config.server.port
     if not 0 < chosen < 65536:
         raise CapatazError(f"--port {chosen}: not a port", fix="use 1-65535")
-    with opened_store(repo) as store:
-        api = create_app(store, config, state_dir=state_dir(repo.root))
+    # One pooled connection per worker thread (see capataz.api.app.THREADS), and a few
+    # for the server's own threads (the sweeper, the event and ready hubs' reads).
+    with opened_store(repo, pool=THREADS + 4) as store:
+        api = create_app(store, config, state_dir=state_dir(repo.root), threads=THREADS)
         shown = f"[{bind}]" if ":" in bind else bind
         out.print(f"capataz API on http://{shown}:{chosen}", markup=False, highlight=False)
         uvicorn.run(

@@ -68,8 +68,8 @@ __all__ = [
 ]
 
 # Seconds an idle remote runner's claim waits on the server for work (the server cuts
-# longer waits to its own cap, 30 s). Also how long an idle runner may take to notice
-# a SIGTERM.
+# longer waits to its own cap, 30 s). A SIGTERM does not wait for it: the stopping
+# runner gives the claim up (``RemoteQueue.interrupt``).
 CLAIM_WAIT = 20.0
 
 
@@ -97,6 +97,11 @@ class RemoteQueue:
     def close(self) -> None:
         """Stop the sender and close the connections (unsent records are dropped)."""
         self._link.close()
+
+    def interrupt(self) -> None:
+        """The runner is stopping: give up a long-poll claim in flight (it answers None
+        now) and wait in no later one. Safe from a signal handler."""
+        self._link.interrupt()
 
     def sweep(self, *, actor: str = "sweeper") -> list[str]:
         """Ask the server to sweep, unless it said it sweeps on its own (then an idle
@@ -197,6 +202,16 @@ class RemoteLeases:
             labels=None if labels is None else list(labels),
             claim_key=claim_key,
         )
+        if wait <= 0:
+            return self._claim(body, 0.0)
+        # A long poll: given up when the runner stops (RemoteQueue.interrupt); a task it
+        # still got is released at once.
+        return self._link.interruptible(
+            lambda: self._claim(body, wait),
+            lambda late: self.release(late.id, late.fencing_token, "its runner stopped"),
+        )
+
+    def _claim(self, body: Claim, wait: float) -> ClaimedTask | None:
         asked = time.monotonic()
         params = {"wait": wait} if wait > 0 else None
         data = self._link.call("POST", "/runner/claim", _CLAIMED, body, params=params, waits=wait)

@@ -152,6 +152,8 @@ class Runner:
                 if self.exit_when_idle and not self.running and self._queue_idle():
                     return
             self.wake.clear()
+            if self.stopping.is_set():
+                continue  # asked to stop during the claim: its wake-up was just cleared
             if self._listen():
                 idle_wait = 0.05
                 continue

@@ -97,10 +97,15 @@ class Store(StoreBase):
         self._tidied_at = float("-inf")
 
     @classmethod
-    def open(cls, url: str, **options: Any) -> Store:
+    def open(cls, url: str, *, pool: int | None = None, **options: Any) -> Store:
         """Connect to ``url`` and bring its schema up to date (capataz migrates on start,
-        under a lock, see ``migrate``); a database newer than this code is refused."""
-        engine = create_engine_for(url)
+        under a lock, see ``migrate``); a database newer than this code is refused.
+        ``pool``: keep up to that many connections open and open no more (a server
+        sizes it to its worker threads, so none waits for a connection and none is
+        opened and closed per request); default SQLAlchemy's 5, plus 10 opened and
+        closed again under load."""
+        sizing = {} if pool is None else {"pool_size": pool, "max_overflow": 0}
+        engine = create_engine_for(url, **sizing)
         try:
             upgrade(engine)
         except BaseException:

@@ -63,9 +63,10 @@ __all__ = ["MAX_CLAIM_WAIT", "router"]
 MAX_CLAIM_WAIT = 30.0
 
 
-def _advertise_sweeper(response: Response) -> None:
+async def _advertise_sweeper(response: Response) -> None:
     """Every answer says this server sweeps expired leases itself (the app's lifespan,
-    api/fleet.py), so its runners stop calling /runner/sweep from their first request."""
+    api/fleet.py), so its runners stop calling /runner/sweep from their first request.
+    Async: a sync dependency would cost every runner request a thread hop."""
     response.headers[SWEEPER_HEADER] = "on"
 
 
@@ -222,7 +223,6 @@ def current(request: Request, _: Runner, task_id: TaskId, token: Token) -> Answe
 )
 def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> Answer:
     store = store_of(request)
-    get_task_or_404(store, task_id)
     if not store.leases.release(
         task_id, body.fencing_token, body.reason, delay_seconds=body.delay_seconds
     ):
@@ -237,7 +237,6 @@ def release(request: Request, _: Runner, task_id: TaskId, body: Release) -> Answ
 )
 def complete(request: Request, _: Runner, task_id: TaskId, body: Complete) -> Answer:
     store = store_of(request)
-    get_task_or_404(store, task_id)
     details = _run_details(body.details) if body.details is not None else None
     accepted = store.leases.complete(  # a state or detail no run reports: 422
         task_id,
