@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from capataz.events import EventRecord, EventType
 from capataz.redaction import redact_data
-from capataz.store._audit_sql import PG_LOCK
+from capataz.store._audit_sql import EVENT_ORDER_KEY, PG_LOCK
 from capataz.store._tail import tail_of
 from capataz.store._wakeup import EVENTS_CHANNEL, READY_CHANNEL
 from capataz.store.schema import UTCDateTime, events, runs
@@ -30,6 +30,7 @@ __all__ = [
     "emit_for_run",
     "emit_many",
     "last_id",
+    "ordering_cte",
     "pg_preamble",
     "prune",
     "read_after",
@@ -47,6 +48,16 @@ _PREAMBLES = {
     (False, True): sa.select(_NOTIFY_READY),
 }
 _INSERT = events.insert()
+
+
+def ordering_cte(source: str) -> str:
+    """SQL of a CTE ``ordered`` for a one-statement write (``_pg_claims``,
+    ``_pg_reports``): it takes the ordering lock and sends the hub's NOTIFY, once per row
+    of the CTE ``source``. The statement inserts its events from a join with it, so no
+    event id is drawn before the lock is held."""
+    lock = f"pg_advisory_xact_lock({EVENT_ORDER_KEY}) AS locked"
+    notify = f"pg_notify('{EVENTS_CHANNEL}', '') AS notified"
+    return f"ordered AS (SELECT {lock}, {notify} FROM {source})"  # noqa: S608 - constants
 
 
 def pg_preamble(*, events: bool, ready: bool) -> sa.Select[Any]:

@@ -28,8 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from capataz.events import EventType
-from capataz.store._audit_sql import EVENT_ORDER_KEY
-from capataz.store._wakeup import EVENTS_CHANNEL
+from capataz.store import _event_sql
 from capataz.store.schema import UTCDateTime
 from capataz.store.statuses import RunStatus, TaskState
 
@@ -62,11 +61,7 @@ WITH picked AS (
         json_build_object('attempt', attempts, 'run_id', CAST(:run_id AS text),
             'token', fencing_token)
     FROM leased
-), ordered AS (
-    SELECT pg_advisory_xact_lock({lock_key}) AS locked,
-        pg_notify('{channel}', '') AS notified
-    FROM leased
-), told AS (
+), {ordered}, told AS (
     INSERT INTO events (at, type, task_id, run_id, data)
     SELECT :now, told.type, leased.id, :run_id, told.data
     FROM leased CROSS JOIN ordered CROSS JOIN LATERAL (VALUES
@@ -99,7 +94,7 @@ def claim_statement(*, labels: bool) -> sa.TextClause:
     variant."""
     if labels not in _STATEMENTS:
         text = _CLAIM.format(
-            labels=_LABELS_FIT if labels else "", lock_key=EVENT_ORDER_KEY, channel=EVENTS_CHANNEL
+            labels=_LABELS_FIT if labels else "", ordered=_event_sql.ordering_cte("leased")
         )
         binds = [
             sa.bindparam("now", type_=UTCDateTime()),

@@ -27,9 +27,7 @@ import sqlalchemy as sa
 
 from capataz.events import EventType
 from capataz.redaction import redact
-from capataz.store import _run_sql, _task_sql
-from capataz.store._audit_sql import EVENT_ORDER_KEY
-from capataz.store._wakeup import EVENTS_CHANNEL
+from capataz.store import _event_sql, _run_sql, _task_sql
 from capataz.store.records import RunDetails
 from capataz.store.schema import UTCDateTime
 from capataz.store.statuses import RunStatus, TaskState
@@ -70,11 +68,7 @@ WITH holder AS (
             'decision', CAST(:told_decision AS text), 'reason', CAST(:reason AS text),
             'run_after', NULL)
     FROM ended
-), ordered AS (
-    SELECT pg_advisory_xact_lock({lock_key}) AS locked,
-        pg_notify('{channel}', '') AS notified
-    FROM ended
-), told AS (
+), {ordered}, told AS (
     INSERT INTO events (at, type, task_id, run_id, data)
     SELECT :now, told.type, ended.id, closed_run.id, told.data
     FROM ended CROSS JOIN ordered LEFT JOIN closed_run ON true
@@ -97,7 +91,7 @@ SELECT ended.id, ended.lease_owner, closed_run.id AS run_id,
 FROM ended LEFT JOIN closed_run ON true
 """
 
-DONE = sa.text(_DONE.format(lock_key=EVENT_ORDER_KEY, channel=EVENTS_CHANNEL)).bindparams(
+DONE = sa.text(_DONE.format(ordered=_event_sql.ordering_cte("ended"))).bindparams(
     sa.bindparam("now", type_=UTCDateTime())
 )
 _FIXED = {
