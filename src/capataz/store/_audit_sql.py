@@ -106,8 +106,7 @@ def append(
     """Record one entry inside the caller's transaction: chained on SQLite, left for the
     sealer on PostgreSQL (see the module's docstring). In a transaction that collects its
     tail (``_tail``) the entry is written with the others just before the commit."""
-    at, body = _normalised(at, payload)
-    row = {"at": at, "actor": actor, "action": action, "subject": subject, "payload": body}
+    row = _entry(at=at, actor=actor, action=action, subject=subject, payload=payload)
     tail = tail_of(conn)
     if tail is not None:
         tail.audit_rows.append(row)
@@ -122,6 +121,12 @@ def write_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(_INSERT_PENDING, rows)
         return
+    conn.execute(_INSERT, _chained(conn, rows))
+
+
+def _chained(conn: sa.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (entries' fields) as the chain's next entries after its committed tail:
+    numbered and hashed in order. The caller must be the only writer of the chain."""
     tail = conn.execute(_TAIL).first()
     seq, prev_hash = (tail.seq, tail.hash) if tail else (0, GENESIS)
     chained = []
@@ -130,12 +135,22 @@ def write_rows(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         digest = entry_hash(seq=seq, **row, prev_hash=prev_hash)
         chained.append({"seq": seq, **row, "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
-    conn.execute(_INSERT, chained)
+    return chained
 
 
-def _normalised(at: datetime, payload: dict[str, Any] | None) -> tuple[datetime, Any]:
-    # What the database will hand back on verify: JSON-normalised, microsecond UTC.
-    return at.astimezone(UTC), json.loads(canonical(redact_data(payload or {})))
+def _entry(
+    *, at: datetime, actor: str, action: str, subject: str, payload: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An entry's fields as the database will hand them back on verify: JSON-normalised
+    payload (secrets masked), UTC time."""
+    body = json.loads(canonical(redact_data(payload or {})))
+    return {
+        "at": at.astimezone(UTC),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": body,
+    }
 
 
 def append_unsealed(
@@ -148,9 +163,8 @@ def append_unsealed(
     payload: dict[str, Any] | None = None,
 ) -> None:
     """Insert one entry into ``audit_pending``; no lock, no read of the chain's tail."""
-    at, body = _normalised(at, payload)
-    values = {"at": at, "actor": actor, "action": action, "subject": subject, "payload": body}
-    conn.execute(_INSERT_PENDING, values)
+    entry = _entry(at=at, actor=actor, action=action, subject=subject, payload=payload)
+    conn.execute(_INSERT_PENDING, entry)
 
 
 def any_pending(conn: sa.Connection) -> bool:
@@ -171,24 +185,17 @@ def seal_batch(conn: sa.Connection, limit: int = 1000) -> int | None:
     rows = conn.execute(_PENDING.limit(limit)).all()
     if not rows:
         return 0
-    tail = conn.execute(_TAIL).first()
-    seq, prev_hash = (tail.seq, tail.hash) if tail else (0, GENESIS)
-    sealed = []
-    for row in rows:
-        seq += 1
-        at = row.at.astimezone(UTC)
-        fields = {
-            "seq": seq,
-            "at": at,
+    fields = [
+        {
+            "at": row.at.astimezone(UTC),
             "actor": row.actor,
             "action": row.action,
             "subject": row.subject,
             "payload": row.payload,
         }
-        digest = entry_hash(**fields, prev_hash=prev_hash)
-        sealed.append({**fields, "prev_hash": prev_hash, "hash": digest})
-        prev_hash = digest
-    conn.execute(_INSERT, sealed)
+        for row in rows
+    ]
+    conn.execute(_INSERT, _chained(conn, fields))
     conn.execute(sa.delete(audit_pending).where(audit_pending.c.id.in_([r.id for r in rows])))
     return len(rows)
 
