@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from capataz.runner.queue import QueueRuns
 from capataz.store.records import RunRecord
@@ -120,14 +121,7 @@ class RunRecorder:
 
     def _add(self, record: RunRecord, at: float | None = None) -> None:
         self._seq += 1
-        numbered = RunRecord(
-            self._seq,
-            record.kind,
-            phase=record.phase,
-            status=record.status,
-            outcome=record.outcome,
-            text=record.text,
-        )
+        numbered = replace(record, seq=self._seq, age=0.0)
         self._pending.append((time.monotonic() if at is None else at, numbered))
         del self._pending[:-_MAX_KEPT]
 
@@ -166,12 +160,4 @@ class RunRecorder:
 
 
 def _aged(record: RunRecord, age: float) -> RunRecord:
-    return RunRecord(
-        record.seq,
-        record.kind,
-        phase=record.phase,
-        status=record.status,
-        outcome=record.outcome,
-        text=record.text,
-        age=max(0.0, age),
-    )
+    return replace(record, age=max(0.0, age))
